@@ -1,0 +1,1 @@
+//! The panoptes command: run topologies, subscribe to detections.

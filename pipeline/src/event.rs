@@ -1,0 +1,63 @@
+//! Status and error events published on `<ns>.events.<camera>` (JSON, schema `events/v1`).
+
+use serde::{Deserialize, Serialize};
+
+pub const EVENTS_SCHEMA: &str = "events/v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A frame could not be processed; only that frame is lost.
+    FrameError,
+    /// Frames were dropped to keep up (live delivery keeps the newest frame per camera).
+    FramesDropped,
+    CameraUp,
+    CameraDown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema: String,
+    pub camera: String,
+    pub kind: EventKind,
+    /// The stage where it happened (`decode`, `ingest`, or a stage ID from the topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Human-readable cause.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    pub ts_ns: u64,
+}
+
+impl Event {
+    pub fn new(camera: &str, kind: EventKind, message: impl Into<String>) -> Self {
+        Self {
+            schema: EVENTS_SCHEMA.to_owned(),
+            camera: camera.to_owned(),
+            kind,
+            stage: None,
+            seq: None,
+            message: message.into(),
+            count: None,
+            ts_ns: crate::time::now_ns(),
+        }
+    }
+
+    pub fn stage(mut self, stage: impl Into<String>) -> Self {
+        self.stage = Some(stage.into());
+        self
+    }
+
+    pub fn seq(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
+    }
+
+    pub fn count(mut self, count: u64) -> Self {
+        self.count = Some(count);
+        self
+    }
+}

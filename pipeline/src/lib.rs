@@ -1,0 +1,25 @@
+//! Core runtime of panoptes: the wire contracts every process agrees on (subjects, headers, Arrow
+//! frames, detection and event messages), the topology model, the [`Stage`] trait stage crates
+//! implement, and the worker loop that moves frames from NATS through a chain of stages.
+
+pub mod camera;
+pub mod detection;
+pub mod event;
+pub mod frame;
+pub mod headers;
+pub mod nats_server;
+pub mod paths;
+pub mod stage;
+pub mod subjects;
+pub mod tensor;
+pub mod time;
+pub mod topology;
+pub mod worker;
+
+pub use camera::{CameraId, InvalidCameraId};
+pub use detection::{Detection, DetectionMessage};
+pub use event::{Event, EventKind};
+pub use frame::{Frame, FrameError, PixelFormat};
+pub use stage::{Item, Payload, Stage, StageError};
+pub use subjects::Subjects;
+pub use tensor::{Tensor, Transform};

@@ -1,0 +1,86 @@
+//! The stage contract: a stage takes one item (a frame, a tensor, detections) and returns the next.
+//! Stage crates (wasm operators, models, postprocessors) implement [`Stage`]; the worker chains them.
+
+use crate::detection::Detection;
+use crate::frame::Frame;
+use crate::tensor::{Tensor, Transform};
+
+/// What flows between stages for one frame.
+#[derive(Debug)]
+pub struct Item {
+    pub frame: FrameMeta,
+    pub payload: Payload,
+    /// Maps coordinates of the current tensor back to the original frame.
+    pub transform: Transform,
+}
+
+/// Facts about the source frame that every stage's output keeps.
+#[derive(Clone, Debug)]
+pub struct FrameMeta {
+    pub camera: crate::CameraId,
+    pub seq: u64,
+    pub capture_ts_ns: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug)]
+pub enum Payload {
+    Frame(Frame),
+    Tensor(Tensor),
+    Detections(Vec<Detection>),
+}
+
+impl Payload {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::Frame(_) => "frame",
+            Payload::Tensor(_) => "tensor",
+            Payload::Detections(_) => "detections",
+        }
+    }
+}
+
+impl Item {
+    pub fn from_frame(frame: Frame) -> Self {
+        Self {
+            frame: FrameMeta {
+                camera: frame.camera.clone(),
+                seq: frame.seq,
+                capture_ts_ns: frame.capture_ts_ns,
+                width: frame.width,
+                height: frame.height,
+            },
+            payload: Payload::Frame(frame),
+            transform: Transform::IDENTITY,
+        }
+    }
+}
+
+/// Why a stage failed one item. The worker reports it on the camera's events subject and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("expected a {expected} input, got a {got}")]
+    WrongInput {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("operator trapped: {0}")]
+    Trap(String),
+    #[error("operator exceeded its time limit of {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub trait Stage: Send {
+    /// The stage ID from the topology.
+    fn id(&self) -> &str;
+    /// Model name reported in detection messages, for model stages.
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn process(&mut self, item: Item) -> Result<Item, StageError>;
+}

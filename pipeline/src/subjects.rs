@@ -1,0 +1,87 @@
+//! NATS subject names (contract v1): `<ns>.frames.<camera>`, `<ns>.detections.<camera>`,
+//! `<ns>.events.<camera>`.
+
+use crate::camera::CameraId;
+
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    ns: String,
+}
+
+impl Subjects {
+    pub const DEFAULT_NAMESPACE: &'static str = "panoptes";
+
+    pub fn new(ns: impl Into<String>) -> Self {
+        Self { ns: ns.into() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn frames(&self, camera: &CameraId) -> String {
+        format!("{}.frames.{camera}", self.ns)
+    }
+
+    /// Every camera's frames.
+    pub fn all_frames(&self) -> String {
+        format!("{}.frames.*", self.ns)
+    }
+
+    pub fn detections(&self, camera: &CameraId) -> String {
+        format!("{}.detections.{camera}", self.ns)
+    }
+
+    pub fn all_detections(&self) -> String {
+        format!("{}.detections.*", self.ns)
+    }
+
+    pub fn events(&self, camera: &CameraId) -> String {
+        format!("{}.events.{camera}", self.ns)
+    }
+
+    pub fn all_events(&self) -> String {
+        format!("{}.events.*", self.ns)
+    }
+
+    /// Like [`Self::detections`] for a camera token taken from a subject.
+    pub fn detections_for(&self, camera: &str) -> String {
+        format!("{}.detections.{camera}", self.ns)
+    }
+
+    /// Like [`Self::events`] for a camera token taken from a subject (not necessarily a valid
+    /// [`CameraId`]: errors about such frames must still reach someone).
+    pub fn events_for(&self, camera: &str) -> String {
+        format!("{}.events.{camera}", self.ns)
+    }
+
+    /// The camera token of a `<ns>.<kind>.<camera>` subject, if it has that shape.
+    pub fn camera_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(self.ns.as_str())?.strip_prefix('.')?;
+        let (_, camera) = rest.split_once('.')?;
+        (!camera.contains('.')).then_some(camera)
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_NAMESPACE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let s = Subjects::default();
+        let cam = CameraId::new("gate-2").expect("valid");
+        assert_eq!(s.frames(&cam), "panoptes.frames.gate-2");
+        assert_eq!(s.detections(&cam), "panoptes.detections.gate-2");
+        assert_eq!(s.events(&cam), "panoptes.events.gate-2");
+        assert_eq!(s.camera_of("panoptes.frames.gate-2"), Some("gate-2"));
+        assert_eq!(s.camera_of("other.frames.gate-2"), None);
+        assert_eq!(s.camera_of("panoptes.frames.a.b"), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! The stage worker: subscribes to every camera's frames, keeps the newest pending frame per
+//! camera (live delivery), runs each frame through the stage chain on a dedicated thread, and
+//! publishes detections and events. A failing frame is reported and only that frame is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::detection::{DETECTIONS_SCHEMA, DetectionMessage};
+use crate::event::{Event, EventKind};
+use crate::frame::Frame;
+use crate::stage::{Item, Payload, Stage};
+use crate::subjects::Subjects;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot subscribe to {subject}: {message}")]
+    Subscribe { subject: String, message: String },
+    #[error("the processing thread panicked")]
+    Panicked,
+}
+
+/// Counters of one worker, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub received: AtomicU64,
+    pub processed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub processed: u64,
+    pub dropped: u64,
+    pub failed: u64,
+}
+
+impl WorkerStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Messages the processing thread hands to the async publisher.
+enum Outbound {
+    Detections(String, Bytes),
+    Event(String, Bytes),
+}
+
+pub struct Worker {
+    client: async_nats::Client,
+    subjects: Subjects,
+    stages: Vec<Box<dyn Stage>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    pub fn new(
+        client: async_nats::Client,
+        subjects: Subjects,
+        stages: Vec<Box<dyn Stage>>,
+    ) -> Self {
+        Self {
+            client,
+            subjects,
+            stages,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `cancel` fires, then drains what it already took and flushes.
+    pub async fn run(self, cancel: CancellationToken) -> Result<StatsSnapshot, WorkerError> {
+        let Worker {
+            client,
+            subjects,
+            stages,
+            stats,
+        } = self;
+        let subject = subjects.all_frames();
+        let mut sub =
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| WorkerError::Subscribe {
+                    subject: subject.clone(),
+                    message: e.to_string(),
+                })?;
+        tracing::info!(%subject, stages = stages.len(), "worker subscribed");
+
+        let slots = Arc::new(Slots::default());
+        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(256);
+        let chain = Chain::new(stages, subjects.clone(), stats.clone(), out_tx.clone());
+        let processor = {
+            let slots = slots.clone();
+            std::thread::Builder::new()
+                .name("panoptes-stages".into())
+                .spawn(move || chain.run(&slots))
+                .map_err(|_| WorkerError::Panicked)?
+        };
+        let publisher = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                while let Some(out) = out_rx.recv().await {
+                    let (subject, body) = match out {
+                        Outbound::Detections(s, b) | Outbound::Event(s, b) => (s, b),
+                    };
+                    if let Err(e) = client.publish(subject.clone(), body).await {
+                        tracing::warn!(%subject, error = %e, "publish failed");
+                    }
+                }
+                let _ = client.flush().await;
+            })
+        };
+
+        let mut drops = DropReporter::default();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                msg = sub.next() => {
+                    let Some(msg) = msg else { break };
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    let Some(camera) = subjects.camera_of(&msg.subject).map(str::to_owned) else {
+                        tracing::warn!(subject = %msg.subject, "frame on a subject without a camera token");
+                        continue;
+                    };
+                    if slots.put(camera.clone(), msg.payload) {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        if let Some(count) = drops.dropped(&camera) {
+                            let event = Event::new(&camera, EventKind::FramesDropped,
+                                format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"))
+                                .stage("worker").count(count);
+                            if let Ok(body) = serde_json::to_vec(&event) {
+                                let _ = out_tx.send(Outbound::Event(subjects.events_for(&camera), body.into())).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let _ = sub.unsubscribe().await;
+        slots.close();
+        drop(out_tx);
+        let joined = tokio::task::spawn_blocking(move || processor.join()).await;
+        let _ = publisher.await;
+        match joined {
+            Ok(Ok(())) => Ok(stats.snapshot()),
+            _ => Err(WorkerError::Panicked),
+        }
+    }
+}
+
+/// Pending frames: at most one per camera (the newest), served round-robin across cameras.
+#[derive(Default)]
+struct Slots {
+    inner: Mutex<SlotsInner>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct SlotsInner {
+    pending: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    closed: bool,
+}
+
+impl Slots {
+    /// Stores the newest frame of `camera`; true if it replaced one not yet processed.
+    fn put(&self, camera: String, payload: Bytes) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let replaced = match inner.pending.insert(camera.clone(), payload) {
+            Some(_) => true,
+            None => {
+                inner.order.push_back(camera);
+                false
+            }
+        };
+        self.ready.notify_one();
+        replaced
+    }
+
+    /// The next camera's frame, or None once closed.
+    fn take(&self) -> Option<(String, Bytes)> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if inner.closed {
+                return None;
+            }
+            if let Some(camera) = inner.order.pop_front()
+                && let Some(payload) = inner.pending.remove(&camera)
+            {
+                return Some((camera, payload));
+            }
+            inner = self
+                .ready
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Rate-limits drop events to one per camera per second, carrying the count since the last one.
+#[derive(Default)]
+struct DropReporter {
+    since: HashMap<String, (Instant, u64)>,
+}
+
+impl DropReporter {
+    fn dropped(&mut self, camera: &str) -> Option<u64> {
+        let now = Instant::now();
+        let entry = self
+            .since
+            .entry(camera.to_owned())
+            .or_insert((now - Duration::from_secs(1), 0));
+        entry.1 += 1;
+        if now.duration_since(entry.0) >= Duration::from_secs(1) {
+            let count = entry.1;
+            *entry = (now, 0);
+            Some(count)
+        } else {
+            None
+        }
+    }
+}
+
+/// The stage chain and where its results go; runs on its own thread because stages block.
+struct Chain {
+    stages: Vec<Box<dyn Stage>>,
+    name: String,
+    model: Option<String>,
+    subjects: Subjects,
+    stats: Arc<WorkerStats>,
+    out: mpsc::Sender<Outbound>,
+}
+
+impl Chain {
+    fn new(
+        stages: Vec<Box<dyn Stage>>,
+        subjects: Subjects,
+        stats: Arc<WorkerStats>,
+        out: mpsc::Sender<Outbound>,
+    ) -> Self {
+        let name = stages.iter().map(|s| s.id()).collect::<Vec<_>>().join(">");
+        let model = stages.iter().find_map(|s| s.model().map(str::to_owned));
+        Self {
+            stages,
+            name,
+            model,
+            subjects,
+            stats,
+            out,
+        }
+    }
+
+    fn run(mut self, slots: &Slots) {
+        while let Some((camera, payload)) = slots.take() {
+            match self.process(&camera, payload) {
+                Ok(message) => {
+                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
+                    match serde_json::to_vec(&message) {
+                        Ok(body) => self.send(Outbound::Detections(
+                            self.subjects.detections_for(&camera),
+                            body.into(),
+                        )),
+                        Err(e) => tracing::error!(error = %e, "cannot encode detections"),
+                    }
+                }
+                Err(event) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
+                    if let Ok(body) = serde_json::to_vec(&event) {
+                        self.send(Outbound::Event(
+                            self.subjects.events_for(&camera),
+                            body.into(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, out: Outbound) {
+        // Fails only when the publisher is gone, i.e. during shutdown.
+        let _ = self.out.blocking_send(out);
+    }
+
+    fn process(&mut self, camera: &str, payload: Bytes) -> Result<DetectionMessage, Event> {
+        let frame = Frame::decode(payload, Some(camera)).map_err(|e| {
+            Event::new(camera, EventKind::FrameError, format!("corrupt frame: {e}")).stage("decode")
+        })?;
+        let mut item = Item::from_frame(frame);
+        let (seq, started) = (item.frame.seq, Instant::now());
+        for stage in &mut self.stages {
+            let t = Instant::now();
+            item = stage.process(item).map_err(|e| {
+                Event::new(
+                    camera,
+                    EventKind::FrameError,
+                    format!("stage {:?} failed: {e}", stage.id()),
+                )
+                .stage(stage.id())
+                .seq(seq)
+            })?;
+            tracing::trace!(
+                stage = stage.id(),
+                elapsed_us = t.elapsed().as_micros() as u64
+            );
+        }
+        let Payload::Detections(detections) = item.payload else {
+            return Err(Event::new(
+                camera,
+                EventKind::FrameError,
+                format!(
+                    "the stage chain ended with a {}, not detections",
+                    item.payload.kind()
+                ),
+            )
+            .seq(seq));
+        };
+        tracing::debug!(
+            camera,
+            seq,
+            n = detections.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "frame processed"
+        );
+        Ok(DetectionMessage {
+            schema: DETECTIONS_SCHEMA.to_owned(),
+            camera: camera.to_owned(),
+            seq,
+            capture_ts_ns: item.frame.capture_ts_ns,
+            published_ts_ns: crate::time::now_ns(),
+            width: item.frame.width,
+            height: item.frame.height,
+            pipeline: self.name.clone(),
+            model: self.model.clone(),
+            detections,
+        })
+    }
+}

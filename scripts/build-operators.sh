@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds every Wasm operator component (release, wasm32-wasip2) and copies each one to
+# operators/dist/<name>.wasm, where the host and its tests look for them. Safe to re-run.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+# cargo resolves a relative CARGO_TARGET_DIR against the working directory, which is the repo root.
+case "$target_dir" in
+    /*) ;;
+    *) target_dir="$repo_root/$target_dir" ;;
+esac
+export CARGO_TARGET_DIR="$target_dir"
+
+# Operator crates: package name -> artifact name (the cdylib file stem) -> dist name.
+# Add new operators here.
+operators=(
+    "panoptes-op-letterbox:panoptes_op_letterbox:letterbox"
+)
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "error: the wasm32-wasip2 target is not installed; run: rustup target add wasm32-wasip2" >&2
+    exit 1
+fi
+
+packages=()
+for op in "${operators[@]}"; do
+    packages+=(-p "${op%%:*}")
+done
+
+cargo build --release --target wasm32-wasip2 "${packages[@]}"
+
+mkdir -p operators/dist
+for op in "${operators[@]}"; do
+    IFS=: read -r package artifact name <<<"$op"
+    src="$target_dir/wasm32-wasip2/release/$artifact.wasm"
+    if [[ ! -f "$src" ]]; then
+        echo "error: $package built but $src is missing" >&2
+        exit 1
+    fi
+    # Copy through a temp file so a concurrent reader never sees a half-written module.
+    cp "$src" "operators/dist/.$name.wasm.tmp"
+    mv -f "operators/dist/.$name.wasm.tmp" "operators/dist/$name.wasm"
+    echo "operators/dist/$name.wasm ($(wc -c <"operators/dist/$name.wasm") bytes)"
+done

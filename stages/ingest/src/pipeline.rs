@@ -1,0 +1,164 @@
+//! Turns a [`SourceSpec`] into a GStreamer pipeline that ends in an RGB `appsink`.
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use crate::{IngestError, SourceSpec, TestPattern};
+
+/// Name of the appsink the escape-hatch description gets appended; unusual enough not to
+/// collide with names chosen inside a user description.
+const SINK_NAME: &str = "panoptes_ingest_appsink";
+
+/// Buffers queued in the appsink before old ones are dropped. Small so a slow consumer sees
+/// fresh frames and memory stays bounded (a 1080p RGB frame is ~6 MB).
+const MAX_QUEUED: u32 = 2;
+
+pub(crate) struct Built {
+    pub pipeline: gst::Pipeline,
+    pub appsink: gst_app::AppSink,
+}
+
+/// Builds (but does not start) the pipeline for `spec`. `num_buffers` limits a test pattern
+/// source, for rendering single stills.
+pub(crate) fn build(spec: &SourceSpec, num_buffers: Option<i32>) -> Result<Built, IngestError> {
+    crate::init()?;
+    match spec {
+        SourceSpec::TestPattern(p) => build_test_pattern(p, num_buffers),
+        SourceSpec::Pipeline(desc) => build_from_description(desc),
+    }
+}
+
+fn make(factory: &'static str, package: &'static str) -> Result<gst::Element, IngestError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| IngestError::MissingElement {
+            element: factory,
+            package,
+        })
+}
+
+fn build_test_pattern(p: &TestPattern, num_buffers: Option<i32>) -> Result<Built, IngestError> {
+    p.validate()?;
+    // validate() guarantees these fit in gint.
+    let (w, h) = (p.width as i32, p.height as i32);
+    let fps = gst::Fraction::new(p.fps.num as i32, p.fps.den as i32);
+
+    let src = make("videotestsrc", "gstreamer1.0-plugins-base")?;
+    src.set_property("is-live", p.live);
+    src.set_property_from_str("pattern", "solid-color");
+    src.set_property("foreground-color", p.background);
+    if let Some(n) = num_buffers {
+        src.set_property("num-buffers", n);
+    }
+
+    // Drawing in RGB keeps the background colour exact (no YUV round trip) and makes the
+    // final videoconvert a passthrough.
+    let src_caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", w)
+        .field("height", h)
+        .field("framerate", fps)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let capsfilter = make("capsfilter", "gstreamer1.0 core")?;
+    capsfilter.set_property("caps", &src_caps);
+
+    // Properties are set on the element, never spliced into a launch string, so quotes or
+    // `!` in the text cannot alter the pipeline. textoverlay parses its `text` property as
+    // Pango markup (a stray `&` or `<` makes it draw nothing), so the text is escaped to be
+    // drawn literally.
+    let overlay = make("textoverlay", "gstreamer1.0-x")?;
+    overlay.set_property("text", gst::glib::markup_escape_text(&p.text).as_str());
+    overlay.set_property("font-desc", p.font.as_str());
+    overlay.set_property_from_str("halignment", "position");
+    overlay.set_property_from_str("valignment", "position");
+    overlay.set_property("xpos", p.xpos);
+    overlay.set_property("ypos", p.ypos);
+
+    let convert = make("videoconvert", "gstreamer1.0-plugins-base")?;
+    let sink_caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", w)
+        .field("height", h)
+        .build();
+    // A live videotestsrc already paces itself, so syncing would only add latency; a
+    // non-live one would otherwise spin a core producing frames as fast as possible.
+    let appsink = appsink(Some(&sink_caps), !p.live && num_buffers.is_none());
+
+    let pipeline = gst::Pipeline::new();
+    let elements = [
+        &src,
+        &capsfilter,
+        &overlay,
+        &convert,
+        appsink.upcast_ref::<gst::Element>(),
+    ];
+    pipeline
+        .add_many(elements)
+        .and_then(|()| gst::Element::link_many(elements))
+        .map_err(|e| IngestError::Start {
+            reason: format!("cannot assemble test pattern pipeline: {e}"),
+        })?;
+    Ok(Built { pipeline, appsink })
+}
+
+fn appsink(caps: Option<&gst::Caps>, sync: bool) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder()
+        .max_buffers(MAX_QUEUED)
+        .drop(true)
+        .sync(sync)
+        // The last-sample property would pin one more frame in memory for nothing.
+        .enable_last_sample(false)
+        .build();
+    if let Some(caps) = caps {
+        sink.set_caps(Some(caps));
+    }
+    sink
+}
+
+fn build_from_description(desc: &str) -> Result<Built, IngestError> {
+    let trimmed = desc.trim();
+    let invalid = |reason: &str| IngestError::Parse {
+        description: desc.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if trimmed.is_empty() {
+        return Err(invalid("description is empty"));
+    }
+    if trimmed.contains('\0') {
+        return Err(invalid("description contains a NUL character"));
+    }
+    if trimmed.ends_with('!') {
+        return Err(invalid(
+            "description must end with an element, not `!` (ingest appends the link itself)",
+        ));
+    }
+    // Parsing the whole chain at once (instead of a bin plus ghost pads) keeps gst-launch's
+    // delayed linking, which sources with dynamic pads such as uridecodebin need.
+    let full =
+        format!("{trimmed} ! videoconvert ! video/x-raw,format=RGB ! appsink name={SINK_NAME}");
+    let element =
+        gst::parse::launch_full(&full, None, gst::ParseFlags::FATAL_ERRORS).map_err(|e| {
+            IngestError::Parse {
+                description: desc.to_owned(),
+                reason: e.message().to_owned(),
+            }
+        })?;
+    let pipeline = element
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| invalid("description did not produce a pipeline"))?;
+    let appsink = pipeline
+        .by_name(SINK_NAME)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| {
+            invalid("appended appsink not found (does the description reuse its name?)")
+        })?;
+    appsink.set_max_buffers(MAX_QUEUED);
+    appsink.set_drop(true);
+    // Unknown liveness: deliver as fast as the source produces. Put a live source (or
+    // `identity sync=true`) in the description for real-time pacing.
+    appsink.set_sync(false);
+    appsink.set_enable_last_sample(false);
+    Ok(Built { pipeline, appsink })
+}

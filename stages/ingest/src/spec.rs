@@ -1,0 +1,131 @@
+//! What a source is: the user-facing description of where frames come from.
+
+use crate::IngestError;
+
+/// Where frames come from.
+///
+/// Non-exhaustive because RTSP, file and V4L2 sources are planned; match with a `_` arm.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SourceSpec {
+    /// A synthetic solid-colour picture with text drawn by `textoverlay`.
+    TestPattern(TestPattern),
+    /// Escape hatch: a gst-launch description of the source part of a pipeline, ending where
+    /// the caps would start (e.g. `"videotestsrc pattern=ball ! videoflip method=rotate-180"`).
+    /// Ingest appends `! videoconvert ! video/x-raw,format=RGB ! appsink`. The text is trusted
+    /// pipeline syntax and is not escaped; do not build it from untrusted input.
+    Pipeline(String),
+}
+
+/// A frame rate as a fraction (`num / den` frames per second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Framerate {
+    pub num: u32,
+    pub den: u32,
+}
+
+impl Framerate {
+    pub const fn new(num: u32, den: u32) -> Self {
+        Self { num, den }
+    }
+}
+
+impl From<u32> for Framerate {
+    fn from(fps: u32) -> Self {
+        Self { num: fps, den: 1 }
+    }
+}
+
+/// A synthetic source: `videotestsrc pattern=solid-color` with `textoverlay` text on top.
+///
+/// How textoverlay (GStreamer 1.22, `halignment`/`valignment=position`) places the text,
+/// measured with [`render_still`](crate::render_still) + [`ink_bbox`](crate::ink_bbox):
+/// - Horizontally the text is centred on `xpos * width` (within a pixel or two).
+/// - Vertically the *line box* (ascent + descent), not the glyphs, is centred on
+///   `ypos * height`, so the visible ink sits higher by a constant that depends on text and
+///   font (29 px for "Hello" in "Sans Bold 48" at 1280 wide).
+/// - Both are then clamped so the drawn rectangle (glyphs + outline + shadow) stays inside
+///   the frame; at `xpos = ypos = 0` the ink starts at about (1, 1).
+/// - The font scales with the frame width (textoverlay's `auto-resize`, 640 px basis): the
+///   same pattern covers the same fraction of the frame at any resolution.
+/// - Text wider than the frame wraps onto more lines.
+/// - Text is white with a black outline and a half-transparent shadow down and right.
+///
+/// Use `render_still` to learn the exact box rather than predicting it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestPattern {
+    /// Plain text, drawn literally (it is markup-escaped for textoverlay); any UTF-8 except NUL.
+    pub text: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: Framerate,
+    /// Pango font description, e.g. `"Sans Bold 48"`.
+    pub font: String,
+    /// Horizontal text centre as a fraction of the width, `0.0..=1.0`.
+    pub xpos: f64,
+    /// Vertical line-box centre as a fraction of the height, `0.0..=1.0`.
+    pub ypos: f64,
+    /// Background colour as `0xAARRGGBB` (alpha is ignored: output is RGB).
+    pub background: u32,
+    /// Live sources timestamp by the clock and produce frames in real time.
+    pub live: bool,
+}
+
+impl Default for TestPattern {
+    fn default() -> Self {
+        Self {
+            text: String::new(),
+            width: 1280,
+            height: 720,
+            fps: Framerate::from(10),
+            font: "Sans Bold 48".to_owned(),
+            xpos: 0.5,
+            ypos: 0.5,
+            background: 0xff30_3030,
+            live: true,
+        }
+    }
+}
+
+impl TestPattern {
+    /// The background as RGB bytes, as it appears in [`RawFrame::data`](crate::RawFrame).
+    pub fn background_rgb(&self) -> [u8; 3] {
+        let [_, r, g, b] = self.background.to_be_bytes();
+        [r, g, b]
+    }
+
+    /// Checks everything GStreamer would otherwise reject late or silently clamp.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        let bad = |msg: String| Err(IngestError::InvalidSpec(msg));
+        if self.width == 0 || self.height == 0 {
+            return bad(format!(
+                "test pattern size {}x{} must be non-zero",
+                self.width, self.height
+            ));
+        }
+        // GStreamer caps carry sizes and fractions as gint.
+        if i32::try_from(self.width).is_err() || i32::try_from(self.height).is_err() {
+            return bad(format!(
+                "test pattern size {}x{} is too large",
+                self.width, self.height
+            ));
+        }
+        let Framerate { num, den } = self.fps;
+        if num == 0 || den == 0 || i32::try_from(num).is_err() || i32::try_from(den).is_err() {
+            return bad(format!("test pattern framerate {num}/{den} is not usable"));
+        }
+        for (name, v) in [("xpos", self.xpos), ("ypos", self.ypos)] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(format!("test pattern {name}={v} must be within 0..=1"));
+            }
+        }
+        // Strings cross into C as NUL-terminated; an interior NUL would silently cut them.
+        if self.text.contains('\0') {
+            return bad("test pattern text contains a NUL character".to_owned());
+        }
+        if self.font.contains('\0') {
+            return bad("test pattern font contains a NUL character".to_owned());
+        }
+        Ok(())
+    }
+}

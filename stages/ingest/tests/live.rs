@@ -1,0 +1,238 @@
+//! Live sources end to end: frames arrive at the configured size and rate, timestamps move
+//! forward, status is reported, slow consumers get fresh frames, and stopping is prompt.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use panoptes_ingest::{Framerate, Ingest, RawFrame, SourceSpec, SourceStatus, TestPattern};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// Starts `spec` with both callbacks feeding channels.
+fn start(
+    spec: &SourceSpec,
+) -> (
+    Ingest,
+    mpsc::Receiver<RawFrame>,
+    mpsc::Receiver<SourceStatus>,
+) {
+    let (ftx, frx) = mpsc::channel();
+    let (stx, srx) = mpsc::channel();
+    let ingest = Ingest::start(
+        spec,
+        move |f| {
+            let _ = ftx.send(f);
+        },
+        move |s| {
+            let _ = stx.send(s);
+        },
+    )
+    .expect("ingest starts");
+    (ingest, frx, srx)
+}
+
+fn recv_frames(rx: &mpsc::Receiver<RawFrame>, n: usize) -> Vec<RawFrame> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut frames = Vec::new();
+    while frames.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(f) => frames.push(f),
+            Err(e) => panic!(
+                "only {} of {n} frames within {DEADLINE:?}: {e}",
+                frames.len()
+            ),
+        }
+    }
+    frames
+}
+
+fn wait_status(rx: &mpsc::Receiver<SourceStatus>, want: &SourceStatus) -> Vec<SourceStatus> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(s) if &s == want => return seen,
+            Ok(s) => seen.push(s),
+            Err(e) => panic!("no {want:?} within {DEADLINE:?} (saw {seen:?}): {e}"),
+        }
+    }
+}
+
+#[test]
+fn live_test_pattern_delivers_frames_with_increasing_timestamps() {
+    let pattern = TestPattern {
+        text: "PANOPTES live".into(),
+        width: 1280,
+        height: 720,
+        fps: Framerate::from(10),
+        live: true,
+        ..TestPattern::default()
+    };
+    let t0 = Instant::now();
+    let started_ns = now_ns();
+    let (ingest, frames_rx, status_rx) = start(&SourceSpec::TestPattern(pattern.clone()));
+    let t_started = t0.elapsed();
+    let frames = recv_frames(&frames_rx, 6);
+    let t_frames = t0.elapsed();
+    let early = wait_status(&status_rx, &SourceStatus::Playing);
+    assert!(
+        early.is_empty(),
+        "unexpected status before Playing: {early:?}"
+    );
+
+    for f in &frames {
+        assert_eq!((f.width, f.height, f.stride), (1280, 720, 1280 * 3));
+        assert_eq!(f.data.len(), 1280 * 720 * 3);
+        assert!(f.pts_ns.is_some(), "live videotestsrc stamps every buffer");
+        // Sanity: capture times lie between starting the test and now.
+        assert!(
+            f.capture_ts_ns >= started_ns && f.capture_ts_ns <= now_ns(),
+            "{f:?}"
+        );
+        assert!(
+            panoptes_ingest::ink_bbox(f, pattern.background_rgb(), 0).is_some(),
+            "text drawn"
+        );
+    }
+    for w in frames.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert!(b.pts_ns > a.pts_ns, "pts must increase: {a:?} then {b:?}");
+        assert!(
+            b.capture_ts_ns > a.capture_ts_ns,
+            "capture must increase: {a:?} then {b:?}"
+        );
+        // 10 fps: consecutive frames are 100 ms apart on the stream clock (allow drops).
+        let dpts = b.pts_ns.unwrap_or(0) - a.pts_ns.unwrap_or(0);
+        assert!(
+            dpts % 100_000_000 == 0,
+            "pts step {dpts} ns is not a multiple of 100 ms"
+        );
+        let dcap = b.capture_ts_ns - a.capture_ts_ns;
+        assert!(
+            dcap.abs_diff(dpts) < 20_000_000,
+            "capture step {dcap} ns should track pts step {dpts} ns"
+        );
+    }
+    let first = &frames[0];
+    let last = &frames[frames.len() - 1];
+    let span_ms = (last.capture_ts_ns - first.capture_ts_ns) as f64 / 1e6;
+    let fps = (frames.len() - 1) as f64 / (span_ms / 1e3);
+    let t_stop = Instant::now();
+    ingest.stop();
+    let stop = t_stop.elapsed();
+    eprintln!(
+        "live 1280x720@10: start() {t_started:?}, {} frames after {t_frames:?}, {fps:.2} fps \
+         by capture ts, pull age of last frame {:.1} ms, stop() {stop:?}",
+        frames.len(),
+        (now_ns() - last.capture_ts_ns) as f64 / 1e6
+    );
+    assert!((8.0..=12.0).contains(&fps), "fps {fps:.2} should be ~10");
+    assert!(stop < Duration::from_secs(2), "stop took {stop:?}");
+}
+
+#[test]
+fn slow_consumer_gets_fresh_frames_not_a_backlog() {
+    let pattern = TestPattern {
+        text: "slow".into(),
+        width: 640,
+        height: 360,
+        fps: Framerate::from(30),
+        ..TestPattern::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let ingest = Ingest::start(
+        &SourceSpec::TestPattern(pattern),
+        move |f: RawFrame| {
+            let age_ms = (now_ns().saturating_sub(f.capture_ts_ns)) as f64 / 1e6;
+            // A consumer ten times slower than the source.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = tx.send((f.pts_ns, age_ms));
+        },
+        |_| {},
+    )
+    .expect("ingest starts");
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        got.push(
+            rx.recv_timeout(left)
+                .expect("slow consumer still gets frames"),
+        );
+    }
+    drop(ingest);
+    eprintln!("slow consumer (pts ns, age at callback ms): {got:?}");
+    // With an unbounded queue the age would grow by ~270 ms per frame; with max-buffers=2 and
+    // drop=true it stays around one consumer period.
+    let (_, last_age) = got[got.len() - 1];
+    assert!(last_age < 700.0, "frames are stale: {got:?}");
+}
+
+#[test]
+fn escape_hatch_pipeline_runs_to_eos() {
+    let spec = SourceSpec::Pipeline(
+        "videotestsrc num-buffers=3 pattern=ball ! videoscale ! video/x-raw,width=320,height=240"
+            .into(),
+    );
+    let (ingest, frames_rx, status_rx) = start(&spec);
+    let frames = recv_frames(&frames_rx, 3);
+    for f in &frames {
+        assert_eq!((f.width, f.height, f.data.len()), (320, 240, 320 * 240 * 3));
+    }
+    wait_status(&status_rx, &SourceStatus::Eos);
+    ingest.stop();
+}
+
+#[test]
+fn runtime_errors_reach_on_status() {
+    // identity fails the stream after three buffers, i.e. after start() has returned.
+    let spec = SourceSpec::Pipeline(
+        "videotestsrc is-live=true ! video/x-raw,width=64,height=64 ! identity error-after=3"
+            .into(),
+    );
+    let (ingest, frames_rx, status_rx) = start(&spec);
+    let early = wait_status(&status_rx, &SourceStatus::Playing);
+    assert!(early.is_empty(), "{early:?}");
+    let deadline = Instant::now() + DEADLINE;
+    let error = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match status_rx
+            .recv_timeout(left)
+            .expect("an error status arrives")
+        {
+            SourceStatus::Error(e) => break e,
+            _ => continue,
+        }
+    };
+    eprintln!("runtime error status: {error}");
+    assert!(
+        error.contains("identity"),
+        "error names the element: {error}"
+    );
+    assert!(frames_rx.try_iter().count() <= 3);
+    ingest.stop();
+}
+
+#[test]
+fn text_with_quotes_and_unicode_streams() {
+    let pattern = TestPattern {
+        text: r#"He said "hi" ! 'bye' & <b>x</b> \ ; Grüße — 日本"#.into(),
+        width: 640,
+        height: 360,
+        font: "Sans 20".into(),
+        ..TestPattern::default()
+    };
+    let (ingest, frames_rx, _status) = start(&SourceSpec::TestPattern(pattern.clone()));
+    let frames = recv_frames(&frames_rx, 2);
+    assert!(panoptes_ingest::ink_bbox(&frames[1], pattern.background_rgb(), 0).is_some());
+    drop(ingest);
+}

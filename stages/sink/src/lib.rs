@@ -1,0 +1,1 @@
+//! Sinks: encode detections and publish them on result subjects.

@@ -1,0 +1,451 @@
+//! A live operator instance: its sandboxed store, the per-call deadline and memory cap, and the
+//! mapping of guest results and traps onto [`WasmError`].
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use crate::engine::OperatorModule;
+use crate::error::{OperatorError, OperatorErrorKind, WasmError};
+
+pub(crate) mod bindings {
+    //! Host bindings generated from the `panoptes:operator` WIT world.
+    wasmtime::component::bindgen!({
+        world: "operator",
+        path: "../../operators/wit",
+    });
+}
+
+use bindings::Operator;
+pub(crate) use bindings::OperatorPre;
+use bindings::panoptes::operator::types as wit;
+
+/// What the host knows about the frame being processed (the WIT `frame-info` record, used as is so
+/// calls need no conversion).
+pub type FrameInfo = wit::FrameInfo;
+/// Pixel layout of [`FrameInfo::format`].
+pub type PixelFormat = wit::PixelFormat;
+
+/// Maps coordinates of the output tensor back to the source frame: `src = (dst - offset) / scale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transform {
+    pub scale_x: f32,
+    pub scale_y: f32,
+    pub offset_x: f32,
+    pub offset_y: f32,
+}
+
+/// The tensor an operator produced for one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorOutput {
+    /// Row-major shape; the last dimension varies fastest.
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub transform: Option<Transform>,
+}
+
+/// How much of the guest's stderr (panic messages, mostly) is kept to explain a trap.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// One operator instance, owned by one worker stream. Not shared between threads while in use
+/// (`process` takes `&mut self`), but may be moved between them.
+pub struct OperatorInstance {
+    module: OperatorModule,
+    config: String,
+    deadline: Duration,
+    /// `None` after a trap: the guest's state is unknown, so it is rebuilt on the next call.
+    live: Option<Live>,
+    rebuilds: u64,
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Operator,
+}
+
+impl std::fmt::Debug for OperatorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorInstance")
+            .field("operator", &self.module.name())
+            .field("deadline", &self.deadline)
+            .field("live", &self.live.is_some())
+            .field("rebuilds", &self.rebuilds)
+            .finish()
+    }
+}
+
+impl OperatorInstance {
+    pub(crate) fn new(module: OperatorModule, config: &str) -> Result<Self, WasmError> {
+        let deadline = module.engine_deadline();
+        let mut instance = Self {
+            module,
+            config: config.to_owned(),
+            deadline,
+            live: None,
+            rebuilds: 0,
+        };
+        instance.live = Some(instance.start()?);
+        Ok(instance)
+    }
+
+    /// The operator's name (its module's file stem).
+    pub fn name(&self) -> &str {
+        self.module.name()
+    }
+
+    /// Per-call deadline; defaults to the engine's [`EngineOptions::deadline`].
+    ///
+    /// [`EngineOptions::deadline`]: crate::EngineOptions::deadline
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Overrides the per-call deadline for this instance (e.g. from the topology).
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
+    }
+
+    /// How many times the guest was rebuilt after a trap, timeout or memory-limit failure.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Runs the operator on one frame. A returned error fails this frame only: after a trap,
+    /// timeout or memory-limit failure the guest is discarded and transparently rebuilt (with the
+    /// same configuration) on the next call.
+    pub fn process(
+        &mut self,
+        info: &FrameInfo,
+        pixels: &[u8],
+    ) -> Result<OperatorOutput, WasmError> {
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => {
+                let live = self.start()?;
+                self.rebuilds += 1;
+                live
+            }
+        };
+        live.store.data_mut().begin_call();
+        live.store
+            .set_epoch_deadline(self.module.deadline_ticks(self.deadline));
+        match live
+            .bindings
+            .call_process(&mut live.store, info, pixels)
+        {
+            Ok(Ok(output)) => {
+                self.live = Some(live);
+                Ok(convert_output(output))
+            }
+            Ok(Err(error)) => {
+                self.live = Some(live);
+                Err(WasmError::Operator {
+                    operator: self.name().to_owned(),
+                    error: operator_error(error),
+                })
+            }
+            // `live` is dropped here: its memory goes back to the pool.
+            Err(err) => Err(self.classify(err, live.store.data())),
+        }
+    }
+
+    /// Instantiates the guest in a fresh sandboxed store and runs `init` with the configuration.
+    fn start(&self) -> Result<Live, WasmError> {
+        let operator = self.name().to_owned();
+        let mut store = Store::new(
+            self.module.engine(),
+            HostState::new(self.module.max_memory_bytes()),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.module.deadline_ticks(self.deadline));
+        let bindings = match self.module.pre().instantiate(&mut store) {
+            Ok(bindings) => bindings,
+            Err(err) => {
+                if store.data().limiter.exceeded.is_some() {
+                    return Err(self.classify(err, store.data()));
+                }
+                return Err(WasmError::Instantiate {
+                    operator,
+                    message: format!("{err:#}"),
+                });
+            }
+        };
+        match bindings.call_init(&mut store, &self.config) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(error)) => Err(WasmError::Init {
+                operator,
+                message: operator_error(error).to_string(),
+            }),
+            Err(err) => Err(self.classify(err, store.data())),
+        }
+    }
+
+    /// Turns a wasmtime error from a guest call into the precise failure.
+    fn classify(&self, err: wasmtime::Error, state: &HostState) -> WasmError {
+        let operator = self.name().to_owned();
+        if let Some(&wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
+            return WasmError::Timeout {
+                operator,
+                after: self.deadline,
+            };
+        }
+        // A refused memory.grow usually ends in the guest's allocator aborting, which is an
+        // ordinary trap; the limiter remembers why.
+        if let Some(requested) = state.limiter.exceeded {
+            return WasmError::MemoryLimit {
+                operator,
+                limit: state.limiter.limit,
+                requested,
+            };
+        }
+        let mut message = match err.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => format!("wasm trap: {trap}"),
+            None => format!("{err:#}"),
+        };
+        if let Some(bt) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+            message.push_str(&format!("\n{bt}"));
+        }
+        let stderr = state.stderr.text();
+        if !stderr.trim().is_empty() {
+            message.push_str("\nguest stderr (tail):\n");
+            message.push_str(stderr.trim_end());
+        }
+        WasmError::Trap { operator, message }
+    }
+}
+
+fn convert_output(output: wit::Output) -> OperatorOutput {
+    OperatorOutput {
+        shape: output.tensor.shape.into_iter().map(|d| d as usize).collect(),
+        data: output.tensor.data,
+        transform: output.transform.map(|t| Transform {
+            scale_x: t.scale_x,
+            scale_y: t.scale_y,
+            offset_x: t.offset_x,
+            offset_y: t.offset_y,
+        }),
+    }
+}
+
+fn operator_error(error: wit::Error) -> OperatorError {
+    let (kind, message) = match error {
+        wit::Error::InvalidConfig(m) => (OperatorErrorKind::InvalidConfig, m),
+        wit::Error::InvalidInput(m) => (OperatorErrorKind::InvalidInput, m),
+        wit::Error::Internal(m) => (OperatorErrorKind::Internal, m),
+    };
+    OperatorError { kind, message }
+}
+
+/// Per-store host state: a WASI context that grants nothing, and the memory cap.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    stderr: StderrTail,
+}
+
+impl HostState {
+    fn new(max_memory_bytes: usize) -> Self {
+        let stderr = StderrTail::default();
+        // The builder's defaults already deny preopens, env, args, stdin, sockets and name
+        // lookup; the explicit calls document that intent and guard against default changes.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .stdout(stderr.clone())
+            .stderr(stderr.clone())
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: max_memory_bytes,
+                exceeded: None,
+            },
+            stderr,
+        }
+    }
+
+    fn begin_call(&mut self) {
+        self.limiter.exceeded = None;
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory per store, and records a refused growth so that the trap that usually
+/// follows can be reported as [`WasmError::MemoryLimit`].
+struct MemoryLimiter {
+    limit: usize,
+    exceeded: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            // Refuse rather than trap: memory.grow returns -1 and a guest that handles allocation
+            // failure can still answer with an error.
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Table size is bounded by the pooling allocator's `table_elements`.
+        Ok(true)
+    }
+}
+
+/// Clocks that always read zero: operators get no time source unless one is granted.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Guest stdout/stderr sink that keeps only the last few KiB, so a panic message can be attached
+/// to the trap it causes without letting a chatty guest grow host memory.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = &bytes[bytes.len().saturating_sub(STDERR_TAIL_BYTES)..];
+        let overflow = (buf.len() + bytes.len()).saturating_sub(STDERR_TAIL_BYTES);
+        buf.drain(..overflow);
+        buf.extend_from_slice(bytes);
+    }
+
+    fn text(&self) -> String {
+        let buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always writable: old output is discarded instead of blocking the guest.
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_tail_keeps_the_last_bytes() {
+        let tail = StderrTail::default();
+        tail.push(&vec![b'a'; STDERR_TAIL_BYTES]);
+        tail.push(b"panicked at boom");
+        let text = tail.text();
+        assert_eq!(text.len(), STDERR_TAIL_BYTES);
+        assert!(text.ends_with("panicked at boom"));
+        tail.push(&vec![b'z'; 3 * STDERR_TAIL_BYTES]);
+        assert_eq!(tail.text(), "z".repeat(STDERR_TAIL_BYTES));
+    }
+
+    #[test]
+    fn memory_limiter_refuses_and_remembers() {
+        let mut l = MemoryLimiter {
+            limit: 1 << 20,
+            exceeded: None,
+        };
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(l.exceeded, None);
+        assert!(!l.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        assert_eq!(l.exceeded, Some(2 << 20));
+    }
+}

@@ -1,0 +1,1 @@
+//! Test support (nats-server harness, GStreamer helpers) and end-to-end tests.
