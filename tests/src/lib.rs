@@ -1,1 +1,85 @@
-//! Test support (nats-server harness, GStreamer helpers) and end-to-end tests.
+//! Shared support for panoptes' end-to-end tests: a real nats-server per test, GStreamer set up
+//! once per test binary, the example topologies, and the geometry tests assert with.
+
+use std::path::PathBuf;
+
+use panoptes_ingest::{SourceSpec, ink_bbox, render_still};
+use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
+use panoptes_pipeline::topology::{CameraConfig, Topology};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// A real nats-server on a free loopback port with a temp store dir; killed when dropped.
+pub fn nats_server() -> NatsServer {
+    match NatsServer::start(&NatsServerOptions::default()) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start nats-server (run scripts/setup.sh): {e}"),
+    }
+}
+
+/// GStreamer, initialised once per test binary.
+pub fn gst() {
+    if let Err(e) = panoptes_ingest::init() {
+        panic!("GStreamer is not usable (run scripts/setup.sh): {e}");
+    }
+}
+
+/// Loads `topologies/<name>.yaml`, after checking the files setup produces are there.
+pub fn topology(name: &str) -> Topology {
+    let root = repo_root();
+    for needed in [
+        "operators/dist/letterbox.wasm",
+        "models/files/ch_PP-OCRv4_det_infer.onnx",
+    ] {
+        assert!(
+            root.join(needed).is_file(),
+            "{needed} is missing: run scripts/setup.sh first"
+        );
+    }
+    let path = root.join("topologies").join(format!("{name}.yaml"));
+    match Topology::load(&path) {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Where textoverlay draws a test-pattern camera's text: the ink of one rendered frame,
+/// `[x1, y1, x2, y2]` in frame pixels.
+pub fn text_region(cam: &CameraConfig) -> [f32; 4] {
+    gst();
+    let spec = match panoptes::ingest_node::source_spec(cam) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let SourceSpec::TestPattern(mut pattern) = spec else {
+        panic!("camera {} is not a test pattern", cam.id);
+    };
+    pattern.live = false;
+    let frame = match render_still(&pattern) {
+        Ok(f) => f,
+        Err(e) => panic!("cannot render {}: {e}", cam.id),
+    };
+    let Some([x1, y1, x2, y2]) = ink_bbox(&frame, pattern.background_rgb(), 24) else {
+        panic!("camera {}: no text was drawn", cam.id);
+    };
+    [x1 as f32, y1 as f32, x2 as f32 + 1.0, y2 as f32 + 1.0]
+}
+
+pub fn area(b: [f32; 4]) -> f32 {
+    (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
+}
+
+pub fn intersection(a: [f32; 4], b: [f32; 4]) -> f32 {
+    area([a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])])
+}
+
+pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let i = intersection(a, b);
+    let u = area(a) + area(b) - i;
+    if u > 0.0 { i / u } else { 0.0 }
+}

@@ -37,6 +37,7 @@ pub enum SourceStatus {
 /// A running source. Frames and status go to the callbacks given to [`Ingest::start`], each
 /// called from its own thread. Dropping it stops the pipeline like [`Ingest::stop`].
 pub struct Ingest {
+    live: bool,
     pipeline: gst::Pipeline,
     stop: Arc<AtomicBool>,
     frame_thread: Option<JoinHandle<()>>,
@@ -47,6 +48,7 @@ impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest")
             .field("pipeline", &self.pipeline.name())
+            .field("live", &self.live)
             .field("stopped", &self.stop.load(Ordering::Relaxed))
             .finish()
     }
@@ -57,8 +59,10 @@ impl Ingest {
     ///
     /// Errors that GStreamer reports while starting (bad description, missing element,
     /// a source that cannot open) are returned here; later ones go to `on_status`.
-    /// `on_frame` runs on a dedicated thread: while it is busy the appsink keeps at most two
-    /// frames and drops older ones, so a slow consumer loses frames rather than growing memory.
+    /// `on_frame` runs on a dedicated thread and the appsink queues at most two frames for it,
+    /// so a slow consumer never grows memory. Live sources (cameras, live test patterns) cannot
+    /// wait, so the oldest queued frame is dropped and the consumer always gets recent ones;
+    /// non-live sources (files, non-live patterns) are throttled instead and lose nothing.
     pub fn start<F, S>(spec: &SourceSpec, on_frame: F, on_status: S) -> Result<Self, IngestError>
     where
         F: FnMut(RawFrame) + Send + 'static,
@@ -66,10 +70,11 @@ impl Ingest {
     {
         let Built { pipeline, appsink } = build(spec, None)?;
         let bus = bus_of(&pipeline)?;
-        set_playing(&pipeline, &bus)?;
+        let live = set_playing(&pipeline, &bus, |live| appsink.set_drop(live))?;
 
         // From here on Drop cleans up, also if a thread fails to spawn.
         let mut ingest = Self {
+            live,
             pipeline: pipeline.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             frame_thread: None,
@@ -91,6 +96,12 @@ impl Ingest {
                 .map_err(IngestError::Thread)?,
         );
         Ok(ingest)
+    }
+
+    /// Whether the source is live (GStreamer's notion: it produces in real time and did not
+    /// preroll). Live sources drop frames for slow consumers; others are throttled.
+    pub fn is_live(&self) -> bool {
+        self.live
     }
 
     /// Stops the pipeline (state NULL) and joins both threads. Equivalent to dropping.
@@ -151,7 +162,7 @@ pub fn render_still(pattern: &TestPattern) -> Result<RawFrame, IngestError> {
         }
     }
     let _guard = NullOnDrop(pipeline.clone());
-    set_playing(&pipeline, &bus)?;
+    set_playing(&pipeline, &bus, |_| {})?;
 
     let timeout =
         gst::ClockTime::try_from(STILL_TIMEOUT).unwrap_or(gst::ClockTime::from_seconds(20));
@@ -171,17 +182,32 @@ fn bus_of(pipeline: &gst::Pipeline) -> Result<gst::Bus, IngestError> {
     })
 }
 
-/// Sets PLAYING; on failure returns the error the failing element posted, which says far more
-/// than the bare state-change failure.
-fn set_playing(pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<(), IngestError> {
-    match pipeline.set_state(gst::State::Playing) {
-        Ok(_) => Ok(()),
-        Err(_) => {
-            let reason = pop_error(bus).unwrap_or_else(|| "state change to PLAYING failed".into());
-            let _ = pipeline.set_state(gst::State::Null);
-            Err(IngestError::Start { reason })
-        }
-    }
+/// Sets PLAYING via PAUSED and returns whether the pipeline is live; `on_live` runs in
+/// between, before data flows into the appsink for real. Going through PAUSED is the
+/// reliable way to learn liveness: only live pipelines answer NO_PREROLL there.
+///
+/// On failure returns the error the failing element posted, which says far more than the
+/// bare state-change failure.
+fn set_playing(
+    pipeline: &gst::Pipeline,
+    bus: &gst::Bus,
+    on_live: impl FnOnce(bool),
+) -> Result<bool, IngestError> {
+    let fail = |state: &str| {
+        let reason = pop_error(bus).unwrap_or_else(|| format!("state change to {state} failed"));
+        let _ = pipeline.set_state(gst::State::Null);
+        IngestError::Start { reason }
+    };
+    let live = match pipeline.set_state(gst::State::Paused) {
+        Ok(gst::StateChangeSuccess::NoPreroll) => true,
+        Ok(_) => false,
+        Err(_) => return Err(fail("PAUSED")),
+    };
+    on_live(live);
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| fail("PLAYING"))?;
+    Ok(live)
 }
 
 fn pop_error(bus: &gst::Bus) -> Option<String> {

@@ -10,8 +10,9 @@ use crate::{IngestError, SourceSpec, TestPattern};
 /// collide with names chosen inside a user description.
 const SINK_NAME: &str = "panoptes_ingest_appsink";
 
-/// Buffers queued in the appsink before old ones are dropped. Small so a slow consumer sees
-/// fresh frames and memory stays bounded (a 1080p RGB frame is ~6 MB).
+/// Buffers the appsink queues for the frame thread. Small so memory stays bounded (a 1080p
+/// RGB frame is ~6 MB) and, for live sources where old ones are dropped, so a slow consumer
+/// sees fresh frames.
 const MAX_QUEUED: u32 = 2;
 
 pub(crate) struct Built {
@@ -61,7 +62,7 @@ fn build_test_pattern(p: &TestPattern, num_buffers: Option<i32>) -> Result<Built
         .field("framerate", fps)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
-    let capsfilter = make("capsfilter", "gstreamer1.0 core")?;
+    let capsfilter = make("capsfilter", "libgstreamer1.0-0")?;
     capsfilter.set_property("caps", &src_caps);
 
     // Properties are set on the element, never spliced into a launch string, so quotes or
@@ -106,7 +107,8 @@ fn build_test_pattern(p: &TestPattern, num_buffers: Option<i32>) -> Result<Built
 fn appsink(caps: Option<&gst::Caps>, sync: bool) -> gst_app::AppSink {
     let sink = gst_app::AppSink::builder()
         .max_buffers(MAX_QUEUED)
-        .drop(true)
+        // Decided once liveness is known, see `Ingest::start`; lossless until then.
+        .drop(false)
         .sync(sync)
         // The last-sample property would pin one more frame in memory for nothing.
         .enable_last_sample(false)
@@ -155,7 +157,7 @@ fn build_from_description(desc: &str) -> Result<Built, IngestError> {
             invalid("appended appsink not found (does the description reuse its name?)")
         })?;
     appsink.set_max_buffers(MAX_QUEUED);
-    appsink.set_drop(true);
+    appsink.set_drop(false);
     // Unknown liveness: deliver as fast as the source produces. Put a live source (or
     // `identity sync=true`) in the description for real-time pacing.
     appsink.set_sync(false);

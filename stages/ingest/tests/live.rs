@@ -81,6 +81,7 @@ fn live_test_pattern_delivers_frames_with_increasing_timestamps() {
     let started_ns = now_ns();
     let (ingest, frames_rx, status_rx) = start(&SourceSpec::TestPattern(pattern.clone()));
     let t_started = t0.elapsed();
+    assert!(ingest.is_live());
     let frames = recv_frames(&frames_rx, 6);
     let t_frames = t0.elapsed();
     let early = wait_status(&status_rx, &SourceStatus::Playing);
@@ -171,10 +172,38 @@ fn slow_consumer_gets_fresh_frames_not_a_backlog() {
     }
     drop(ingest);
     eprintln!("slow consumer (pts ns, age at callback ms): {got:?}");
+    // A live source cannot wait: frames in between were dropped.
+    let skipped = got
+        .windows(2)
+        .filter(|w| w[1].0.unwrap_or(0) - w[0].0.unwrap_or(0) > 100_000_000)
+        .count();
+    assert!(skipped >= 3, "expected dropped frames: {got:?}");
     // With an unbounded queue the age would grow by ~270 ms per frame; with max-buffers=2 and
     // drop=true it stays around one consumer period.
     let (_, last_age) = got[got.len() - 1];
     assert!(last_age < 700.0, "frames are stale: {got:?}");
+}
+
+#[test]
+fn non_live_pattern_is_paced_and_lossless() {
+    let pattern = TestPattern {
+        text: "file-like".into(),
+        width: 320,
+        height: 240,
+        fps: Framerate::new(40, 2),
+        live: false,
+        ..TestPattern::default()
+    };
+    let t0 = Instant::now();
+    let (ingest, frames_rx, _status) = start(&SourceSpec::TestPattern(pattern));
+    assert!(!ingest.is_live());
+    let frames = recv_frames(&frames_rx, 6);
+    let elapsed = t0.elapsed();
+    drop(ingest);
+    let pts: Vec<u64> = frames.iter().filter_map(|f| f.pts_ns).collect();
+    assert_eq!(pts, (0..6).map(|i| i * 50_000_000).collect::<Vec<_>>());
+    // Synced to the clock at 20 fps rather than as fast as the CPU allows.
+    assert!(elapsed >= Duration::from_millis(240), "{elapsed:?}");
 }
 
 #[test]
@@ -184,6 +213,9 @@ fn escape_hatch_pipeline_runs_to_eos() {
             .into(),
     );
     let (ingest, frames_rx, status_rx) = start(&spec);
+    assert!(!ingest.is_live());
+    // Non-live: the source is throttled instead of dropping, so all three frames arrive even
+    // though it produces them faster than the appsink queue holds.
     let frames = recv_frames(&frames_rx, 3);
     for f in &frames {
         assert_eq!((f.width, f.height, f.data.len()), (320, 240, 320 * 240 * 3));
@@ -235,4 +267,11 @@ fn text_with_quotes_and_unicode_streams() {
     let frames = recv_frames(&frames_rx, 2);
     assert!(panoptes_ingest::ink_bbox(&frames[1], pattern.background_rgb(), 0).is_some());
     drop(ingest);
+}
+
+#[test]
+fn ingest_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Ingest>();
+    assert_send_sync::<RawFrame>();
 }

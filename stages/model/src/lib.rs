@@ -142,6 +142,11 @@ impl OrtModel {
         &self.name
     }
 
+    /// The name reported in detection messages (default: the file stem).
+    pub fn set_name(&mut self, name: &str) {
+        name.clone_into(&mut self.name);
+    }
+
     /// Runs the graph on one input tensor and returns its first output.
     pub fn run(&mut self, input: &Tensor) -> Result<Tensor, ModelError> {
         let fail = |message: String| ModelError::Run {

@@ -113,9 +113,8 @@ impl OperatorEngine {
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(std::env::var_os("TMP_NO_EPOCH").is_none())
+            .epoch_interruption(true)
             .wasm_simd(true);
-        if std::env::var_os("TMP_PERFMAP").is_some() { config.profiler(wasmtime::ProfilingStrategy::PerfMap); }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine {
             message: format!("{e:#}"),
         })?;

@@ -57,13 +57,19 @@ pub enum WasmError {
     #[error("operator `{operator}` rejected its configuration: {message}")]
     Init { operator: String, message: String },
 
-    #[error("operator `{operator}` trapped (the frame is dropped and the instance will be rebuilt): {message}")]
+    #[error(
+        "operator `{operator}` trapped (the frame is dropped and the instance will be rebuilt): {message}"
+    )]
     Trap { operator: String, message: String },
 
-    #[error("operator `{operator}` ran past its deadline of {after:?} and was interrupted (the frame is dropped and the instance will be rebuilt)")]
+    #[error(
+        "operator `{operator}` ran past its deadline of {after:?} and was interrupted (the frame is dropped and the instance will be rebuilt)"
+    )]
     Timeout { operator: String, after: Duration },
 
-    #[error("operator `{operator}` tried to grow its memory to {requested} bytes, over its limit of {limit} bytes (the frame is dropped and the instance will be rebuilt)")]
+    #[error(
+        "operator `{operator}` tried to grow its memory to {requested} bytes, over its limit of {limit} bytes (the frame is dropped and the instance will be rebuilt)"
+    )]
     MemoryLimit {
         operator: String,
         limit: usize,

@@ -136,10 +136,7 @@ impl OperatorInstance {
         live.store.data_mut().begin_call();
         live.store
             .set_epoch_deadline(self.module.deadline_ticks(self.deadline));
-        match live
-            .bindings
-            .call_process(&mut live.store, info, pixels)
-        {
+        match live.bindings.call_process(&mut live.store, info, pixels) {
             Ok(Ok(output)) => {
                 self.live = Some(live);
                 Ok(convert_output(output))
@@ -223,7 +220,12 @@ impl OperatorInstance {
 
 fn convert_output(output: wit::Output) -> OperatorOutput {
     OperatorOutput {
-        shape: output.tensor.shape.into_iter().map(|d| d as usize).collect(),
+        shape: output
+            .tensor
+            .shape
+            .into_iter()
+            .map(|d| d as usize)
+            .collect(),
         data: output.tensor.data,
         transform: output.transform.map(|t| Transform {
             scale_x: t.scale_x,

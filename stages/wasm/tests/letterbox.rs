@@ -156,7 +156,10 @@ fn compiled_module_cache_is_hit_on_second_load() {
     let started = std::time::Instant::now();
     let second = engine.load(operator_path()).unwrap();
     let cached_in = started.elapsed();
-    assert!(second.from_cache(), "second load should deserialise the cached artifact");
+    assert!(
+        second.from_cache(),
+        "second load should deserialise the cached artifact"
+    );
     eprintln!("load: compiled in {compiled_in:?}, from cache in {cached_in:?}");
 
     // A fresh engine with the same configuration (a restarted worker) also hits.
@@ -182,7 +185,11 @@ fn compiled_module_cache_is_hit_on_second_load() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(entries.len(), 1, "one entry, no stray temp files: {entries:?}");
+    assert_eq!(
+        entries.len(),
+        1,
+        "one entry, no stray temp files: {entries:?}"
+    );
     std::fs::write(&entries[0], b"garbage").unwrap();
     let reloaded = engine.load(operator_path()).unwrap();
     assert!(!reloaded.from_cache());

@@ -1,0 +1,147 @@
+//! Builds the stage chain a topology declares: each `kind` maps to the crate that implements it.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use panoptes_model::{ModelOptions, ModelStage, OrtModel};
+use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
+use panoptes_pipeline::tensor::{Tensor, Transform};
+use panoptes_pipeline::topology::{StageConfig, Topology};
+use panoptes_postprocess::DbStage;
+use panoptes_wasm::{
+    EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError,
+};
+
+/// Where compiled Wasm operators are cached between runs.
+pub fn operator_cache_dir() -> std::path::PathBuf {
+    panoptes_pipeline::paths::panoptes_home().join("wasm-cache")
+}
+
+/// Builds every stage of `topology`, in order. Loading models and compiling operators happens
+/// here, so a bad file fails start-up with its path rather than the first frame.
+pub fn build_stages(topology: &Topology) -> anyhow::Result<Vec<Box<dyn Stage>>> {
+    let mut engine: Option<OperatorEngine> = None;
+    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+    for cfg in &topology.stages {
+        let stage: Box<dyn Stage> = match cfg {
+            StageConfig::Operator {
+                id,
+                wasm,
+                config,
+                timeout_ms,
+                memory_mib,
+            } => {
+                let engine = match &mut engine {
+                    Some(e) => e,
+                    None => engine.insert(
+                        OperatorEngine::new(EngineOptions {
+                            cache_dir: Some(operator_cache_dir()),
+                            ..EngineOptions::default()
+                        })
+                        .context("cannot create the Wasm engine")?,
+                    ),
+                };
+                let path = topology.resolve(wasm);
+                let module = engine
+                    .load(&path)
+                    .with_context(|| format!("stage {id:?}: cannot load operator"))?;
+                let config = if config.is_null() {
+                    "{}".to_owned()
+                } else {
+                    config.to_string()
+                };
+                let mut instance = module
+                    .instantiate(&config)
+                    .with_context(|| format!("stage {id:?}: operator {} failed to start", path.display()))?;
+                if let Some(ms) = timeout_ms {
+                    instance.set_deadline(Duration::from_millis(*ms));
+                }
+                if memory_mib.is_some() {
+                    tracing::warn!(stage = %id, "memory_mib is applied per engine in this version; using the engine default");
+                }
+                Box::new(OperatorStage {
+                    id: id.clone(),
+                    instance,
+                })
+            }
+            StageConfig::Model {
+                id,
+                model,
+                name,
+                threads,
+            } => {
+                let path = topology.resolve(model);
+                let mut m = OrtModel::load(
+                    &path,
+                    &ModelOptions {
+                        threads: threads.unwrap_or(0),
+                    },
+                )
+                .with_context(|| format!("stage {id:?}"))?;
+                if let Some(name) = name {
+                    m.set_name(name);
+                }
+                Box::new(ModelStage::new(id.clone(), m))
+            }
+            StageConfig::Postprocess {
+                id,
+                postprocessor,
+                params,
+                label,
+            } => Box::new(
+                DbStage::from_config(id, postprocessor, params, label.as_deref())
+                    .with_context(|| format!("stage {id:?}"))?,
+            ),
+        };
+        stages.push(stage);
+    }
+    Ok(stages)
+}
+
+/// A Wasm operator as a stage: frame in, tensor (and its transform) out.
+pub struct OperatorStage {
+    id: String,
+    instance: OperatorInstance,
+}
+
+impl Stage for OperatorStage {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn process(&mut self, mut item: Item) -> Result<Item, StageError> {
+        let Payload::Frame(frame) = &item.payload else {
+            return Err(StageError::WrongInput {
+                expected: "frame",
+                got: item.payload.kind(),
+            });
+        };
+        let info = FrameInfo {
+            camera: frame.camera.to_string(),
+            seq: frame.seq,
+            width: frame.width,
+            height: frame.height,
+            format: PixelFormat::Rgb8,
+        };
+        let out = self
+            .instance
+            .process(&info, frame.pixels.as_slice())
+            .map_err(|e| match e {
+                WasmError::Timeout { .. } => StageError::Timeout(self.instance.deadline()),
+                WasmError::Trap { .. } => StageError::Trap(e.to_string()),
+                other => StageError::Failed(other.to_string()),
+            })?;
+        let tensor = Tensor::new(out.shape, out.data)
+            .map_err(|e| StageError::Failed(format!("operator returned a malformed tensor: {e}")))?;
+        if let Some(t) = out.transform {
+            item.transform = Transform {
+                scale_x: t.scale_x,
+                scale_y: t.scale_y,
+                offset_x: t.offset_x,
+                offset_y: t.offset_y,
+            };
+        }
+        item.payload = Payload::Tensor(tensor);
+        Ok(item)
+    }
+}
