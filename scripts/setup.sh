@@ -36,6 +36,10 @@ if [ ! -f "$venv/.panoptes-installed" ] || [ "$(cat "$venv/.panoptes-installed")
   echo "$want" > "$venv/.panoptes-installed"
 fi
 
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is not installed; panoptes needs a Rust toolchain (1.95+) with rustup" >&2
+  exit 1
+fi
 if command -v rustup >/dev/null; then
   rustup target list --installed | grep -qx wasm32-wasip2 || { step "rustup target add wasm32-wasip2"; rustup target add wasm32-wasip2; }
 fi

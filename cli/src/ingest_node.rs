@@ -105,18 +105,24 @@ impl IngestNode {
                         frame_stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(e) => tracing::error!(camera = %frame_camera, error = %e, "cannot encode frame"),
+                Err(e) => {
+                    tracing::error!(camera = %frame_camera, error = %e, "cannot encode frame")
+                }
             }
         };
         let status_camera = camera.clone();
         let on_status = move |status: SourceStatus| {
             let event = match status {
-                SourceStatus::Playing => {
-                    Event::new(status_camera.as_str(), EventKind::CameraUp, "source is playing")
-                }
-                SourceStatus::Eos => {
-                    Event::new(status_camera.as_str(), EventKind::CameraDown, "end of stream")
-                }
+                SourceStatus::Playing => Event::new(
+                    status_camera.as_str(),
+                    EventKind::CameraUp,
+                    "source is playing",
+                ),
+                SourceStatus::Eos => Event::new(
+                    status_camera.as_str(),
+                    EventKind::CameraDown,
+                    "end of stream",
+                ),
                 SourceStatus::Error(e) => Event::new(
                     status_camera.as_str(),
                     EventKind::CameraDown,

@@ -10,10 +10,19 @@ use panoptes_pipeline::{CameraId, Subjects};
 use panoptes_sink::{DetectionSubscriber, Received};
 
 #[derive(Parser)]
-#[command(name = "panoptes", version, about = "Distributed video analytics on WebAssembly")]
+#[command(
+    name = "panoptes",
+    version,
+    about = "Distributed video analytics on WebAssembly"
+)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, env = "PANOPTES_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "PANOPTES_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -45,7 +54,11 @@ enum Command {
         /// Only this camera's detections.
         #[arg(long, env = "PANOPTES_CAMERA")]
         camera: Option<String>,
-        #[arg(long, env = "PANOPTES_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        #[arg(
+            long,
+            env = "PANOPTES_NATS_URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
         nats: String,
         #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
         namespace: String,
@@ -113,13 +126,14 @@ async fn wait_for_shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -152,7 +166,9 @@ async fn subscribe(
                 OutputFormat::Json => println!("{}", serde_json::to_string(&m).context("encode")?),
                 OutputFormat::Table => println!("{}", panoptes_sink::table_row(&m)),
             },
-            Received::Invalid { subject, error } => eprintln!("panoptes: ignoring message on {subject}: {error}"),
+            Received::Invalid { subject, error } => {
+                eprintln!("panoptes: ignoring message on {subject}: {error}")
+            }
         }
         seen += 1;
         if count.is_some_and(|c| seen >= c) {

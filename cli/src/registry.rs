@@ -50,9 +50,9 @@ pub fn build_stages(topology: &Topology) -> anyhow::Result<Vec<Box<dyn Stage>>> 
                 } else {
                     config.to_string()
                 };
-                let mut instance = module
-                    .instantiate(&config)
-                    .with_context(|| format!("stage {id:?}: operator {} failed to start", path.display()))?;
+                let mut instance = module.instantiate(&config).with_context(|| {
+                    format!("stage {id:?}: operator {} failed to start", path.display())
+                })?;
                 if let Some(ms) = timeout_ms {
                     instance.set_deadline(Duration::from_millis(*ms));
                 }
@@ -131,8 +131,9 @@ impl Stage for OperatorStage {
                 WasmError::Trap { .. } => StageError::Trap(e.to_string()),
                 other => StageError::Failed(other.to_string()),
             })?;
-        let tensor = Tensor::new(out.shape, out.data)
-            .map_err(|e| StageError::Failed(format!("operator returned a malformed tensor: {e}")))?;
+        let tensor = Tensor::new(out.shape, out.data).map_err(|e| {
+            StageError::Failed(format!("operator returned a malformed tensor: {e}"))
+        })?;
         if let Some(t) = out.transform {
             item.transform = Transform {
                 scale_x: t.scale_x,

@@ -2,10 +2,10 @@
 //! when no NATS URL is configured, one ingest node per camera, and a stage worker.
 
 use anyhow::Context as _;
+use panoptes_pipeline::Subjects;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_pipeline::topology::Topology;
 use panoptes_pipeline::worker::{StatsSnapshot, Worker, WorkerStats};
-use panoptes_pipeline::Subjects;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -34,11 +34,16 @@ impl Running {
     /// Starts the topology. `nats_url` overrides the topology's; with neither, a local
     /// nats-server is started and stopped with the run.
     pub async fn start(topology: &Topology, nats_url: Option<&str>) -> anyhow::Result<Self> {
-        let url = nats_url.map(str::to_owned).or_else(|| topology.nats.url.clone());
+        let url = nats_url
+            .map(str::to_owned)
+            .or_else(|| topology.nats.url.clone());
         let (server, url) = match url {
             Some(url) => (None, url),
             None => {
-                let server = tokio::task::spawn_blocking(|| NatsServer::start(&NatsServerOptions::default()))
+                let server =
+                    tokio::task::spawn_blocking(
+                        || NatsServer::start(&NatsServerOptions::default()),
+                    )
                     .await?
                     .context("cannot start the embedded nats-server")?;
                 let url = server.url().to_owned();
@@ -82,7 +87,10 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<Summary> {
         let mut published = 0;
         for node in self.ingest {
-            published += node.stats().published.load(std::sync::atomic::Ordering::Relaxed);
+            published += node
+                .stats()
+                .published
+                .load(std::sync::atomic::Ordering::Relaxed);
             node.stop().await;
         }
         self.cancel.cancel();

@@ -308,22 +308,27 @@ impl Chain {
         let _ = self.out.blocking_send(out);
     }
 
-    fn process(&mut self, camera: &str, payload: Bytes) -> Result<DetectionMessage, Event> {
+    fn process(&mut self, camera: &str, payload: Bytes) -> Result<DetectionMessage, Box<Event>> {
         let frame = Frame::decode(payload, Some(camera)).map_err(|e| {
-            Event::new(camera, EventKind::FrameError, format!("corrupt frame: {e}")).stage("decode")
+            Box::new(
+                Event::new(camera, EventKind::FrameError, format!("corrupt frame: {e}"))
+                    .stage("decode"),
+            )
         })?;
         let mut item = Item::from_frame(frame);
         let (seq, started) = (item.frame.seq, Instant::now());
         for stage in &mut self.stages {
             let t = Instant::now();
             item = stage.process(item).map_err(|e| {
-                Event::new(
-                    camera,
-                    EventKind::FrameError,
-                    format!("stage {:?} failed: {e}", stage.id()),
+                Box::new(
+                    Event::new(
+                        camera,
+                        EventKind::FrameError,
+                        format!("stage {:?} failed: {e}", stage.id()),
+                    )
+                    .stage(stage.id())
+                    .seq(seq),
                 )
-                .stage(stage.id())
-                .seq(seq)
             })?;
             tracing::trace!(
                 stage = stage.id(),
@@ -331,15 +336,17 @@ impl Chain {
             );
         }
         let Payload::Detections(detections) = item.payload else {
-            return Err(Event::new(
-                camera,
-                EventKind::FrameError,
-                format!(
-                    "the stage chain ended with a {}, not detections",
-                    item.payload.kind()
-                ),
-            )
-            .seq(seq));
+            return Err(Box::new(
+                Event::new(
+                    camera,
+                    EventKind::FrameError,
+                    format!(
+                        "the stage chain ended with a {}, not detections",
+                        item.payload.kind()
+                    ),
+                )
+                .seq(seq),
+            ));
         };
         tracing::debug!(
             camera,

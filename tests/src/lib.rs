@@ -75,7 +75,12 @@ pub fn area(b: [f32; 4]) -> f32 {
 }
 
 pub fn intersection(a: [f32; 4], b: [f32; 4]) -> f32 {
-    area([a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])])
+    area([
+        a[0].max(b[0]),
+        a[1].max(b[1]),
+        a[2].min(b[2]),
+        a[3].min(b[3]),
+    ])
 }
 
 pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {

@@ -18,11 +18,17 @@ async fn corrupt_frames_are_reported_and_other_cameras_go_on() {
     let broken = CameraId::new("cam-broken").expect("valid");
 
     let server = nats_server();
-    let running = Running::start(&topology, Some(server.url())).await.expect("start");
+    let running = Running::start(&topology, Some(server.url()))
+        .await
+        .expect("start");
     let client = panoptes::connect(server.url()).await.expect("connect");
     let subjects = running.subjects.clone();
-    let mut events = EventSubscriber::new(&client, &subjects, Some(&broken)).await.expect("sub");
-    let mut detections = DetectionSubscriber::new(&client, &subjects, None).await.expect("sub");
+    let mut events = EventSubscriber::new(&client, &subjects, Some(&broken))
+        .await
+        .expect("sub");
+    let mut detections = DetectionSubscriber::new(&client, &subjects, None)
+        .await
+        .expect("sub");
 
     // The healthy camera is producing before anything bad arrives.
     next_detection_for(&mut detections, "cam-bravo").await;
@@ -45,14 +51,23 @@ async fn corrupt_frames_are_reported_and_other_cameras_go_on() {
     }
     .encode()
     .expect("encode");
-    let random: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let random: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
     let cases: [(&str, Bytes, &str); 3] = [
         ("random bytes", Bytes::from(random), "corrupt frame"),
-        ("truncated Arrow", valid.slice(..valid.len() / 2), "corrupt frame"),
+        (
+            "truncated Arrow",
+            valid.slice(..valid.len() / 2),
+            "corrupt frame",
+        ),
         ("size mismatch", lying, "declared size 1280x720"),
     ];
     for (name, payload, cause) in cases {
-        client.publish(subjects.frames(&broken), payload).await.expect("publish");
+        client
+            .publish(subjects.frames(&broken), payload)
+            .await
+            .expect("publish");
         let event = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 match events.next().await {
@@ -66,7 +81,11 @@ async fn corrupt_frames_are_reported_and_other_cameras_go_on() {
         .unwrap_or_else(|_| panic!("{name}: no error event"));
         assert_eq!(event.camera, "cam-broken", "{name}: {event:?}");
         assert_eq!(event.stage.as_deref(), Some("decode"), "{name}: {event:?}");
-        assert!(event.message.contains(cause), "{name}: {:?} lacks {cause:?}", event.message);
+        assert!(
+            event.message.contains(cause),
+            "{name}: {:?} lacks {cause:?}",
+            event.message
+        );
         // ...and the other camera keeps going.
         next_detection_for(&mut detections, "cam-bravo").await;
     }
@@ -79,7 +98,9 @@ async fn next_detection_for(sub: &mut DetectionSubscriber, camera: &str) {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match sub.next().await {
-                Some(Received::Message(m)) if m.camera == camera && !m.detections.is_empty() => return,
+                Some(Received::Message(m)) if m.camera == camera && !m.detections.is_empty() => {
+                    return;
+                }
                 Some(_) => {}
                 None => panic!("detection subscription closed"),
             }

@@ -51,6 +51,8 @@ impl Config {
 }
 
 #[cfg(target_arch = "wasm32")]
+// The generated lowering glue takes one argument per flattened field.
+#[allow(clippy::too_many_arguments)]
 mod component {
     //! The `panoptes:operator` world exported through wit-bindgen.
 

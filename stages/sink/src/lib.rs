@@ -17,7 +17,10 @@ pub enum SinkError {
 pub enum Received<T> {
     Message(T),
     /// The raw payload, kept for display when it is not valid (a third-party publisher's, say).
-    Invalid { subject: String, error: String },
+    Invalid {
+        subject: String,
+        error: String,
+    },
 }
 
 /// Subscription to detections of one camera or of every camera.
@@ -93,7 +96,10 @@ pub fn table_row(m: &DetectionMessage) -> String {
         .iter()
         .map(|d| {
             let [x1, y1, x2, y2] = d.bbox;
-            format!("{}({:.2})@[{x1:.0},{y1:.0},{x2:.0},{y2:.0}]", d.label, d.score)
+            format!(
+                "{}({:.2})@[{x1:.0},{y1:.0},{x2:.0},{y2:.0}]",
+                d.label, d.score
+            )
         })
         .collect::<Vec<_>>()
         .join(" ");

@@ -33,7 +33,8 @@ pub struct EngineOptions {
     /// Most operator instances alive at once (sizes the pooling allocator).
     pub max_instances: u32,
     /// Bytes of each pooled linear memory reset with memset instead of madvise when an instance
-    /// is dropped, so a reused slot does not page-fault its working set back in.
+    /// is dropped, so a reused slot does not page-fault its working set back in. The price is
+    /// resident memory: every pool slot once used keeps up to this much.
     pub keep_resident_bytes: usize,
 }
 
@@ -122,9 +123,11 @@ impl OperatorEngine {
         let mut linker = Linker::new(&engine);
         // Rust std on wasip2 imports WASI interfaces; they are linked, but the per-store WasiCtx
         // grants no capability.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| WasmError::Engine {
-            message: format!("cannot link WASI: {e:#}"),
-        })?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| deny_clock_waits(&mut linker))
+            .map_err(|e| WasmError::Engine {
+                message: format!("cannot link WASI: {e:#}"),
+            })?;
 
         let ticker = Ticker::start(engine.clone(), options.epoch_tick)?;
         Ok(Self {
@@ -210,6 +213,40 @@ impl OperatorEngine {
             }),
         })
     }
+}
+
+/// The WASI monotonic-clock version wasmtime-wasi 48 defines (its `wit/deps/clocks.wit`).
+const WASI_MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces WASI's timed waits with traps. Epoch deadlines only interrupt Wasm code, not a host
+/// call, so a guest sleeping in `wasi:io/poll` would otherwise hold its worker thread past any
+/// deadline. Operators get no clock anyway (see `FrozenClock`), so nothing legitimate waits.
+fn deny_clock_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+
+    fn denied(what: &str) -> wasmtime::Error {
+        wasmtime::format_err!(
+            "the operator called {WASI_MONOTONIC_CLOCK}#{what} (sleep or timed wait), but \
+             operators are not granted clocks"
+        )
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(WASI_MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(denied("subscribe-duration"))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(denied("subscribe-instant"))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// A compiled operator, ready to instantiate cheaply (linking is done once, here). Cloning is

@@ -51,8 +51,8 @@ pub struct OperatorOutput {
     pub transform: Option<Transform>,
 }
 
-/// How much of the guest's stderr (panic messages, mostly) is kept to explain a trap.
-const STDERR_TAIL_BYTES: usize = 4096;
+/// How much of the guest's stdout/stderr (panic messages, mostly) is kept to explain a trap.
+const OUTPUT_TAIL_BYTES: usize = 4096;
 
 /// One operator instance, owned by one worker stream. Not shared between threads while in use
 /// (`process` takes `&mut self`), but may be moved between them.
@@ -202,17 +202,23 @@ impl OperatorInstance {
                 requested,
             };
         }
+        // Most useful first: what happened, then what the guest printed (a panic message,
+        // usually), then where it was.
         let mut message = match err.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => format!("wasm trap: {trap}"),
-            None => format!("{err:#}"),
+            Some(trap) => trap.to_string(),
+            // A host function refused the call; its error is the root of the chain.
+            None => err
+                .chain()
+                .last()
+                .map_or_else(|| err.to_string(), |cause| cause.to_string()),
         };
-        if let Some(bt) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
-            message.push_str(&format!("\n{bt}"));
+        let output = state.output.text();
+        if !output.trim().is_empty() {
+            message.push_str("\nguest output (tail):\n");
+            message.push_str(output.trim());
         }
-        let stderr = state.stderr.text();
-        if !stderr.trim().is_empty() {
-            message.push_str("\nguest stderr (tail):\n");
-            message.push_str(stderr.trim_end());
+        if let Some(backtrace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+            message.push_str(&format!("\n{backtrace}"));
         }
         WasmError::Trap { operator, message }
     }
@@ -250,12 +256,12 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    stderr: StderrTail,
+    output: OutputTail,
 }
 
 impl HostState {
     fn new(max_memory_bytes: usize) -> Self {
-        let stderr = StderrTail::default();
+        let output = OutputTail::default();
         // The builder's defaults already deny preopens, env, args, stdin, sockets and name
         // lookup; the explicit calls document that intent and guard against default changes.
         let wasi = WasiCtx::builder()
@@ -264,8 +270,8 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .stdout(stderr.clone())
-            .stderr(stderr.clone())
+            .stdout(output.clone())
+            .stderr(output.clone())
             .build();
         Self {
             wasi,
@@ -274,12 +280,14 @@ impl HostState {
                 limit: max_memory_bytes,
                 exceeded: None,
             },
-            stderr,
+            output,
         }
     }
 
     fn begin_call(&mut self) {
         self.limiter.exceeded = None;
+        // A trap report should show what this call printed, not earlier frames' output.
+        self.output.clear();
     }
 }
 
@@ -350,13 +358,13 @@ impl HostMonotonicClock for FrozenClock {
 /// Guest stdout/stderr sink that keeps only the last few KiB, so a panic message can be attached
 /// to the trap it causes without letting a chatty guest grow host memory.
 #[derive(Clone, Default)]
-struct StderrTail(Arc<Mutex<Vec<u8>>>);
+struct OutputTail(Arc<Mutex<Vec<u8>>>);
 
-impl StderrTail {
+impl OutputTail {
     fn push(&self, bytes: &[u8]) {
         let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let bytes = &bytes[bytes.len().saturating_sub(STDERR_TAIL_BYTES)..];
-        let overflow = (buf.len() + bytes.len()).saturating_sub(STDERR_TAIL_BYTES);
+        let bytes = &bytes[bytes.len().saturating_sub(OUTPUT_TAIL_BYTES)..];
+        let overflow = (buf.len() + bytes.len()).saturating_sub(OUTPUT_TAIL_BYTES);
         buf.drain(..overflow);
         buf.extend_from_slice(bytes);
     }
@@ -365,15 +373,22 @@ impl StderrTail {
         let buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         String::from_utf8_lossy(&buf).into_owned()
     }
+
+    fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
 }
 
-impl IsTerminal for StderrTail {
+impl IsTerminal for OutputTail {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for StderrTail {
+impl StdoutStream for OutputTail {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -384,11 +399,11 @@ impl StdoutStream for StderrTail {
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for StderrTail {
+impl Pollable for OutputTail {
     async fn ready(&mut self) {}
 }
 
-impl OutputStream for StderrTail {
+impl OutputStream for OutputTail {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
         self.push(&bytes);
         Ok(())
@@ -404,7 +419,7 @@ impl OutputStream for StderrTail {
     }
 }
 
-impl tokio::io::AsyncWrite for StderrTail {
+impl tokio::io::AsyncWrite for OutputTail {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
@@ -428,15 +443,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stderr_tail_keeps_the_last_bytes() {
-        let tail = StderrTail::default();
-        tail.push(&vec![b'a'; STDERR_TAIL_BYTES]);
+    fn output_tail_keeps_the_last_bytes() {
+        let tail = OutputTail::default();
+        tail.push(&vec![b'a'; OUTPUT_TAIL_BYTES]);
         tail.push(b"panicked at boom");
         let text = tail.text();
-        assert_eq!(text.len(), STDERR_TAIL_BYTES);
+        assert_eq!(text.len(), OUTPUT_TAIL_BYTES);
         assert!(text.ends_with("panicked at boom"));
-        tail.push(&vec![b'z'; 3 * STDERR_TAIL_BYTES]);
-        assert_eq!(tail.text(), "z".repeat(STDERR_TAIL_BYTES));
+        tail.push(&vec![b'z'; 3 * OUTPUT_TAIL_BYTES]);
+        assert_eq!(tail.text(), "z".repeat(OUTPUT_TAIL_BYTES));
     }
 
     #[test]
