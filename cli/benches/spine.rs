@@ -12,10 +12,10 @@ use panoptes::runner::Running;
 use panoptes_ingest::{Ingest, SourceSpec, SourceStatus};
 use panoptes_model::{ModelOptions, OrtModel};
 use panoptes_op_preprocess::{Letterbox, Normalize};
+use panoptes_pipeline::CameraId;
 use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::stage::{Item, Payload, Stage};
 use panoptes_pipeline::topology::Topology;
-use panoptes_pipeline::CameraId;
 use panoptes_postprocess::DbStage;
 use panoptes_sink::{DetectionSubscriber, Received};
 use panoptes_wasm::{EngineOptions, FrameInfo, OperatorEngine, PixelFormat as WasmPixels};
@@ -54,6 +54,13 @@ fn row(step: &str, d: Duration, runs: usize, note: &str) {
     println!("{step:<42} {:>9.3} ms  (median of {runs}){note}", ms(d));
 }
 
+fn row_mean(step: &str, d: Duration, frames: u32) {
+    println!(
+        "{step:<42} {:>9.3} ms  (mean over a {frames}-frame run)",
+        ms(d)
+    );
+}
+
 /// Frames from GStreamer: render (videotestsrc + textoverlay), convert I420 -> RGB, pull.
 fn ingest_per_frame(frames: u32) -> anyhow::Result<(Duration, Vec<u8>)> {
     panoptes_ingest::init()?;
@@ -89,12 +96,18 @@ fn ingest_per_frame(frames: u32) -> anyhow::Result<(Duration, Vec<u8>)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let e2e_secs: u64 = std::env::var("SPINE_E2E_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
-    println!("panoptes spine benchmark: {W}x{H} RGB frames -> 640x640 PP-OCRv4 det, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let e2e_secs: u64 = std::env::var("SPINE_E2E_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    println!(
+        "panoptes spine benchmark: {W}x{H} RGB frames -> 640x640 PP-OCRv4 det, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("{}", "-".repeat(78));
 
     let (ingest, pixels) = ingest_per_frame(100)?;
-    row("ingest: render + I420->RGB + appsink pull", ingest, 100, " (mean over a 100-frame run)");
+    row_mean("ingest: render + I420->RGB + appsink pull", ingest, 100);
 
     let camera = CameraId::new("bench")?;
     let frame = Frame {
@@ -109,21 +122,43 @@ fn main() -> anyhow::Result<()> {
     let encode = time(50, || frame.encode().expect("encode"));
     row("arrow: encode frame (IPC stream)", encode, 50, "");
     let bytes = frame.encode()?;
-    let decode = time(200, || Frame::decode(bytes.clone(), Some("bench")).expect("decode"));
+    let decode = time(200, || {
+        Frame::decode(bytes.clone(), Some("bench")).expect("decode")
+    });
     row("arrow: decode frame (zero-copy)", decode, 200, "");
 
     let mut native = Letterbox::new(640, 640, Normalize::new(MEAN, MEAN)?)?;
     let mut out = Vec::new();
-    let native_t = time(30, || native.run(frame.pixels.as_slice(), W, H, &mut out).expect("native"));
+    let native_t = time(30, || {
+        native
+            .run(frame.pixels.as_slice(), W, H, &mut out)
+            .expect("native")
+    });
     row("preprocess: letterbox+normalise, native", native_t, 30, "");
 
     let engine = OperatorEngine::new(EngineOptions::default())?;
     let module = engine.load(root().join("operators/dist/letterbox.wasm"))?;
-    let mut op = module.instantiate(r#"{"width":640,"height":640,"mean":[0.5,0.5,0.5],"std":[0.5,0.5,0.5]}"#)?;
-    let info = FrameInfo { camera: "bench".into(), seq: 1, width: W, height: H, format: WasmPixels::Rgb8 };
-    let wasm_t = time(30, || op.process(&info, frame.pixels.as_slice()).expect("wasm"));
-    row("preprocess: same code as Wasm operator", wasm_t, 30,
-        &format!("  -> {:.2}x native", wasm_t.as_secs_f64() / native_t.as_secs_f64()));
+    let mut op = module
+        .instantiate(r#"{"width":640,"height":640,"mean":[0.5,0.5,0.5],"std":[0.5,0.5,0.5]}"#)?;
+    let info = FrameInfo {
+        camera: "bench".into(),
+        seq: 1,
+        width: W,
+        height: H,
+        format: WasmPixels::Rgb8,
+    };
+    let wasm_t = time(30, || {
+        op.process(&info, frame.pixels.as_slice()).expect("wasm")
+    });
+    row(
+        "preprocess: same code as Wasm operator",
+        wasm_t,
+        30,
+        &format!(
+            "  -> {:.2}x native",
+            wasm_t.as_secs_f64() / native_t.as_secs_f64()
+        ),
+    );
     let tensor_out = op.process(&info, frame.pixels.as_slice())?;
 
     let model_path = root().join("models/files/ch_PP-OCRv4_det_infer.onnx");
@@ -143,10 +178,20 @@ fn main() -> anyhow::Result<()> {
             boxes = d.len();
         }
     });
-    row("postprocess: DB boxes (incl. map clone)", post_t, 50, &format!("  ({boxes} boxes)"));
+    row(
+        "postprocess: DB boxes (incl. map clone)",
+        post_t,
+        50,
+        &format!("  ({boxes} boxes)"),
+    );
 
     let sum = encode + decode + wasm_t + model_t + post_t;
-    println!("{:<42} {:>9.3} ms  -> {:.1} frames/s if steps ran back to back", "sum of worker-side steps", ms(sum), 1.0 / sum.as_secs_f64());
+    println!(
+        "{:<42} {:>9.3} ms  -> {:.1} frames/s if steps ran back to back",
+        "sum of worker-side steps",
+        ms(sum),
+        1.0 / sum.as_secs_f64()
+    );
 
     // End to end: one camera at 30 fps through a real nats-server; live mode keeps the newest
     // frame, so the detection rate is what the worker sustains.
@@ -165,9 +210,13 @@ fn main() -> anyhow::Result<()> {
         }
         let (start, mut n, mut lat) = (Instant::now(), 0u32, Vec::new());
         while start.elapsed() < Duration::from_secs(e2e_secs) {
-            if let Ok(Some(Received::Message(m))) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+            if let Ok(Some(Received::Message(m))) =
+                tokio::time::timeout(Duration::from_secs(1), sub.next()).await
+            {
                 n += 1;
-                lat.push(Duration::from_nanos(m.published_ts_ns.saturating_sub(m.capture_ts_ns)));
+                lat.push(Duration::from_nanos(
+                    m.published_ts_ns.saturating_sub(m.capture_ts_ns),
+                ));
             }
         }
         let fps = f64::from(n) / start.elapsed().as_secs_f64();
@@ -177,7 +226,16 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(!lat.is_empty(), "no detections end to end");
         anyhow::Ok((fps, median(lat)))
     })?;
-    println!("{:<42} {:>9.2} frames/s  (1 camera @30 fps offered, {e2e_secs} s; median capture->publish latency {:.1} ms)", "end to end", fps, ms(latency));
-    println!("{:<42} {:>9.2}       (end-to-end fps / back-to-back-steps fps)", "pipeline efficiency", fps * sum.as_secs_f64());
+    println!(
+        "{:<42} {:>9.2} frames/s  (1 camera @30 fps offered, {e2e_secs} s; median capture->publish latency {:.1} ms)",
+        "end to end",
+        fps,
+        ms(latency)
+    );
+    println!(
+        "{:<42} {:>9.2}       (end-to-end fps / back-to-back-steps fps)",
+        "pipeline efficiency",
+        fps * sum.as_secs_f64()
+    );
     Ok(())
 }

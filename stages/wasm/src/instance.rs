@@ -60,6 +60,7 @@ pub struct OperatorInstance {
     module: OperatorModule,
     config: String,
     deadline: Duration,
+    max_memory_bytes: usize,
     /// `None` after a trap: the guest's state is unknown, so it is rebuilt on the next call.
     live: Option<Live>,
     rebuilds: u64,
@@ -84,10 +85,12 @@ impl std::fmt::Debug for OperatorInstance {
 impl OperatorInstance {
     pub(crate) fn new(module: OperatorModule, config: &str) -> Result<Self, WasmError> {
         let deadline = module.engine_deadline();
+        let max_memory_bytes = module.max_memory_bytes();
         let mut instance = Self {
             module,
             config: config.to_owned(),
             deadline,
+            max_memory_bytes,
             live: None,
             rebuilds: 0,
         };
@@ -110,6 +113,32 @@ impl OperatorInstance {
     /// Overrides the per-call deadline for this instance (e.g. from the topology).
     pub fn set_deadline(&mut self, deadline: Duration) {
         self.deadline = deadline;
+    }
+
+    /// Linear-memory cap; defaults to the engine's [`EngineOptions::max_memory_bytes`].
+    ///
+    /// [`EngineOptions::max_memory_bytes`]: crate::EngineOptions::max_memory_bytes
+    pub fn max_memory_bytes(&self) -> usize {
+        self.max_memory_bytes
+    }
+
+    /// Lowers (or restores) the memory cap for this instance, e.g. from the topology. It applies
+    /// to growth from now on; memory the guest already has is kept. Cannot exceed the engine's
+    /// cap, which sizes the pool slots.
+    pub fn set_max_memory_bytes(&mut self, bytes: usize) -> Result<(), WasmError> {
+        let engine_max = self.module.max_memory_bytes();
+        if bytes > engine_max {
+            return Err(WasmError::Options(format!(
+                "operator `{}`: memory cap of {bytes} bytes is above the engine's cap of \
+                 {engine_max} bytes",
+                self.name()
+            )));
+        }
+        self.max_memory_bytes = bytes;
+        if let Some(live) = &mut self.live {
+            live.store.data_mut().limiter.limit = bytes;
+        }
+        Ok(())
     }
 
     /// How many times the guest was rebuilt after a trap, timeout or memory-limit failure.
@@ -156,10 +185,7 @@ impl OperatorInstance {
     /// Instantiates the guest in a fresh sandboxed store and runs `init` with the configuration.
     fn start(&self) -> Result<Live, WasmError> {
         let operator = self.name().to_owned();
-        let mut store = Store::new(
-            self.module.engine(),
-            HostState::new(self.module.max_memory_bytes()),
-        );
+        let mut store = Store::new(self.module.engine(), HostState::new(self.max_memory_bytes));
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(self.module.deadline_ticks(self.deadline));
         let bindings = match self.module.pre().instantiate(&mut store) {

@@ -3,8 +3,9 @@
 //! One [`OperatorEngine`] per process compiles (or loads from an on-disk cache) operator
 //! components into [`OperatorModule`]s; each worker instantiates a module once per stream into an
 //! [`OperatorInstance`] and calls [`OperatorInstance::process`] per frame. Operators run sandboxed:
-//! no filesystem, network, environment, stdio or clock, a memory cap and a per-call deadline. A
-//! trap or timeout fails that frame only; the instance is rebuilt on the next call.
+//! no filesystem, network, environment, inherited stdio or clock (guest output is captured only to
+//! explain traps), a memory cap and a per-call deadline. A trap or timeout fails that frame only;
+//! the instance is rebuilt on the next call.
 
 mod cache;
 mod engine;
@@ -14,3 +15,17 @@ mod instance;
 pub use engine::{EngineOptions, OperatorEngine, OperatorModule};
 pub use error::{OperatorError, OperatorErrorKind, WasmError};
 pub use instance::{FrameInfo, OperatorInstance, OperatorOutput, PixelFormat, Transform};
+
+#[cfg(test)]
+mod tests {
+    /// Workers move instances across threads and share engines and modules between them.
+    #[test]
+    fn handles_are_thread_safe() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<super::OperatorInstance>();
+        send_sync::<super::OperatorModule>();
+        send_sync::<super::OperatorEngine>();
+        send_sync::<super::WasmError>();
+    }
+}

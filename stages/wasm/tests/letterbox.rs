@@ -250,6 +250,22 @@ fn memory_limit_is_reported_as_such() {
     // Other instances of the same module are unaffected.
     let mut small = module.instantiate(CONFIG).unwrap();
     small.process(&info(1280, 720, 2), &pixels).unwrap();
+
+    // A per-instance cap below the engine's also holds, and can be lifted again.
+    let mut capped = module.instantiate(CONFIG).unwrap();
+    assert!(
+        capped.set_max_memory_bytes(128 << 20).is_err(),
+        "above the engine cap"
+    );
+    capped.set_max_memory_bytes(2 << 20).unwrap();
+    let err = capped.process(&info(1280, 720, 3), &pixels).unwrap_err();
+    assert!(
+        matches!(err, WasmError::MemoryLimit { limit, .. } if limit == 2 << 20),
+        "{err:?}"
+    );
+    capped.set_max_memory_bytes(64 << 20).unwrap();
+    capped.process(&info(1280, 720, 4), &pixels).unwrap();
+    assert_eq!(capped.rebuilds(), 1);
 }
 
 #[test]
