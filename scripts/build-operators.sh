@@ -30,7 +30,9 @@ for op in "${operators[@]}"; do
     packages+=(-p "${op%%:*}")
 done
 
-cargo build --release --target wasm32-wasip2 "${packages[@]}"
+# No debug info in shipped operators: it triples the module size, and every load hashes the file.
+CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+    cargo build --release --target wasm32-wasip2 "${packages[@]}"
 
 mkdir -p operators/dist
 for op in "${operators[@]}"; do

@@ -56,8 +56,11 @@ pub fn build_stages(topology: &Topology) -> anyhow::Result<Vec<Box<dyn Stage>>> 
                 if let Some(ms) = timeout_ms {
                     instance.set_deadline(Duration::from_millis(*ms));
                 }
-                if memory_mib.is_some() {
-                    tracing::warn!(stage = %id, "memory_mib is applied per engine in this version; using the engine default");
+                if let Some(mib) = memory_mib {
+                    let bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+                    instance
+                        .set_max_memory_bytes(bytes)
+                        .with_context(|| format!("stage {id:?}: memory_mib {mib}"))?;
                 }
                 Box::new(OperatorStage {
                     id: id.clone(),
