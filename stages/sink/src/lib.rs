@@ -8,8 +8,6 @@ use panoptes_pipeline::{CameraId, DetectionMessage, Event, Subjects};
 pub enum SinkError {
     #[error("cannot subscribe to {subject}: {message}")]
     Subscribe { subject: String, message: String },
-    #[error("message on {subject} is not a detections/v1 JSON document: {message}")]
-    Decode { subject: String, message: String },
 }
 
 /// A decoded result message.
@@ -23,60 +21,59 @@ pub enum Received<T> {
     },
 }
 
-/// Subscription to detections of one camera or of every camera.
-pub struct DetectionSubscriber {
+/// A subscription decoding each message as `T`.
+pub struct Subscription<T> {
     sub: async_nats::Subscriber,
+    _message: std::marker::PhantomData<fn() -> T>,
 }
 
-impl DetectionSubscriber {
+/// Detections of one camera or of every camera.
+pub type DetectionSubscriber = Subscription<DetectionMessage>;
+/// Events of one camera or of every camera.
+pub type EventSubscriber = Subscription<Event>;
+
+impl Subscription<DetectionMessage> {
     pub async fn new(
         client: &async_nats::Client,
         subjects: &Subjects,
         camera: Option<&CameraId>,
     ) -> Result<Self, SinkError> {
         let subject = camera.map_or_else(|| subjects.all_detections(), |c| subjects.detections(c));
-        subscribe(client, subject).await.map(|sub| Self { sub })
-    }
-
-    /// The next message; None when the connection closes.
-    pub async fn next(&mut self) -> Option<Received<DetectionMessage>> {
-        let msg = self.sub.next().await?;
-        Some(decode(&msg))
+        Self::on(client, subject).await
     }
 }
 
-/// Subscription to events of one camera or of every camera.
-pub struct EventSubscriber {
-    sub: async_nats::Subscriber,
-}
-
-impl EventSubscriber {
+impl Subscription<Event> {
     pub async fn new(
         client: &async_nats::Client,
         subjects: &Subjects,
         camera: Option<&CameraId>,
     ) -> Result<Self, SinkError> {
         let subject = camera.map_or_else(|| subjects.all_events(), |c| subjects.events(c));
-        subscribe(client, subject).await.map(|sub| Self { sub })
-    }
-
-    pub async fn next(&mut self) -> Option<Received<Event>> {
-        let msg = self.sub.next().await?;
-        Some(decode(&msg))
+        Self::on(client, subject).await
     }
 }
 
-async fn subscribe(
-    client: &async_nats::Client,
-    subject: String,
-) -> Result<async_nats::Subscriber, SinkError> {
-    client
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| SinkError::Subscribe {
-            subject,
-            message: e.to_string(),
+impl<T: serde::de::DeserializeOwned> Subscription<T> {
+    async fn on(client: &async_nats::Client, subject: String) -> Result<Self, SinkError> {
+        let sub = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| SinkError::Subscribe {
+                subject,
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            sub,
+            _message: std::marker::PhantomData,
         })
+    }
+
+    /// The next message; None when the connection closes.
+    pub async fn next(&mut self) -> Option<Received<T>> {
+        let msg = self.sub.next().await?;
+        Some(decode(&msg))
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(msg: &async_nats::Message) -> Received<T> {
