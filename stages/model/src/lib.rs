@@ -23,6 +23,9 @@ pub enum ModelError {
     LibraryNotFound { venv: String },
     #[error("cannot load ONNX Runtime from {path}: {message}")]
     LibraryLoad { path: String, message: String },
+    /// ONNX Runtime could not be set up for this process (the first failure's message).
+    #[error("{0}")]
+    Environment(String),
     #[error("model file {path} does not exist; run models/fetch.sh")]
     MissingFile { path: String },
     #[error("cannot load model {path}: {message}")]
@@ -60,12 +63,16 @@ pub fn library_path() -> Result<PathBuf, ModelError> {
 
 /// The process-wide ONNX Runtime environment, created on first use.
 pub fn environment() -> Result<&'static Environment, ModelError> {
-    static ENV: OnceLock<Result<Environment, ModelError>> = OnceLock::new();
+    // The first failure is kept as text: every later caller gets the same cause, unchanged.
+    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
-        let path = library_path()?;
-        let fail = |message: String| ModelError::LibraryLoad {
-            path: path.display().to_string(),
-            message,
+        let path = library_path().map_err(|e| e.to_string())?;
+        let fail = |message: String| {
+            ModelError::LibraryLoad {
+                path: path.display().to_string(),
+                message,
+            }
+            .to_string()
         };
         ort::init_from(&path)
             .map_err(|e| fail(e.to_string()))?
@@ -74,13 +81,8 @@ pub fn environment() -> Result<&'static Environment, ModelError> {
             .build()
             .map_err(|e| fail(e.to_string()))
     });
-    match env {
-        Ok(env) => Ok(env),
-        Err(e) => Err(ModelError::LibraryLoad {
-            path: String::new(),
-            message: e.to_string(),
-        }),
-    }
+    env.as_ref()
+        .map_err(|cause| ModelError::Environment(cause.clone()))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -159,25 +161,15 @@ impl OrtModel {
         let outputs = self
             .session
             .run(ort::inputs![self.input.as_str() => value])
-            .map_err(|e| ModelError::Run {
-                model: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        let (shape, data) =
-            outputs[0]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| ModelError::Run {
-                    model: self.name.clone(),
-                    message: e.to_string(),
-                })?;
+            .map_err(|e| fail(e.to_string()))?;
+        let (shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| fail(e.to_string()))?;
         let shape = shape
             .iter()
             .map(|&d| usize::try_from(d).unwrap_or(0))
             .collect();
-        Tensor::new(shape, data.to_vec()).map_err(|e| ModelError::Run {
-            model: self.name.clone(),
-            message: e.to_string(),
-        })
+        Tensor::new(shape, data.to_vec()).map_err(|e| fail(e.to_string()))
     }
 }
 
