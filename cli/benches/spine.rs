@@ -15,7 +15,7 @@ use panoptes_op_preprocess::{Letterbox, Normalize};
 use panoptes_pipeline::CameraId;
 use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::stage::{Item, Payload, Stage};
-use panoptes_pipeline::topology::Topology;
+use panoptes_topology::TopologyFile;
 use panoptes_postprocess::DbStage;
 use panoptes_sink::{DetectionSubscriber, Received};
 use panoptes_wasm::{EngineOptions, FrameInfo, OperatorEngine, PixelFormat as WasmPixels};
@@ -197,7 +197,7 @@ fn main() -> anyhow::Result<()> {
     // frame, so the detection rate is what the worker sustains.
     let rt = tokio::runtime::Runtime::new()?;
     let (fps, latency) = rt.block_on(async {
-        let mut topology = Topology::load(&root().join("topologies/quickstart.yaml"))?;
+        let mut topology = TopologyFile::load(&root().join("topologies/quickstart.yaml"))?;
         topology.cameras.truncate(1);
         topology.cameras[0].fps = 30;
         let running = Running::start(&topology, None).await?;

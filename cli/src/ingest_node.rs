@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use panoptes_ingest::{Framerate, Ingest, RawFrame, SourceSpec, SourceStatus, TestPattern};
 use panoptes_pipeline::frame::{FRAME_SCHEMA, Frame, PixelBuffer, PixelFormat};
-use panoptes_pipeline::topology::{CameraConfig, SourceConfig};
+use panoptes_topology::{CameraConfig, SourceConfig};
 use panoptes_pipeline::{CameraId, Event, EventKind, Subjects, headers};
 use tokio::sync::mpsc;
 
@@ -56,6 +56,21 @@ pub fn source_spec(cam: &CameraConfig) -> anyhow::Result<SourceSpec> {
             }
             Ok(SourceSpec::TestPattern(pattern))
         }
+        other => anyhow::bail!(
+            "camera {}: {} sources are not supported by this build yet",
+            cam.id,
+            source_kind(other)
+        ),
+    }
+}
+
+fn source_kind(s: &SourceConfig) -> &'static str {
+    match s {
+        SourceConfig::Rtsp(_) => "rtsp",
+        SourceConfig::File(_) => "file",
+        SourceConfig::V4l2(_) => "v4l2",
+        SourceConfig::Http(_) => "http",
+        SourceConfig::TestPattern(_) => "test_pattern",
     }
 }
 
@@ -75,7 +90,7 @@ impl IngestNode {
     ) -> anyhow::Result<Self> {
         panoptes_ingest::init().context("cannot initialise GStreamer")?;
         let spec = source_spec(cam)?;
-        let camera = cam.id.clone();
+        let camera = CameraId::new(&cam.id)?;
         let stats = Arc::new(IngestStats::default());
         // Two frames in flight at most: a stalled NATS connection drops frames, not memory.
         let (tx, rx) = mpsc::channel::<Out>(2);

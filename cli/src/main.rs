@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use panoptes::runner::Running;
-use panoptes_pipeline::topology::Topology;
+use panoptes_topology::TopologyFile;
 use panoptes_pipeline::{CameraId, Subjects};
 use panoptes_sink::{DetectionSubscriber, Received};
 
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
-    let topology = Topology::load(path)?;
+    let topology = TopologyFile::load(path)?;
     let running = Running::start(&topology, nats).await?;
     eprintln!(
         "panoptes: running {} with {} camera(s) on {}\n  watch results: panoptes subscribe --nats {}\n  stop: Ctrl-C",

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use panoptes_model::{ModelOptions, ModelStage, OrtModel};
 use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
 use panoptes_pipeline::tensor::{Tensor, Transform};
-use panoptes_pipeline::topology::{StageConfig, Topology};
+use panoptes_topology::{Postprocessor, StageConfig, TopologyFile};
 use panoptes_postprocess::DbStage;
 use panoptes_wasm::{
     EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError,
@@ -19,18 +19,19 @@ pub fn operator_cache_dir() -> std::path::PathBuf {
 
 /// Builds every stage of `topology`, in order. Loading models and compiling operators happens
 /// here, so a bad file fails start-up with its path rather than the first frame.
-pub fn build_stages(topology: &Topology) -> anyhow::Result<Vec<Box<dyn Stage>>> {
+pub fn build_stages(topology: &TopologyFile) -> anyhow::Result<Vec<Box<dyn Stage>>> {
     let mut engine: Option<OperatorEngine> = None;
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     for cfg in &topology.stages {
         let stage: Box<dyn Stage> = match cfg {
-            StageConfig::Operator {
+            StageConfig::Operator(panoptes_topology::OperatorStage {
                 id,
                 wasm,
                 config,
                 timeout_ms,
                 memory_mib,
-            } => {
+                ..
+            }) => {
                 let engine = match &mut engine {
                     Some(e) => e,
                     None => engine.insert(
@@ -67,13 +68,13 @@ pub fn build_stages(topology: &Topology) -> anyhow::Result<Vec<Box<dyn Stage>>> 
                     instance,
                 })
             }
-            StageConfig::Model {
-                id,
-                model,
-                name,
-                threads,
-            } => {
-                let path = topology.resolve(model);
+            StageConfig::Model(panoptes_topology::ModelStage {
+                id, model, threads, ..
+            }) => {
+                let Some(declared) = topology.models.get(model) else {
+                    anyhow::bail!("stage {id:?}: unknown model {model:?}");
+                };
+                let path = topology.resolve(&declared.file);
                 let mut m = OrtModel::load(
                     &path,
                     &ModelOptions {
@@ -81,19 +82,25 @@ pub fn build_stages(topology: &Topology) -> anyhow::Result<Vec<Box<dyn Stage>>> 
                     },
                 )
                 .with_context(|| format!("stage {id:?}"))?;
-                if let Some(name) = name {
-                    m.set_name(name);
-                }
+                m.set_name(model);
                 Box::new(ModelStage::new(id.clone(), m))
             }
-            StageConfig::Postprocess {
+            StageConfig::Postprocess(panoptes_topology::PostprocessStage {
                 id,
                 postprocessor,
                 params,
                 label,
-            } => Box::new(
-                DbStage::from_config(id, postprocessor, params, label.as_deref())
-                    .with_context(|| format!("stage {id:?}"))?,
+                ..
+            }) => match postprocessor {
+                Postprocessor::Db => Box::new(
+                    DbStage::from_config(id, "db", params, label.as_deref())
+                        .with_context(|| format!("stage {id:?}"))?,
+                ),
+            },
+            other => anyhow::bail!(
+                "stage {:?}: {} stages are not supported by this build yet",
+                other.id(),
+                other.kind()
             ),
         };
         stages.push(stage);

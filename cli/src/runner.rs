@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use panoptes_pipeline::Subjects;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_pipeline::topology::Topology;
+use panoptes_topology::TopologyFile;
 use panoptes_pipeline::worker::{StatsSnapshot, Worker, WorkerStats};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,7 @@ pub struct Summary {
 impl Running {
     /// Starts the topology. `nats_url` overrides the topology's; with neither, a local
     /// nats-server is started and stopped with the run.
-    pub async fn start(topology: &Topology, nats_url: Option<&str>) -> anyhow::Result<Self> {
+    pub async fn start(topology: &TopologyFile, nats_url: Option<&str>) -> anyhow::Result<Self> {
         let url = nats_url
             .map(str::to_owned)
             .or_else(|| topology.nats.url.clone());

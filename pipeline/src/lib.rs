@@ -1,5 +1,5 @@
 //! Core runtime of panoptes: the wire contracts every process agrees on (subjects, headers, Arrow
-//! frames, detection and event messages), the topology model, the [`Stage`] trait stage crates
+//! frames, detection and event messages), the [`Stage`] trait stage crates
 //! implement, and the worker loop that moves frames from NATS through a chain of stages.
 
 pub mod camera;
@@ -13,7 +13,6 @@ pub mod stage;
 pub mod subjects;
 pub mod tensor;
 pub mod time;
-pub mod topology;
 pub mod worker;
 
 pub use camera::{CameraId, InvalidCameraId};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use panoptes_ingest::{SourceSpec, ink_bbox, render_still};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_pipeline::topology::{CameraConfig, Topology};
+use panoptes_topology::{CameraConfig, TopologyFile};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +30,7 @@ pub fn gst() {
 }
 
 /// Loads `topologies/<name>.yaml`, after checking the files setup produces are there.
-pub fn topology(name: &str) -> Topology {
+pub fn topology(name: &str) -> TopologyFile {
     let root = repo_root();
     for needed in [
         "operators/dist/letterbox.wasm",
@@ -42,7 +42,7 @@ pub fn topology(name: &str) -> Topology {
         );
     }
     let path = root.join("topologies").join(format!("{name}.yaml"));
-    match Topology::load(&path) {
+    match TopologyFile::load(&path) {
         Ok(t) => t,
         Err(e) => panic!("{e}"),
     }

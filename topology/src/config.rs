@@ -1,0 +1,514 @@
+//! The topology language as Rust types: what each key means, its default, and (through
+//! schemars) the JSON Schema editors use. Validation lives in `check`; these types only
+//! describe a topology that already passed it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Panoptes topology: cameras, the stages their frames go through, and where results go.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Panoptes topology")]
+pub struct Topology {
+    /// First token of every subject (`<namespace>.frames.<camera>`); one NATS token.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The NATS server. Without a URL, `panoptes run` starts its own local nats-server.
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// `live`: lowest latency, under overload the newest frame per camera wins and drops are
+    /// counted. `durable`: JetStream, at-least-once, no frame lost across a worker crash.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Number of partitions cameras are hashed into; a worker owns whole partitions.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub partitions: u32,
+    /// Tracing export and the metrics endpoint.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Models stages refer to by name.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Cameras ingest nodes read. May be empty when third parties publish the frames.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+    /// Stages frames go through. Each stage reads `input` (default: the stage above it; the
+    /// first reads `frames`); several stages reading one input fan out.
+    pub stages: Vec<StageConfig>,
+}
+
+pub fn default_namespace() -> String {
+    "panoptes".to_owned()
+}
+fn default_partitions() -> u32 {
+    16
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// e.g. `nats://10.0.0.5:4222`, or `tls://…`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Exactly one method: `user` + `password`, `token`, `credentials` (a `.creds` file) or `nkey`
+/// (a file holding the seed).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    #[serde(default)]
+    pub nkey: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates to trust (in addition to the system roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS; needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    #[default]
+    Live,
+    Durable,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP collector endpoint, e.g. `http://localhost:4317`. Also `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub otlp_protocol: OtlpProtocol,
+    /// Share of frames traced, 0.0 to 1.0.
+    #[serde(default = "default_sampling")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling: f64,
+    /// Address for the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9464`.
+    #[serde(default)]
+    pub metrics: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
+            sampling: default_sampling(),
+            metrics: None,
+        }
+    }
+}
+
+fn default_sampling() -> f64 {
+    0.01
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+/// A model file stages refer to by name.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The ONNX file, relative to the topology file.
+    pub file: PathBuf,
+    /// Expected sha256 of the file (hex); checked when the model loads.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Largest batch the graph takes. Default: what its input shape declares.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_batch: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// One NATS token: ASCII letters, digits, `-` and `_`.
+    pub id: String,
+    pub source: SourceConfig,
+    /// Frames per second taken from the source.
+    #[serde(default = "default_fps")]
+    #[schemars(range(min = 1, max = 240))]
+    pub fps: u32,
+    /// Frame size on the wire (the source is scaled to it).
+    #[serde(default = "default_width")]
+    #[schemars(range(min = 16, max = 7680))]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    #[schemars(range(min = 16, max = 4320))]
+    pub height: u32,
+    /// How frames travel: `raw` RGB, or `jpeg` for frames too big for the server's max_payload.
+    #[serde(default)]
+    pub encoding: WireEncoding,
+    /// JPEG quality when `encoding: jpeg`.
+    #[serde(default = "default_jpeg_quality")]
+    #[schemars(range(min = 1, max = 100))]
+    pub jpeg_quality: u8,
+}
+
+fn default_fps() -> u32 {
+    10
+}
+fn default_width() -> u32 {
+    1280
+}
+fn default_height() -> u32 {
+    720
+}
+fn default_jpeg_quality() -> u8 {
+    85
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WireEncoding {
+    #[default]
+    Raw,
+    Jpeg,
+}
+
+/// Where a camera's frames come from: exactly one of these keys.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// An RTSP camera.
+    Rtsp(RtspSource),
+    /// A recorded file, any container and codec the installed GStreamer plugins decode.
+    File(FileSource),
+    /// A V4L2 (USB) camera.
+    V4l2(V4l2Source),
+    /// An HTTP(S) stream: MJPEG or HLS.
+    Http(HttpSource),
+    /// A synthetic camera: a solid background with text drawn by GStreamer's textoverlay.
+    TestPattern(TestPatternSource),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtspSource {
+    /// `rtsp://host[:port]/path`; credentials may come from `${VAR}`.
+    pub url: String,
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// Jitter buffer in milliseconds.
+    #[serde(default = "default_rtsp_latency")]
+    pub latency_ms: u32,
+}
+
+fn default_rtsp_latency() -> u32 {
+    200
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// Path to the file, relative to the topology file.
+    pub path: PathBuf,
+    /// Start again at the end instead of reporting end-of-stream.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct V4l2Source {
+    /// e.g. `/dev/video0`.
+    pub device: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSource {
+    /// `http://` or `https://` URL of an MJPEG stream or HLS playlist.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestPatternSource {
+    pub text: String,
+    /// Pango font description, e.g. "Sans Bold 48" (scaled with the frame width).
+    #[serde(default)]
+    pub font: Option<String>,
+    /// Text position as a fraction of the frame (textoverlay `xpos`/`ypos`).
+    #[serde(default = "half")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub xpos: f64,
+    #[serde(default = "half")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub ypos: f64,
+    /// Background colour as `#RRGGBB`.
+    #[serde(default)]
+    pub background: Option<String>,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+/// One step of the topology, chosen by `kind`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StageConfig {
+    /// A Wasm operator component run in the sandbox.
+    Operator(OperatorStage),
+    /// An ONNX model run by a host backend.
+    Model(ModelStage),
+    /// Turns model output into detections.
+    Postprocess(PostprocessStage),
+    /// Gives detections of one object the same track ID across frames.
+    Tracker(TrackerStage),
+    /// Publishes detections to a subject pattern.
+    Sink(SinkStage),
+}
+
+/// Where a stage reads from: `frames` (camera frames) or another stage's ID.
+pub const FRAMES: &str = "frames";
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorStage {
+    pub id: String,
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The operator component (`.wasm`), relative to the topology file.
+    pub wasm: PathBuf,
+    /// Expected `sha256:<hex>` of the module; a different file is refused.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Require a valid ed25519 signature (`<wasm>.sig`) by this public key file.
+    #[serde(default)]
+    pub signed_by: Option<PathBuf>,
+    /// Passed to the operator's `init` as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Per-call time limit in milliseconds.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: Option<u64>,
+    /// Linear-memory cap per instance, in MiB.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 4096))]
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelStage {
+    pub id: String,
+    #[serde(default)]
+    pub input: Option<String>,
+    /// A name from the top-level `models` map.
+    pub model: String,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub device: Device,
+    /// Intra-op threads (absent: let the backend decide).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 256))]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub batching: Option<BatchingConfig>,
+    /// Cascade: run the model on crops of the camera frame at the boxes its input (a
+    /// detections stage) found, resized to this size, instead of on a tensor.
+    #[serde(default)]
+    pub crops: Option<CropConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CropConfig {
+    #[schemars(range(min = 1, max = 4096))]
+    pub width: u32,
+    #[schemars(range(min = 1, max = 4096))]
+    pub height: u32,
+    /// Keep the box's aspect ratio and pad (true), or stretch to the size (false).
+    #[serde(default = "yes")]
+    pub keep_aspect: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    #[default]
+    Ort,
+    Tract,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+    Tensorrt,
+    Openvino,
+}
+
+/// Frames of several cameras in one inference call. A batch closes at `max_batch`, or when
+/// `max_wait_ms` (or the wait the `latency_target_ms` leaves) has passed.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    #[schemars(range(min = 1, max = 256))]
+    pub max_batch: u32,
+    #[serde(default)]
+    pub max_wait_ms: Option<u32>,
+    #[serde(default)]
+    pub latency_target_ms: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostprocessStage {
+    pub id: String,
+    #[serde(default)]
+    pub input: Option<String>,
+    pub postprocessor: Postprocessor,
+    /// Postprocessor settings (for `db`: `threshold`, `box_threshold`, `unclip_ratio`, …).
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// Label given to every detection.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Postprocessor {
+    /// DB text boxes from a PP-OCR detection probability map.
+    Db,
+    /// CTC text recognition: the string of each cropped box, charset from the model metadata.
+    Ctc,
+    /// YOLO-family boxes with NMS (v5/v8 and YOLOX grid layouts; `params.layout`).
+    Yolo,
+    /// Classifier top-k labels (`params.k`).
+    Topk,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerStage {
+    pub id: String,
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Boxes overlapping a track by at least this IoU continue it.
+    #[serde(default = "default_iou")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub iou_threshold: f64,
+    /// Frames a track survives without a match.
+    #[serde(default = "default_max_age")]
+    pub max_age: u32,
+}
+
+fn default_iou() -> f64 {
+    0.3
+}
+fn default_max_age() -> u32 {
+    30
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SinkStage {
+    pub id: String,
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Subject pattern; `{namespace}`, `{camera}` and `{stage}` are filled in. Must contain
+    /// `{camera}` so results stay partitioned by camera.
+    #[serde(default = "default_sink_subject")]
+    pub subject: String,
+    #[serde(default)]
+    pub format: SinkFormat,
+}
+
+pub fn default_sink_subject() -> String {
+    "{namespace}.detections.{camera}".to_owned()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    #[default]
+    Json,
+    Arrow,
+}
+
+impl StageConfig {
+    pub fn id(&self) -> &str {
+        match self {
+            StageConfig::Operator(s) => &s.id,
+            StageConfig::Model(s) => &s.id,
+            StageConfig::Postprocess(s) => &s.id,
+            StageConfig::Tracker(s) => &s.id,
+            StageConfig::Sink(s) => &s.id,
+        }
+    }
+
+    /// The input as written (`None`: the stage above, or `frames` for the first).
+    pub fn input(&self) -> Option<&str> {
+        match self {
+            StageConfig::Operator(s) => s.input.as_deref(),
+            StageConfig::Model(s) => s.input.as_deref(),
+            StageConfig::Postprocess(s) => s.input.as_deref(),
+            StageConfig::Tracker(s) => s.input.as_deref(),
+            StageConfig::Sink(s) => s.input.as_deref(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StageConfig::Operator(_) => "operator",
+            StageConfig::Model(_) => "model",
+            StageConfig::Postprocess(_) => "postprocess",
+            StageConfig::Tracker(_) => "tracker",
+            StageConfig::Sink(_) => "sink",
+        }
+    }
+}

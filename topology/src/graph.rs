@@ -1,0 +1,1 @@
+//! Topology diagrams: cameras → stages → subjects, as Graphviz DOT or Mermaid.

@@ -1,0 +1,156 @@
+//! Topology files: the YAML language users declare pipelines in, validated with located
+//! diagnostics (`file:line:column` and a caret snippet), its JSON Schema, and its graph.
+//!
+//! Loading goes: YAML → spanned tree (`yaml`, with `${VAR}` interpolation) → structural check
+//! against the JSON Schema generated from [`config`] (`schema_check`) → semantic checks on the
+//! tree (`semantic`) → typed [`Topology`]. Every problem found in one pass is reported.
+
+pub mod config;
+pub mod diagnostic;
+pub mod graph;
+mod schema_check;
+mod semantic;
+pub mod yaml;
+
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::*;
+pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+pub use yaml::PathSeg;
+
+/// A topology that passed validation, with what is needed to point back into its file.
+#[derive(Clone, Debug)]
+pub struct TopologyFile {
+    pub config: Topology,
+    /// Relative paths in the topology are resolved against this (the file's directory).
+    pub base_dir: PathBuf,
+    pub source: Arc<SourceFile>,
+    tree: yaml::Node,
+}
+
+impl Deref for TopologyFile {
+    type Target = Topology;
+    fn deref(&self) -> &Topology {
+        &self.config
+    }
+}
+
+impl DerefMut for TopologyFile {
+    fn deref_mut(&mut self) -> &mut Topology {
+        &mut self.config
+    }
+}
+
+/// Where `${VAR}` values come from.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, for [`TopologyFile::parse`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl TopologyFile {
+    /// Reads, interpolates and validates a topology file.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics::single(
+                SourceFile::new(path.display().to_string(), String::new()),
+                Diagnostic::new(format!("cannot read topology {}: {e}", path.display())),
+            )
+        })?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self::parse(&text, &path.display().to_string(), &base, &process_env)
+    }
+
+    /// Validates topology text; `origin` names it in diagnostics, `base_dir` anchors relative
+    /// paths, `env` answers `${VAR}`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<Self, Diagnostics> {
+        let source = Arc::new(SourceFile::new(origin.to_owned(), text.to_owned()));
+        let fail = |items: Vec<Diagnostic>| Diagnostics::new(source.clone(), items);
+        let (tree, mut problems) = match yaml::parse(text, env) {
+            Ok(parsed) => parsed,
+            Err(d) => return Err(fail(vec![d])),
+        };
+        let schema = json_schema();
+        let structural = schema_check::check(&schema, &tree);
+        let structure_ok = structural.is_empty();
+        problems.extend(structural);
+        problems.extend(semantic::check(&tree, base_dir));
+        if !problems.is_empty() {
+            problems.sort_by_key(|d| d.span.map(|s| s.start).unwrap_or(0));
+            return Err(fail(problems));
+        }
+        debug_assert!(structure_ok);
+        let config: Topology = serde_json::from_value(tree.to_json()).map_err(|e| {
+            // The schema admitted something the types do not: a bug here, but still located.
+            fail(vec![Diagnostic::new(format!(
+                "topology passed the schema but not the typed reader: {e}"
+            ))])
+        })?;
+        Ok(Self {
+            config,
+            base_dir: base_dir.to_path_buf(),
+            source,
+            tree,
+        })
+    }
+
+    /// Resolves a path from the topology against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Each stage's input, in stage order, with defaults applied.
+    pub fn stage_inputs(&self) -> Vec<&str> {
+        stage_inputs(&self.config)
+    }
+
+    /// A diagnostic pointing at the node at `path` (or the closest ancestor that exists), for
+    /// problems found after loading: environment checks, runtime limits, start-up failures.
+    pub fn diagnostic_at(&self, path: &[PathSeg], message: impl Into<String>) -> Diagnostic {
+        let span = self.tree.find(path).map(|n| n.span);
+        Diagnostic {
+            span,
+            ..Diagnostic::new(message)
+        }
+    }
+
+    /// Wraps diagnostics made by [`Self::diagnostic_at`] for rendering against this file.
+    pub fn diagnostics(&self, items: Vec<Diagnostic>) -> Diagnostics {
+        Diagnostics::new(self.source.clone(), items)
+    }
+}
+
+/// Each stage's input with defaults applied: the stage above it, or `frames` for the first.
+pub fn stage_inputs(config: &Topology) -> Vec<&str> {
+    let mut out = Vec::with_capacity(config.stages.len());
+    for (i, stage) in config.stages.iter().enumerate() {
+        let input = match stage.input() {
+            Some(input) => input,
+            None if i == 0 => FRAMES,
+            None => config.stages[i - 1].id(),
+        };
+        out.push(input);
+    }
+    out
+}
+
+/// The JSON Schema of topology files, generated from [`config::Topology`].
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Topology);
+    serde_json::to_value(&schema).unwrap_or(serde_json::Value::Bool(true))
+}
