@@ -96,6 +96,9 @@ pub fn build_stages(topology: &TopologyFile) -> anyhow::Result<Vec<Box<dyn Stage
                     DbStage::from_config(id, "db", params, label.as_deref())
                         .with_context(|| format!("stage {id:?}"))?,
                 ),
+                other => anyhow::bail!(
+                    "stage {id:?}: the {other:?} postprocessor is not supported by this build yet"
+                ),
             },
             other => anyhow::bail!(
                 "stage {:?}: {} stages are not supported by this build yet",
