@@ -8,16 +8,16 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use panoptes::runner::Running;
+use panoptes::runner::{Role, Running};
 use panoptes_ingest::{Ingest, SourceSpec, SourceStatus};
 use panoptes_model::{ModelOptions, OrtModel};
 use panoptes_op_preprocess::{Letterbox, Normalize};
 use panoptes_pipeline::CameraId;
 use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::stage::{Item, Payload, Stage};
-use panoptes_topology::TopologyFile;
 use panoptes_postprocess::DbStage;
 use panoptes_sink::{DetectionSubscriber, Received};
+use panoptes_topology::TopologyFile;
 use panoptes_wasm::{EngineOptions, FrameInfo, OperatorEngine, PixelFormat as WasmPixels};
 
 const W: u32 = 1280;
@@ -200,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         let mut topology = TopologyFile::load(&root().join("topologies/quickstart.yaml"))?;
         topology.cameras.truncate(1);
         topology.cameras[0].fps = 30;
-        let running = Running::start(&topology, None).await?;
+        let running = Running::start(&topology, None, Role::All).await?;
         let client = panoptes::connect(&running.nats_url).await?;
         let mut sub = DetectionSubscriber::new(&client, &running.subjects, None).await?;
         // Skip start-up (model warm-up, first frames).

@@ -1,23 +1,27 @@
 //! An ingest node: one camera's GStreamer source, its frames encoded as Arrow and published on
 //! `<ns>.frames.<camera>`, and its up/down status published on `<ns>.events.<camera>`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use panoptes_ingest::{Framerate, Ingest, RawFrame, SourceSpec, SourceStatus, TestPattern};
-use panoptes_pipeline::frame::{FRAME_SCHEMA, Frame, PixelBuffer, PixelFormat};
+use panoptes_pipeline::{CameraId, Event, EventKind, Subjects};
 use panoptes_topology::{CameraConfig, SourceConfig};
-use panoptes_pipeline::{CameraId, Event, EventKind, Subjects, headers};
 use tokio::sync::mpsc;
+
+use crate::frame_out::{EncodedFrame, FramePublisher, PublishFrameError};
 
 /// Counters of one ingest node.
 #[derive(Debug, Default)]
 pub struct IngestStats {
+    /// Frames handed to the NATS connection.
     pub published: AtomicU64,
     /// Frames dropped because publishing could not keep up.
     pub dropped: AtomicU64,
+    /// Frames NATS refused (e.g. larger than the server's max_payload).
+    pub failed: AtomicU64,
 }
 
 pub struct IngestNode {
@@ -28,12 +32,13 @@ pub struct IngestNode {
 }
 
 enum Out {
-    Frame(u64, u64, Bytes),
+    Frame(EncodedFrame),
     Event(Event),
 }
 
-/// The GStreamer source a topology camera describes.
-pub fn source_spec(cam: &CameraConfig) -> anyhow::Result<SourceSpec> {
+/// The GStreamer source a topology camera describes; relative paths in it resolve against
+/// `base_dir` (the topology file's directory).
+pub fn source_spec(cam: &CameraConfig, base_dir: &Path) -> anyhow::Result<SourceSpec> {
     match &cam.source {
         SourceConfig::TestPattern(p) => {
             let mut pattern = TestPattern {
@@ -56,21 +61,7 @@ pub fn source_spec(cam: &CameraConfig) -> anyhow::Result<SourceSpec> {
             }
             Ok(SourceSpec::TestPattern(pattern))
         }
-        other => anyhow::bail!(
-            "camera {}: {} sources are not supported by this build yet",
-            cam.id,
-            source_kind(other)
-        ),
-    }
-}
-
-fn source_kind(s: &SourceConfig) -> &'static str {
-    match s {
-        SourceConfig::Rtsp(_) => "rtsp",
-        SourceConfig::File(_) => "file",
-        SourceConfig::V4l2(_) => "v4l2",
-        SourceConfig::Http(_) => "http",
-        SourceConfig::TestPattern(_) => "test_pattern",
+        _ => crate::sources::pipeline_spec(cam, base_dir),
     }
 }
 
@@ -85,16 +76,23 @@ fn parse_colour(s: &str) -> Option<u32> {
 impl IngestNode {
     pub fn start(
         cam: &CameraConfig,
+        base_dir: &Path,
         client: async_nats::Client,
         subjects: Subjects,
     ) -> anyhow::Result<Self> {
         panoptes_ingest::init().context("cannot initialise GStreamer")?;
-        let spec = source_spec(cam)?;
+        let spec = source_spec(cam, base_dir)?;
         let camera = CameraId::new(&cam.id)?;
         let stats = Arc::new(IngestStats::default());
         // Two frames in flight at most: a stalled NATS connection drops frames, not memory.
         let (tx, rx) = mpsc::channel::<Out>(2);
-        let publisher = tokio::spawn(publish_loop(client, subjects, camera.clone(), rx));
+        let publisher = tokio::spawn(publish_loop(
+            FramePublisher::new(client.clone(), &subjects, camera.clone()),
+            client,
+            subjects.events(&camera),
+            stats.clone(),
+            rx,
+        ));
 
         let seq = AtomicU64::new(0);
         let frame_tx = tx.clone();
@@ -102,21 +100,9 @@ impl IngestNode {
         let frame_stats = stats.clone();
         let on_frame = move |raw: RawFrame| {
             let seq = seq.fetch_add(1, Ordering::Relaxed);
-            let raw_ts = raw.capture_ts_ns;
-            let frame = Frame {
-                camera: frame_camera.clone(),
-                seq,
-                capture_ts_ns: raw.capture_ts_ns,
-                width: raw.width,
-                height: raw.height,
-                format: PixelFormat::Rgb8,
-                pixels: PixelBuffer::from_vec(raw.data),
-            };
-            match frame.encode() {
-                Ok(bytes) => {
-                    if frame_tx.try_send(Out::Frame(seq, raw_ts, bytes)).is_ok() {
-                        frame_stats.published.fetch_add(1, Ordering::Relaxed);
-                    } else {
+            match EncodedFrame::encode(&frame_camera, seq, raw) {
+                Ok(frame) => {
+                    if frame_tx.try_send(Out::Frame(frame)).is_err() {
                         frame_stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -182,30 +168,37 @@ impl IngestNode {
 }
 
 async fn publish_loop(
+    frames: FramePublisher,
     client: async_nats::Client,
-    subjects: Subjects,
-    camera: CameraId,
+    events: String,
+    stats: Arc<IngestStats>,
     mut rx: mpsc::Receiver<Out>,
 ) {
-    let frames = subjects.frames(&camera);
-    let events = subjects.events(&camera);
+    let camera = frames.camera().clone();
+    let mut too_large_reported = false;
     while let Some(out) = rx.recv().await {
-        let result = match out {
-            Out::Frame(seq, capture_ts_ns, bytes) => {
-                let mut h = async_nats::HeaderMap::new();
-                h.insert(headers::CAMERA, camera.as_str());
-                h.insert(headers::SEQ, seq.to_string().as_str());
-                h.insert(headers::CAPTURE_TS_NS, capture_ts_ns.to_string().as_str());
-                h.insert(headers::SCHEMA, FRAME_SCHEMA);
-                client.publish_with_headers(frames.clone(), h, bytes).await
-            }
-            Out::Event(event) => match serde_json::to_vec(&event) {
-                Ok(body) => client.publish(events.clone(), body.into()).await,
-                Err(_) => Ok(()),
+        match out {
+            Out::Frame(frame) => match frames.publish(frame).await {
+                Ok(()) => {
+                    stats.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    // Every frame of a camera has the same size: say it once, not at frame rate.
+                    let too_large = matches!(e, PublishFrameError::TooLarge { .. });
+                    if !too_large || !too_large_reported {
+                        tracing::error!(%camera, error = %e, "frame not published");
+                    }
+                    too_large_reported |= too_large;
+                }
             },
-        };
-        if let Err(e) = result {
-            tracing::warn!(%camera, error = %e, "publish failed");
+            Out::Event(event) => {
+                if let Ok(body) = serde_json::to_vec(&event)
+                    && let Err(e) = client.publish(events.clone(), body.into()).await
+                {
+                    tracing::warn!(%camera, error = %e, "event not published");
+                }
+            }
         }
     }
     let _ = client.flush().await;

@@ -1,21 +1,20 @@
 //! The `panoptes` command as a library, so tests and benchmarks drive exactly what users run.
-//! [`runner`] runs a whole topology in one process; [`ingest_node`] publishes a camera's frames;
-//! [`registry`] turns topology stage entries into stage implementations.
+//! [`runner`] runs a topology, or one role of it, in one process; [`ingest_node`] publishes a
+//! camera's frames; [`registry`] turns topology stage entries into stage implementations;
+//! [`connect`](mod@connect) opens NATS connections with the topology's credentials and TLS;
+//! [`sources`] turns camera sources into GStreamer pipelines; [`frame_out`] publishes frames as
+//! contract v1 says; [`publish`] and [`roles`] are the `publish`, `worker` and `ingest`
+//! subcommands.
 
+pub mod connect;
+pub mod frame_out;
+pub mod graph;
 pub mod ingest_node;
+pub mod publish;
 pub mod registry;
+pub mod roles;
 pub mod runner;
+pub mod sources;
+pub mod validate;
 
-/// Connects to NATS with the settings frame traffic needs.
-pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    use anyhow::Context as _;
-    async_nats::ConnectOptions::new()
-        .name("panoptes")
-        // Capacities count messages, not bytes: keep them small for multi-megabyte frames so a
-        // burst cannot queue seconds of video (DESIGN.md §10).
-        .client_capacity(64)
-        .subscription_capacity(64)
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
-}
+pub use connect::{connect, connect_with};

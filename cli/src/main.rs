@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use panoptes::runner::Running;
-use panoptes_topology::TopologyFile;
+use panoptes::runner::{Role, Running};
 use panoptes_pipeline::{CameraId, Subjects};
 use panoptes_sink::{DetectionSubscriber, Received};
+use panoptes_topology::TopologyFile;
 
 #[derive(Parser)]
 #[command(
@@ -44,11 +44,26 @@ enum OutputFormat {
 enum Command {
     /// Run a topology: ingest, stage worker, and (without a NATS URL) a local nats-server.
     Run {
+        #[arg(env = "PANOPTES_TOPOLOGY")]
         topology: PathBuf,
         /// NATS server URL; default: the topology's, else start a local nats-server.
         #[arg(long, env = "PANOPTES_NATS_URL")]
         nats: Option<String>,
     },
+    /// Check topology files: structure, references, files (exit status 1 on any problem).
+    Validate {
+        #[arg(required = true)]
+        topologies: Vec<PathBuf>,
+        /// Also check the environment: NATS answers, models and operators load, digests match,
+        /// and this build supports everything asked for.
+        #[arg(long, env = "PANOPTES_VALIDATE_ENV")]
+        env: bool,
+        /// NATS URL to try with --env (default: the topology's).
+        #[arg(long, env = "PANOPTES_NATS_URL")]
+        nats: Option<String>,
+    },
+    /// Print the JSON Schema of topology files (for editors: yaml-language-server).
+    Schema,
     /// Print detection messages as they arrive, one JSON object per line.
     Subscribe {
         /// Only this camera's detections.
@@ -65,14 +80,24 @@ enum Command {
         #[arg(long, env = "PANOPTES_FORMAT", default_value = "json")]
         format: OutputFormat,
         /// Exit after this many messages.
-        #[arg(long)]
+        #[arg(long, env = "PANOPTES_COUNT")]
         count: Option<u64>,
     },
+    /// Run only a topology's stage worker, joining an existing NATS server.
+    Worker(panoptes::roles::WorkerArgs),
+    /// Run only a topology's ingest nodes, joining an existing NATS server.
+    Ingest(panoptes::roles::IngestArgs),
+    /// Publish frames of an image, a video or a test pattern as a camera (sequence numbers
+    /// start at 0 on every run).
+    Publish(panoptes::publish::PublishArgs),
+    /// Draw a topology as Graphviz DOT or Mermaid: cameras, subjects, stages and where results go.
+    Graph(panoptes::graph::GraphArgs),
 }
 
-fn init_logging(format: LogFormat) {
+/// `RUST_LOG` wins; otherwise `default` (commands that print reports keep logs quiet).
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -85,9 +110,28 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let quiet = matches!(
+        cli.command,
+        Command::Validate { .. } | Command::Schema | Command::Graph(_)
+    );
+    init_logging(cli.log_format, if quiet { "warn" } else { "info,ort=warn" });
     match cli.command {
         Command::Run { topology, nats } => run(&topology, nats.as_deref()).await,
+        Command::Validate {
+            topologies,
+            env,
+            nats,
+        } => {
+            if !validate(&topologies, env, nats.as_deref()).await {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            let schema = panoptes_topology::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
+        }
         Command::Subscribe {
             camera,
             nats,
@@ -95,12 +139,16 @@ async fn main() -> anyhow::Result<()> {
             format,
             count,
         } => subscribe(camera.as_deref(), &nats, namespace, format, count).await,
+        Command::Worker(args) => panoptes::roles::worker(args, wait_for_shutdown()).await,
+        Command::Ingest(args) => panoptes::roles::ingest(args, wait_for_shutdown()).await,
+        Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
+        Command::Graph(args) => panoptes::graph::run(&args),
     }
 }
 
 async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
     let topology = TopologyFile::load(path)?;
-    let running = Running::start(&topology, nats).await?;
+    let running = Running::start(&topology, nats, Role::All).await?;
     eprintln!(
         "panoptes: running {} with {} camera(s) on {}\n  watch results: panoptes subscribe --nats {}\n  stop: Ctrl-C",
         path.display(),
@@ -120,6 +168,39 @@ async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
         summary.worker.failed
     );
     Ok(())
+}
+
+/// Validates each file; prints `ok` lines on stdout and diagnostics on stderr.
+async fn validate(paths: &[PathBuf], env: bool, nats: Option<&str>) -> bool {
+    use std::io::IsTerminal as _;
+    let color = std::io::stderr().is_terminal();
+    let mut all_ok = true;
+    for path in paths {
+        let topology = match TopologyFile::load(path) {
+            Ok(t) => t,
+            Err(d) => {
+                eprintln!("{}", d.render(color));
+                all_ok = false;
+                continue;
+            }
+        };
+        if env {
+            let problems = panoptes::validate::environment(&topology, nats).await;
+            if !problems.is_empty() {
+                eprintln!("{}", topology.diagnostics(problems).render(color));
+                all_ok = false;
+                continue;
+            }
+        }
+        println!(
+            "ok: {} ({} camera(s), {} stage(s){})",
+            path.display(),
+            topology.cameras.len(),
+            topology.stages.len(),
+            if env { ", environment checked" } else { "" }
+        );
+    }
+    all_ok
 }
 
 async fn wait_for_shutdown() {

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use panoptes_model::{ModelOptions, ModelStage, OrtModel};
 use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
 use panoptes_pipeline::tensor::{Tensor, Transform};
-use panoptes_topology::{Postprocessor, StageConfig, TopologyFile};
 use panoptes_postprocess::DbStage;
+use panoptes_topology::{Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
     EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError,
 };

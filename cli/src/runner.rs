@@ -1,45 +1,101 @@
-//! `panoptes run`: everything a topology declares, in one process tree — a local nats-server
-//! when no NATS URL is configured, one ingest node per camera, and a stage worker.
+//! Running a topology in this process, whole or as one unit of a distributed deployment: a
+//! [`Role`] says whether that is everything (`panoptes run`: ingest nodes, a stage worker and,
+//! without a NATS URL, a local nats-server), only the worker, or only some ingest nodes.
 
-use anyhow::Context as _;
-use panoptes_pipeline::Subjects;
-use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_topology::TopologyFile;
-use panoptes_pipeline::worker::{StatsSnapshot, Worker, WorkerStats};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context as _, bail};
+use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
+use panoptes_pipeline::worker::{StatsSnapshot, Worker, WorkerError, WorkerStats};
+use panoptes_pipeline::{PartitionSet, Subjects};
+use panoptes_topology::{CameraConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest_node::IngestNode;
 
-/// A topology running in this process. Stop it with [`Running::stop`].
+/// Which part of a topology this process runs.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Everything the topology declares; starts a local nats-server when no URL is configured.
+    All,
+    /// Only the stage worker, serving the cameras of `partitions` (`None`: every camera).
+    Worker { partitions: Option<PartitionSet> },
+    /// Only ingest nodes, for the cameras named (`None`: every camera of the topology).
+    Ingest { cameras: Option<Vec<String>> },
+}
+
+impl Role {
+    fn runs_worker(&self) -> bool {
+        matches!(self, Role::All | Role::Worker { .. })
+    }
+
+    /// What joins a NATS server, as the missing-URL error names it.
+    fn joiner(&self) -> Option<&'static str> {
+        match self {
+            Role::All => None,
+            Role::Worker { .. } => Some("a worker"),
+            Role::Ingest { .. } => Some("an ingest node"),
+        }
+    }
+}
+
+/// A topology (or part of one) running in this process. Stop it with [`Running::stop`].
 pub struct Running {
     pub nats_url: String,
     pub subjects: Subjects,
     pub client: async_nats::Client,
-    worker: tokio::task::JoinHandle<Result<StatsSnapshot, panoptes_pipeline::worker::WorkerError>>,
-    worker_stats: Arc<WorkerStats>,
+    worker: Option<RunningWorker>,
     ingest: Vec<IngestNode>,
-    cancel: CancellationToken,
     server: Option<NatsServer>,
+}
+
+struct RunningWorker {
+    task: tokio::task::JoinHandle<Result<StatsSnapshot, WorkerError>>,
+    stats: Arc<WorkerStats>,
+    cancel: CancellationToken,
 }
 
 /// What a finished run did.
 #[derive(Debug)]
 pub struct Summary {
+    /// All zero when this process ran no worker.
     pub worker: StatsSnapshot,
+    /// Frames the ingest nodes published.
     pub published: u64,
+    /// Frames the ingest nodes dropped because NATS could not keep up.
+    pub ingest_dropped: u64,
+    /// Frames NATS refused (e.g. over the server's max_payload).
+    pub ingest_failed: u64,
 }
 
 impl Running {
-    /// Starts the topology. `nats_url` overrides the topology's; with neither, a local
-    /// nats-server is started and stopped with the run.
-    pub async fn start(topology: &TopologyFile, nats_url: Option<&str>) -> anyhow::Result<Self> {
+    /// Starts `role` of the topology. `nats_url` overrides the topology's; with neither,
+    /// [`Role::All`] starts a local nats-server that stops with the run, and the other roles
+    /// fail: they are meant to join the server the rest of the deployment uses.
+    pub async fn start(
+        topology: &TopologyFile,
+        nats_url: Option<&str>,
+        role: Role,
+    ) -> anyhow::Result<Self> {
+        let cameras = cameras_of(topology, &role)?;
+        let scope = crate::validate::Scope {
+            cameras: !matches!(role, Role::Worker { .. }),
+            stages: role.runs_worker(),
+        };
+        let refused = crate::validate::unsupported(topology, scope);
+        if !refused.is_empty() {
+            return Err(anyhow::Error::new(topology.diagnostics(refused)));
+        }
         let url = nats_url
             .map(str::to_owned)
             .or_else(|| topology.nats.url.clone());
-        let (server, url) = match url {
-            Some(url) => (None, url),
-            None => {
+        let (server, url) = match (url, role.joiner()) {
+            (Some(url), _) => (None, url),
+            (None, Some(joiner)) => {
+                bail!("{joiner} joins an existing NATS server: give --nats or set nats.url")
+            }
+            (None, None) => {
                 let server =
                     tokio::task::spawn_blocking(
                         || NatsServer::start(&NatsServerOptions::default()),
@@ -50,56 +106,136 @@ impl Running {
                 (Some(server), url)
             }
         };
-        let client = crate::connect(&url).await?;
+        // The topology's credentials and TLS belong to its server, not to the embedded one.
+        let client = match &server {
+            Some(_) => crate::connect(&url).await?,
+            None => crate::connect_with(&url, &topology.nats, &topology.base_dir).await?,
+        };
         let subjects = Subjects::new(topology.namespace.clone());
 
-        let stages = {
-            let topology = topology.clone();
-            tokio::task::spawn_blocking(move || crate::registry::build_stages(&topology)).await??
+        let worker = if role.runs_worker() {
+            let stages = {
+                let topology = topology.clone();
+                tokio::task::spawn_blocking(move || crate::registry::build_stages(&topology))
+                    .await??
+            };
+            let mut worker = Worker::new(client.clone(), subjects.clone(), stages);
+            if let Role::Worker {
+                partitions: Some(partitions),
+            } = &role
+            {
+                worker = worker.with_partitions(partitions.clone());
+            }
+            let stats = worker.stats();
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(worker.run(cancel.clone()));
+            Some(RunningWorker {
+                task,
+                stats,
+                cancel,
+            })
+        } else {
+            None
         };
-        let worker = Worker::new(client.clone(), subjects.clone(), stages);
-        let worker_stats = worker.stats();
-        let cancel = CancellationToken::new();
-        let worker = tokio::spawn(worker.run(cancel.clone()));
 
         let mut ingest = Vec::new();
-        for cam in &topology.cameras {
-            ingest.push(IngestNode::start(cam, client.clone(), subjects.clone())?);
+        for cam in cameras {
+            ingest.push(IngestNode::start(
+                cam,
+                &topology.base_dir,
+                client.clone(),
+                subjects.clone(),
+            )?);
         }
-        tracing::info!(nats = %url, cameras = ingest.len(), stages = topology.stages.len(), "topology running");
+        tracing::info!(nats = %url, ?role, cameras = ingest.len(), stages = topology.stages.len(), "topology running");
         Ok(Self {
             nats_url: url,
             subjects,
             client,
             worker,
-            worker_stats,
             ingest,
-            cancel,
             server,
         })
     }
 
+    /// The worker's counters so far (all zero when this process runs no worker).
     pub fn worker_stats(&self) -> StatsSnapshot {
-        self.worker_stats.snapshot()
+        self.worker
+            .as_ref()
+            .map(|w| w.stats.snapshot())
+            .unwrap_or_default()
     }
 
     /// Stops ingest first (no new frames), then the worker, then the embedded server.
     pub async fn stop(self) -> anyhow::Result<Summary> {
-        let mut published = 0;
+        let (mut published, mut ingest_dropped, mut ingest_failed) = (0, 0, 0);
         for node in self.ingest {
-            published += node
-                .stats()
-                .published
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let stats = node.stats();
+            // Stopping publishes what was queued, so the counters are read after it.
             node.stop().await;
+            published += stats.published.load(Ordering::Relaxed);
+            ingest_dropped += stats.dropped.load(Ordering::Relaxed);
+            ingest_failed += stats.failed.load(Ordering::Relaxed);
         }
-        self.cancel.cancel();
-        let worker = self.worker.await?.context("worker failed")?;
+        let worker = match self.worker {
+            Some(w) => {
+                w.cancel.cancel();
+                w.task.await?.context("worker failed")?
+            }
+            None => StatsSnapshot::default(),
+        };
         let _ = self.client.flush().await;
         drop(self.client);
         if let Some(server) = self.server {
             tokio::task::spawn_blocking(move || server.stop()).await?;
         }
-        Ok(Summary { worker, published })
+        Ok(Summary {
+            worker,
+            published,
+            ingest_dropped,
+            ingest_failed,
+        })
+    }
+}
+
+/// The cameras `role` ingests, in topology order; unknown names are an error.
+fn cameras_of<'a>(
+    topology: &'a TopologyFile,
+    role: &Role,
+) -> anyhow::Result<Vec<&'a CameraConfig>> {
+    match role {
+        Role::All => Ok(topology.cameras.iter().collect()),
+        Role::Worker { .. } => Ok(Vec::new()),
+        Role::Ingest { cameras: None } => {
+            if topology.cameras.is_empty() {
+                bail!("the topology has no cameras to ingest");
+            }
+            Ok(topology.cameras.iter().collect())
+        }
+        Role::Ingest {
+            cameras: Some(wanted),
+        } => {
+            let known = || {
+                topology
+                    .cameras
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if wanted.is_empty() {
+                bail!("no cameras selected (the topology has: {})", known());
+            }
+            for id in wanted {
+                if !topology.cameras.iter().any(|c| &c.id == id) {
+                    bail!("the topology has no camera {id:?} (it has: {})", known());
+                }
+            }
+            Ok(topology
+                .cameras
+                .iter()
+                .filter(|c| wanted.contains(&c.id))
+                .collect())
+        }
     }
 }

@@ -31,6 +31,9 @@ pub struct NatsServerOptions {
     pub jetstream: bool,
     /// Largest message the server accepts. 1280×720 RGB frames need ~2.7 MB; NATS defaults to 1 MB.
     pub max_payload: String,
+    /// Appended verbatim to the generated config, e.g. an `authorization { … }` or `tls { … }`
+    /// block; lets tests run a server that demands credentials or TLS.
+    pub extra_config: String,
 }
 
 impl Default for NatsServerOptions {
@@ -39,6 +42,7 @@ impl Default for NatsServerOptions {
             binary: None,
             jetstream: true,
             max_payload: "8MB".to_owned(),
+            extra_config: String::new(),
         }
     }
 }
@@ -90,6 +94,8 @@ impl NatsServer {
                 quote(&dir.path().join("js"))
             ));
         }
+        conf.push_str(&opts.extra_config);
+        conf.push('\n');
         let conf_path = dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf)?;
         let log_path = dir.path().join("nats.log");

@@ -1,6 +1,7 @@
 //! The stage worker: subscribes to every camera's frames, keeps the newest pending frame per
 //! camera (live delivery), runs each frame through the stage chain on a dedicated thread, and
 //! publishes detections and events. A failing frame is reported and only that frame is lost.
+//! A worker given a [`PartitionSet`] serves only the cameras hashed into it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::detection::{DETECTIONS_SCHEMA, DetectionMessage};
 use crate::event::{Event, EventKind};
 use crate::frame::Frame;
+use crate::partition::PartitionSet;
 use crate::stage::{Item, Payload, Stage};
 use crate::subjects::Subjects;
 
@@ -33,14 +35,17 @@ pub struct WorkerStats {
     pub processed: AtomicU64,
     pub dropped: AtomicU64,
     pub failed: AtomicU64,
+    /// Frames of cameras outside this worker's partitions: another worker's, not a loss.
+    pub skipped: AtomicU64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub received: u64,
     pub processed: u64,
     pub dropped: u64,
     pub failed: u64,
+    pub skipped: u64,
 }
 
 impl WorkerStats {
@@ -50,6 +55,7 @@ impl WorkerStats {
             processed: self.processed.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
         }
     }
 }
@@ -65,6 +71,7 @@ pub struct Worker {
     subjects: Subjects,
     stages: Vec<Box<dyn Stage>>,
     stats: Arc<WorkerStats>,
+    partitions: Option<PartitionSet>,
 }
 
 impl Worker {
@@ -78,7 +85,16 @@ impl Worker {
             subjects,
             stages,
             stats: Arc::default(),
+            partitions: None,
         }
+    }
+
+    /// Serves only cameras in `partitions`; other cameras' frames are skipped (counted in
+    /// [`WorkerStats::skipped`], not as drops). The worker still receives them: it subscribes
+    /// to every camera, so this splits the work, not the network traffic.
+    pub fn with_partitions(mut self, partitions: PartitionSet) -> Self {
+        self.partitions = Some(partitions);
+        self
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {
@@ -92,6 +108,7 @@ impl Worker {
             subjects,
             stages,
             stats,
+            partitions,
         } = self;
         let subject = subjects.all_frames();
         let mut sub =
@@ -102,7 +119,10 @@ impl Worker {
                     subject: subject.clone(),
                     message: e.to_string(),
                 })?;
-        tracing::info!(%subject, stages = stages.len(), "worker subscribed");
+        let serving = partitions
+            .as_ref()
+            .map_or_else(|| "all".to_owned(), PartitionSet::to_string);
+        tracing::info!(%subject, stages = stages.len(), partitions = %serving, "worker subscribed");
 
         let slots = Arc::new(Slots::default());
         let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(256);
@@ -140,6 +160,10 @@ impl Worker {
                         tracing::warn!(subject = %msg.subject, "frame on a subject without a camera token");
                         continue;
                     };
+                    if partitions.as_ref().is_some_and(|p| !p.owns(&camera)) {
+                        stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     if slots.put(camera.clone(), msg.payload) {
                         stats.dropped.fetch_add(1, Ordering::Relaxed);
                         if let Some(count) = drops.dropped(&camera) {

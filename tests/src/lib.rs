@@ -1,7 +1,7 @@
 //! Shared support for panoptes' end-to-end tests: a real nats-server per test, GStreamer set up
 //! once per test binary, the example topologies, and the geometry tests assert with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use panoptes_ingest::{SourceSpec, ink_bbox, render_still};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
@@ -52,7 +52,7 @@ pub fn topology(name: &str) -> TopologyFile {
 /// `[x1, y1, x2, y2]` in frame pixels.
 pub fn text_region(cam: &CameraConfig) -> [f32; 4] {
     gst();
-    let spec = match panoptes::ingest_node::source_spec(cam) {
+    let spec = match panoptes::ingest_node::source_spec(cam, Path::new(".")) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use panoptes::runner::Running;
+use panoptes::runner::{Role, Running};
 use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::{CameraId, EventKind};
 use panoptes_sink::{DetectionSubscriber, EventSubscriber, Received};
@@ -18,7 +18,7 @@ async fn corrupt_frames_are_reported_and_other_cameras_go_on() {
     let broken = CameraId::new("cam-broken").expect("valid");
 
     let server = nats_server();
-    let running = Running::start(&topology, Some(server.url()))
+    let running = Running::start(&topology, Some(server.url()), Role::All)
         .await
         .expect("start");
     let client = panoptes::connect(server.url()).await.expect("connect");

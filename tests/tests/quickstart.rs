@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use panoptes::runner::Running;
+use panoptes::runner::{Role, Running};
 use panoptes_pipeline::DetectionMessage;
 use panoptes_sink::{DetectionSubscriber, Received};
 use panoptes_tests::{area, intersection, iou, text_region, topology};
@@ -23,7 +23,7 @@ async fn quickstart_detects_the_rendered_text_on_every_camera() {
     assert_eq!(regions.len(), 2, "quickstart should have two cameras");
 
     // No NATS URL: the run starts (and must stop) its own nats-server.
-    let running = Running::start(&topology, None)
+    let running = Running::start(&topology, None, Role::All)
         .await
         .expect("start quickstart");
     let url = running.nats_url.clone();

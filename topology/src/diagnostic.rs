@@ -129,8 +129,11 @@ impl Diagnostics {
                         None => primary,
                     });
                     if let Some((rel, note)) = &d.related {
-                        snippet = snippet
-                            .annotation(AnnotationKind::Context.span(clamp(text, *rel)).label(note.as_str()));
+                        snippet = snippet.annotation(
+                            AnnotationKind::Context
+                                .span(clamp(text, *rel))
+                                .label(note.as_str()),
+                        );
                     }
                     title.element(snippet)
                 }

@@ -79,7 +79,7 @@ impl TopologyFile {
         let fail = |items: Vec<Diagnostic>| Diagnostics::new(source.clone(), items);
         let (tree, mut problems) = match yaml::parse(text, env) {
             Ok(parsed) => parsed,
-            Err(d) => return Err(fail(vec![d])),
+            Err(d) => return Err(fail(vec![*d])),
         };
         let schema = json_schema();
         let structural = schema_check::check(&schema, &tree);
@@ -130,7 +130,8 @@ impl TopologyFile {
     }
 
     /// Wraps diagnostics made by [`Self::diagnostic_at`] for rendering against this file.
-    pub fn diagnostics(&self, items: Vec<Diagnostic>) -> Diagnostics {
+    pub fn diagnostics(&self, mut items: Vec<Diagnostic>) -> Diagnostics {
+        items.sort_by_key(|d| d.span.map(|s| s.start).unwrap_or(0));
         Diagnostics::new(self.source.clone(), items)
     }
 }

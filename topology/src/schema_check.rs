@@ -28,7 +28,10 @@ struct Walker<'s> {
 }
 
 /// Suggests the closest of `candidates` to `word`, if any is close enough to be a typo.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -69,9 +72,10 @@ impl<'s> Walker<'s> {
         match schema {
             J::Bool(true) => return,
             J::Bool(false) => {
-                self.out.push(
-                    Diagnostic::at(node.span, format!("{} takes no value here", display_path(path))),
-                );
+                self.out.push(Diagnostic::at(
+                    node.span,
+                    format!("{} takes no value here", display_path(path)),
+                ));
                 return;
             }
             _ => {}
@@ -147,8 +151,11 @@ impl<'s> Walker<'s> {
             && !x.is_finite()
         {
             self.out.push(
-                Diagnostic::at(node.span, format!("{} must be a finite number", display_path(path)))
-                    .label("not finite"),
+                Diagnostic::at(
+                    node.span,
+                    format!("{} must be a finite number", display_path(path)),
+                )
+                .label("not finite"),
             );
             return false;
         }
@@ -169,14 +176,20 @@ impl<'s> Walker<'s> {
             let mut d = Diagnostic::at(
                 node.span,
                 format!(
-                    "{} must be {}, found {}",
+                    "{} must be {}, found {}{}",
                     display_path(path),
                     want.join(" or "),
-                    node.value.kind()
+                    node.value.kind(),
+                    match &node.value {
+                        Value::Seq(_) | Value::Map(_) => String::new(),
+                        v => format!(" ({v})"),
+                    }
                 ),
             )
             .label(format!("{} here", node.value.kind()));
-            if types.contains(&"string") && matches!(node.value, Value::Int(_) | Value::Float(_) | Value::Bool(_)) {
+            if types.contains(&"string")
+                && matches!(node.value, Value::Int(_) | Value::Float(_) | Value::Bool(_))
+            {
                 d = d.help("quote it to make it a string");
             }
             self.out.push(d);
@@ -238,8 +251,11 @@ impl<'s> Walker<'s> {
         };
         if let Some(p) = problem {
             self.out.push(
-                Diagnostic::at(node.span, format!("{} {p}, found {}", display_path(path), node.value))
-                    .label("out of range"),
+                Diagnostic::at(
+                    node.span,
+                    format!("{} {p}, found {}", display_path(path), node.value),
+                )
+                .label("out of range"),
             );
         }
     }
@@ -333,14 +349,27 @@ impl<'s> Walker<'s> {
         // Unit enums with documented variants: a list of consts.
         let consts: Vec<String> = branches
             .iter()
-            .filter_map(|b| self.resolve(b).get("const").and_then(J::as_str).map(str::to_owned))
+            .filter_map(|b| {
+                self.resolve(b)
+                    .get("const")
+                    .and_then(J::as_str)
+                    .map(str::to_owned)
+            })
             .collect();
         if consts.len() == branches.len() {
             let values: Vec<J> = consts.iter().cloned().map(J::String).collect();
             if node.as_str().is_none() {
                 self.out.push(
-                    Diagnostic::at(node.span, format!("{} must be one of {}, found {}", display_path(path), one_of_list(&consts), node.value.kind()))
-                        .label(format!("{} here", node.value.kind())),
+                    Diagnostic::at(
+                        node.span,
+                        format!(
+                            "{} must be one of {}, found {}",
+                            display_path(path),
+                            one_of_list(&consts),
+                            node.value.kind()
+                        ),
+                    )
+                    .label(format!("{} here", node.value.kind())),
                 );
             } else {
                 self.enumeration(&values, node, path);
@@ -365,8 +394,11 @@ impl<'s> Walker<'s> {
             let what = display_path(path);
             if !matches!(node.value, Value::Map(_)) {
                 self.out.push(
-                    Diagnostic::at(node.span, format!("{what} must be a mapping, found {}", node.value.kind()))
-                        .label(format!("{} here", node.value.kind())),
+                    Diagnostic::at(
+                        node.span,
+                        format!("{what} must be a mapping, found {}", node.value.kind()),
+                    )
+                    .label(format!("{} here", node.value.kind())),
                 );
                 return;
             }
@@ -376,21 +408,36 @@ impl<'s> Walker<'s> {
                 match node.entry(tag) {
                     None => self.out.push(
                         Diagnostic::at(
-                            Span { start: node.span.start, end: node.span.start + 1 },
+                            Span {
+                                start: node.span.start,
+                                end: node.span.start + 1,
+                            },
                             format!("{what} is missing `{tag}`"),
                         )
                         .label(format!("`{tag}` is required here"))
                         .help(format!("`{tag}` is one of {}", one_of_list(&names))),
                     ),
-                    Some(e) => match e.value.as_str().and_then(|v| names.iter().position(|n| n == v)) {
+                    Some(e) => match e
+                        .value
+                        .as_str()
+                        .and_then(|v| names.iter().position(|n| n == v))
+                    {
                         Some(i) => self.out.append(&mut attempts[i]),
                         None => {
                             let mut d = Diagnostic::at(
                                 e.value.span,
-                                format!("unknown {tag} {} in {what}; expected one of {}", e.value.value, one_of_list(&names)),
+                                format!(
+                                    "unknown {tag} {} in {what}; expected one of {}",
+                                    e.value.value,
+                                    one_of_list(&names)
+                                ),
                             )
                             .label(format!("unknown {tag}"));
-                            if let Some(best) = e.value.as_str().and_then(|v| did_you_mean(v, names.iter().map(String::as_str))) {
+                            if let Some(best) = e
+                                .value
+                                .as_str()
+                                .and_then(|v| did_you_mean(v, names.iter().map(String::as_str)))
+                            {
                                 d = d.help(format!("did you mean `{best}`?"));
                             }
                             self.out.push(d);
@@ -413,12 +460,23 @@ impl<'s> Walker<'s> {
                     let chosen = &names[*i];
                     for e in node.entries().iter().filter(|e| &e.key != chosen) {
                         self.out.push(
-                            Diagnostic::at(e.key_span, format!("{what} takes exactly one of {}; `{chosen}` is already given", one_of_list(&names)))
-                                .label("extra key"),
+                            Diagnostic::at(
+                                e.key_span,
+                                format!(
+                                    "{what} takes exactly one of {}; `{chosen}` is already given",
+                                    one_of_list(&names)
+                                ),
+                            )
+                            .label("extra key"),
                         );
                     }
                     let branch = self.resolve(&branches[*i]);
-                    if let (Some(entry), Some(s)) = (node.entry(chosen), branch.get("properties").and_then(|p| p.get(chosen.as_str()))) {
+                    if let (Some(entry), Some(s)) = (
+                        node.entry(chosen),
+                        branch
+                            .get("properties")
+                            .and_then(|p| p.get(chosen.as_str())),
+                    ) {
                         path.push(PathSeg::Key(chosen.clone()));
                         self.node(s, &entry.value, path, entry.key_span);
                         path.pop();
@@ -429,7 +487,11 @@ impl<'s> Walker<'s> {
                     for e in node.entries() {
                         let mut d = Diagnostic::at(
                             e.key_span,
-                            format!("unknown key `{}` in {what}; expected one of {}", e.key, one_of_list(&names)),
+                            format!(
+                                "unknown key `{}` in {what}; expected one of {}",
+                                e.key,
+                                one_of_list(&names)
+                            ),
                         )
                         .label("unknown key");
                         if let Some(best) = did_you_mean(&e.key, names.iter().map(String::as_str)) {
@@ -440,16 +502,26 @@ impl<'s> Walker<'s> {
                     }
                     if !reported {
                         self.out.push(
-                            Diagnostic::at(anchor_or(node, anchor), format!("{what} needs one of {}", one_of_list(&names)))
-                                .label("empty"),
+                            Diagnostic::at(
+                                anchor_or(node, anchor),
+                                format!("{what} needs one of {}", one_of_list(&names)),
+                            )
+                            .label("empty"),
                         );
                     }
                 }
                 many => {
                     let given: Vec<String> = many.iter().map(|i| names[*i].clone()).collect();
                     self.out.push(
-                        Diagnostic::at(anchor_or(node, anchor), format!("{what} takes exactly one of {}, but {} are given", one_of_list(&names), one_of_list(&given)))
-                            .label("more than one"),
+                        Diagnostic::at(
+                            anchor_or(node, anchor),
+                            format!(
+                                "{what} takes exactly one of {}, but {} are given",
+                                one_of_list(&names),
+                                one_of_list(&given)
+                            ),
+                        )
+                        .label("more than one"),
                     );
                 }
             }
@@ -464,7 +536,10 @@ impl<'s> Walker<'s> {
 
 fn anchor_or(node: &Node, anchor: Span) -> Span {
     if anchor.start == anchor.end {
-        Span { start: node.span.start, end: node.span.start + 1 }
+        Span {
+            start: node.span.start,
+            end: node.span.start + 1,
+        }
     } else {
         anchor
     }

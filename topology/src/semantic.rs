@@ -84,7 +84,7 @@ impl Checker<'_> {
         };
         if !full.exists() {
             self.out.push(
-                Diagnostic::at(span, format!("{what} {} does not exist", full.display()))
+                Diagnostic::at(span, format!("{what} `{p}` does not exist"))
                     .label("no such file")
                     .help("relative paths are resolved against the topology file's directory"),
             );
@@ -96,8 +96,11 @@ impl Checker<'_> {
             Ok(_) => true,
             Err(e) => {
                 self.out.push(
-                    Diagnostic::at(span, format!("{what} {value:?} is not a single NATS token: {}", e.reason))
-                        .label("used as a subject token"),
+                    Diagnostic::at(
+                        span,
+                        format!("{what} {value:?} is not a single NATS token: {}", e.reason),
+                    )
+                    .label("used as a subject token"),
                 );
                 false
             }
@@ -122,36 +125,47 @@ impl Checker<'_> {
         if !ok {
             let list: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
             self.out.push(
-                Diagnostic::at(span, format!("{what} {url:?} is not a {} URL", list.join(" or ")))
-                    .label("bad URL"),
+                Diagnostic::at(
+                    span,
+                    format!("{what} {url:?} must start with {}", list.join(" or ")),
+                )
+                .label("bad URL"),
             );
         }
     }
 
     fn nats(&mut self, nats: Option<&Node>) {
         let Some(nats) = nats else { return };
-        self.url(Some(nats), "url", &["nats", "tls", "ws", "wss"], "nats.url");
-        if let Some(auth) = nats.get("auth") {
+        self.url(Some(nats), "url", &["nats", "tls"], "nats.url");
+        if let Some(auth_entry) = nats.entry("auth") {
+            let auth = &auth_entry.value;
             let methods: Vec<&str> = ["user", "token", "credentials", "nkey"]
                 .into_iter()
                 .filter(|k| auth.get(k).is_some())
                 .collect();
             if methods.len() > 1 {
                 self.out.push(
-                    Diagnostic::at(auth.span, format!("nats.auth takes one method, but {} are given", methods.join(", ")))
-                        .label("several methods")
-                        .help("use user + password, token, credentials or nkey"),
+                    Diagnostic::at(
+                        auth_entry.key_span,
+                        format!(
+                            "nats.auth takes one method, but {} are given",
+                            methods.join(", ")
+                        ),
+                    )
+                    .label("several methods")
+                    .help("use user + password, token, credentials or nkey"),
                 );
             }
             if methods.is_empty() && auth.get("password").is_none() {
                 self.out.push(
-                    Diagnostic::at(auth.span, "nats.auth is empty")
+                    Diagnostic::at(auth_entry.key_span, "nats.auth is empty")
                         .help("use user + password, token, credentials or nkey"),
                 );
             }
             match (auth.entry("user"), auth.entry("password")) {
                 (Some(u), None) => self.out.push(
-                    Diagnostic::at(u.key_span, "nats.auth.user needs a password").label("no password"),
+                    Diagnostic::at(u.key_span, "nats.auth.user needs a password")
+                        .label("no password"),
                 ),
                 (None, Some(p)) => self.out.push(
                     Diagnostic::at(p.key_span, "nats.auth.password needs a user").label("no user"),
@@ -166,12 +180,12 @@ impl Checker<'_> {
                 self.file_exists(Some(tls), key, "TLS file");
             }
             match (tls.entry("cert"), tls.entry("key")) {
-                (Some(c), None) => self.out.push(
-                    Diagnostic::at(c.key_span, "nats.tls.cert needs a key").label("no key"),
-                ),
-                (None, Some(k)) => self.out.push(
-                    Diagnostic::at(k.key_span, "nats.tls.key needs a cert").label("no cert"),
-                ),
+                (Some(c), None) => self
+                    .out
+                    .push(Diagnostic::at(c.key_span, "nats.tls.cert needs a key").label("no key")),
+                (None, Some(k)) => self
+                    .out
+                    .push(Diagnostic::at(k.key_span, "nats.tls.key needs a cert").label("no cert")),
                 _ => {}
             }
         }
@@ -179,13 +193,21 @@ impl Checker<'_> {
 
     fn telemetry(&mut self, t: Option<&Node>) {
         let Some(t) = t else { return };
-        self.url(Some(t), "otlp_endpoint", &["http", "https"], "telemetry.otlp_endpoint");
+        self.url(
+            Some(t),
+            "otlp_endpoint",
+            &["http", "https"],
+            "telemetry.otlp_endpoint",
+        );
         if let Some((addr, span)) = str_at(Some(t), "metrics")
             && addr.parse::<std::net::SocketAddr>().is_err()
         {
             self.out.push(
-                Diagnostic::at(span, format!("telemetry.metrics {addr:?} is not an address like 0.0.0.0:9464"))
-                    .label("not ip:port"),
+                Diagnostic::at(
+                    span,
+                    format!("telemetry.metrics {addr:?} is not an address like 0.0.0.0:9464"),
+                )
+                .label("not ip:port"),
             );
         }
     }
@@ -201,10 +223,14 @@ impl Checker<'_> {
                 && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
             {
                 self.out.push(
-                    Diagnostic::at(span, "sha256 must be 64 hexadecimal digits").label("not a sha256"),
+                    Diagnostic::at(span, "sha256 must be 64 hexadecimal digits")
+                        .label("not a sha256"),
                 );
             }
-            out.insert(e.key.as_str(), e.value.get("max_batch").and_then(Node::as_u64));
+            out.insert(
+                e.key.as_str(),
+                e.value.get("max_batch").and_then(Node::as_u64),
+            );
         }
         out
     }
@@ -225,7 +251,9 @@ impl Checker<'_> {
                 }
                 seen.entry(id).or_insert(span);
             }
-            let Some(source) = cam.get("source") else { continue };
+            let Some(source) = cam.get("source") else {
+                continue;
+            };
             self.url(source.get("rtsp"), "url", &["rtsp", "rtsps"], "rtsp.url");
             self.url(source.get("http"), "url", &["http", "https"], "http.url");
             self.file_exists(source.get("file"), "path", "video file");
@@ -233,9 +261,12 @@ impl Checker<'_> {
                 let hex = bg.strip_prefix('#').unwrap_or("");
                 if !(hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit())) {
                     self.out.push(
-                        Diagnostic::at(span, format!("background {bg:?} is not a colour like \"#203040\""))
-                            .label("not #RRGGBB")
-                            .help("quote it: `#` starts a comment in YAML"),
+                        Diagnostic::at(
+                            span,
+                            format!("background {bg:?} is not a colour like \"#203040\""),
+                        )
+                        .label("not #RRGGBB")
+                        .help("quote it: `#` starts a comment in YAML"),
                     );
                 }
             }
@@ -247,19 +278,25 @@ impl Checker<'_> {
         let items = stages.items();
         if items.is_empty() && matches!(stages.value, crate::yaml::Value::Seq(_)) {
             self.out.push(
-                Diagnostic::at(stages.span, "no stages: a topology needs at least one").label("empty"),
+                Diagnostic::at(stages.span, "no stages: a topology needs at least one")
+                    .label("empty"),
             );
             return;
         }
         let mut infos: Vec<StageInfo<'_>> = Vec::new();
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for (i, stage) in items.iter().enumerate() {
-            let Some((id, id_span)) = str_at(Some(stage), "id") else { continue };
+            let Some((id, id_span)) = str_at(Some(stage), "id") else {
+                continue;
+            };
             if RESERVED.contains(&id) {
                 self.out.push(
                     Diagnostic::at(id_span, format!("stage ID `{id}` is reserved"))
                         .label("reserved")
-                        .help(format!("{} name fixed subjects; pick another ID", RESERVED.join(", "))),
+                        .help(format!(
+                            "{} name fixed subjects; pick another ID",
+                            RESERVED.join(", ")
+                        )),
                 );
             } else if self.token(id, id_span, "stage ID")
                 && let Some(first) = seen.get(id)
@@ -283,14 +320,32 @@ impl Checker<'_> {
                     None => (FRAMES, None),
                 },
             };
-            let crops = stage.get("crops").is_some_and(|c| !matches!(c.value, crate::yaml::Value::Null));
-            infos.push(StageInfo { id, id_span, kind, kind_span, input, input_span, crops });
+            let crops = stage
+                .get("crops")
+                .is_some_and(|c| !matches!(c.value, crate::yaml::Value::Null));
+            infos.push(StageInfo {
+                id,
+                id_span,
+                kind,
+                kind_span,
+                input,
+                input_span,
+                crops,
+            });
             self.stage_fields(stage, kind, models);
         }
-        self.edges(&infos);
+        // With a duplicated ID the edges are ambiguous; checking them would only echo that.
+        if seen.len() == infos.len() {
+            self.edges(&infos);
+        }
     }
 
-    fn stage_fields(&mut self, stage: &Node, kind: Option<&str>, models: &HashMap<&str, Option<u64>>) {
+    fn stage_fields(
+        &mut self,
+        stage: &Node,
+        kind: Option<&str>,
+        models: &HashMap<&str, Option<u64>>,
+    ) {
         match kind {
             Some("operator") => {
                 self.file_exists(Some(stage), "wasm", "operator module");
@@ -301,14 +356,19 @@ impl Checker<'_> {
                         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
                     if !ok {
                         self.out.push(
-                            Diagnostic::at(span, "digest must be `sha256:` followed by 64 hexadecimal digits")
-                                .label("not a digest"),
+                            Diagnostic::at(
+                                span,
+                                "digest must be `sha256:` followed by 64 hexadecimal digits",
+                            )
+                            .label("not a digest"),
                         );
                     }
                 }
             }
             Some("model") => {
-                let Some((model, span)) = str_at(Some(stage), "model") else { return };
+                let Some((model, span)) = str_at(Some(stage), "model") else {
+                    return;
+                };
                 let Some(max) = models.get(model) else {
                     let mut names: Vec<&str> = models.keys().copied().collect();
                     names.sort_unstable();
@@ -316,7 +376,9 @@ impl Checker<'_> {
                         .label("not in `models`");
                     d = match did_you_mean(model, names.iter().copied()) {
                         Some(best) => d.help(format!("did you mean `{best}`?")),
-                        None if names.is_empty() => d.help("declare it under the top-level `models:`"),
+                        None if names.is_empty() => {
+                            d.help("declare it under the top-level `models:`")
+                        }
                         None => d.help(format!("declared models: {}", names.join(", "))),
                     };
                     self.out.push(d);
@@ -328,22 +390,32 @@ impl Checker<'_> {
                     && want > *model_max
                 {
                     self.out.push(
-                        Diagnostic::at(b.span, format!("model `{model}` takes batches of at most {model_max}, not {want}"))
-                            .label("too large for the model")
-                            .help(format!("set max_batch to {model_max} or less")),
+                        Diagnostic::at(
+                            b.span,
+                            format!(
+                                "model `{model}` takes batches of at most {model_max}, not {want}"
+                            ),
+                        )
+                        .label("too large for the model")
+                        .help(format!("set max_batch to {model_max} or less")),
                     );
                 }
                 if let Some(b) = batching
                     && let (Some(_), Some(t)) = (b.get("max_wait_ms"), b.entry("latency_target_ms"))
                 {
                     self.out.push(
-                        Diagnostic::at(t.key_span, "give max_wait_ms or latency_target_ms, not both")
-                            .label("conflicts with max_wait_ms"),
+                        Diagnostic::at(
+                            t.key_span,
+                            "give max_wait_ms or latency_target_ms, not both",
+                        )
+                        .label("conflicts with max_wait_ms"),
                     );
                 }
             }
             Some("sink") => {
-                let Some((subject, span)) = str_at(Some(stage), "subject") else { return };
+                let Some((subject, span)) = str_at(Some(stage), "subject") else {
+                    return;
+                };
                 self.sink_subject(subject, span);
             }
             _ => {}
@@ -356,7 +428,8 @@ impl Checker<'_> {
         while let Some(open) = rest.find('{') {
             filled.push_str(&rest[..open]);
             let Some(close) = rest[open..].find('}') else {
-                self.out.push(Diagnostic::at(span, "unclosed `{` in subject").label("here"));
+                self.out
+                    .push(Diagnostic::at(span, "unclosed `{` in subject").label("here"));
                 return;
             };
             let name = &rest[open + 1..open + close];
@@ -380,19 +453,29 @@ impl Checker<'_> {
             );
         }
         let bad = filled.split('.').any(|t| {
-            t.is_empty() || t == "*" || t == ">" || t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+            t.is_empty()
+                || t == "*"
+                || t == ">"
+                || t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
         });
         if bad {
             self.out.push(
-                Diagnostic::at(span, format!("subject {subject:?} is not a valid NATS subject"))
-                    .label("empty token, space or wildcard")
-                    .help("tokens are separated by single dots; no spaces, `*` or `>`"),
+                Diagnostic::at(
+                    span,
+                    format!("subject {subject:?} is not a valid NATS subject"),
+                )
+                .label("empty token, space or wildcard")
+                .help("tokens are separated by single dots; no spaces, `*` or `>`"),
             );
         }
     }
 
     fn edges(&mut self, infos: &[StageInfo<'_>]) {
-        let index: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        // The first stage with an ID wins; a duplicate is reported on its own.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in infos.iter().enumerate() {
+            index.entry(s.id).or_insert(i);
+        }
         let mut parent: Vec<Option<usize>> = vec![None; infos.len()];
         let mut known = vec![true; infos.len()];
         for (i, s) in infos.iter().enumerate() {
@@ -403,22 +486,33 @@ impl Checker<'_> {
                 Some(&p) if p == i => {
                     known[i] = false;
                     self.out.push(
-                        Diagnostic::at(s.input_span.unwrap_or(s.id_span), format!("stage `{}` reads its own output", s.id))
-                            .label("a stage cannot be its own input"),
+                        Diagnostic::at(
+                            s.input_span.unwrap_or(s.id_span),
+                            format!("stage `{}` reads its own output", s.id),
+                        )
+                        .label("a stage cannot be its own input"),
                     );
                 }
                 Some(&p) => parent[i] = Some(p),
                 None => {
                     known[i] = false;
-                    let names: Vec<&str> = std::iter::once(FRAMES).chain(infos.iter().map(|s| s.id)).collect();
+                    let names: Vec<&str> = std::iter::once(FRAMES)
+                        .chain(infos.iter().map(|s| s.id))
+                        .collect();
                     let mut d = Diagnostic::at(
                         s.input_span.unwrap_or(s.id_span),
-                        format!("stage `{}` reads from `{}`, which is not a stage", s.id, s.input),
+                        format!(
+                            "stage `{}` reads from `{}`, which is not a stage",
+                            s.id, s.input
+                        ),
                     )
                     .label("unknown input");
                     d = match did_you_mean(s.input, names.iter().copied()) {
                         Some(best) => d.help(format!("did you mean `{best}`?")),
-                        None => d.help(format!("inputs are `frames` or a stage ID: {}", names.join(", "))),
+                        None => d.help(format!(
+                            "inputs are `frames` or a stage ID: {}",
+                            names.join(", ")
+                        )),
                     };
                     self.out.push(d);
                 }
@@ -438,9 +532,18 @@ impl Checker<'_> {
                         let names: Vec<&str> = seen.iter().rev().map(|i| infos[*i].id).collect();
                         let s = &infos[start];
                         self.out.push(
-                            Diagnostic::at(s.input_span.unwrap_or(s.id_span), format!("stages form a cycle: {} → {}", names.join(" → "), names[0]))
-                                .label("this input closes the cycle")
-                                .help("one stage in the cycle must read `frames` or a stage outside it"),
+                            Diagnostic::at(
+                                s.input_span.unwrap_or(s.id_span),
+                                format!(
+                                    "stages form a cycle: {} → {}",
+                                    names.join(" → "),
+                                    names[0]
+                                ),
+                            )
+                            .label("this input closes the cycle")
+                            .help(
+                                "one stage in the cycle must read `frames` or a stage outside it",
+                            ),
                         );
                     }
                     break;
@@ -458,10 +561,8 @@ impl Checker<'_> {
         // What each stage produces, in dependency order (parents first, no cycles left).
         let mut produces: Vec<Option<Flow>> = vec![None; infos.len()];
         let mut has_child = vec![false; infos.len()];
-        for i in 0..infos.len() {
-            if let Some(p) = parent[i] {
-                has_child[p] = true;
-            }
+        for p in parent.iter().flatten() {
+            has_child[*p] = true;
         }
         let mut order = Vec::new();
         let mut done = vec![false; infos.len()];
@@ -502,8 +603,12 @@ impl Checker<'_> {
             if !accepts.contains(&input) {
                 let want: Vec<&str> = accepts.iter().map(|f| f.name()).collect();
                 let hint = match (kind, input) {
-                    ("model", Flow::Frames) => "put an operator (e.g. letterbox) before it to make a tensor",
-                    ("model", Flow::Detections) => "to run it on the boxes found so far, give it `crops:`",
+                    ("model", Flow::Frames) => {
+                        "put an operator (e.g. letterbox) before it to make a tensor"
+                    }
+                    ("model", Flow::Detections) => {
+                        "to run it on the boxes found so far, give it `crops:`"
+                    }
                     ("postprocess", Flow::Frames) => "a model stage must come before it",
                     (_, Flow::Nothing) => "a sink publishes; nothing can read from it",
                     _ => "check the order of the stages or their `input`",

@@ -191,7 +191,7 @@ impl Node {
 
 /// Parses one YAML document. A syntax error stops parsing (the rest cannot be trusted); problems
 /// that do not (duplicate keys, unset variables) are returned next to the tree.
-pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<(Node, Vec<Diagnostic>), Diagnostic> {
+pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<(Node, Vec<Diagnostic>), Box<Diagnostic>> {
     let mut b = Builder {
         text,
         parser: Parser::new_from_str(text),
@@ -238,27 +238,29 @@ impl<'a> Builder<'a> {
         Span { start, end }
     }
 
-    fn scan_error(&mut self, e: ScanError) -> Diagnostic {
+    fn scan_error(&mut self, e: ScanError) -> Box<Diagnostic> {
         let at = self.offset(e.marker());
-        Diagnostic::at(
-            Span {
-                start: at,
-                end: at + 1,
-            },
-            format!("invalid YAML: {}", e.info()),
+        Box::new(
+            Diagnostic::at(
+                Span {
+                    start: at,
+                    end: at + 1,
+                },
+                format!("invalid YAML: {}", e.info()),
+            )
+            .label("here"),
         )
-        .label("here")
     }
 
-    fn next(&mut self) -> Result<(Event<'a>, Span), Diagnostic> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), Box<Diagnostic>> {
         loop {
             match self.parser.next_event() {
                 None => {
                     let end = self.text.len();
-                    return Err(Diagnostic::at(
+                    return Err(Box::new(Diagnostic::at(
                         Span { start: end, end },
                         "invalid YAML: unexpected end of file",
-                    ));
+                    )));
                 }
                 Some(Err(e)) => return Err(self.scan_error(e)),
                 Some(Ok((event, span))) => {
@@ -273,13 +275,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn document(&mut self) -> Result<Node, Diagnostic> {
+    fn document(&mut self) -> Result<Node, Box<Diagnostic>> {
         loop {
             let (event, span) = self.next()?;
             match event {
                 Event::StreamStart => continue,
                 Event::StreamEnd => {
-                    return Err(Diagnostic::at(span, "the topology file is empty"));
+                    return Err(Box::new(Diagnostic::at(span, "the topology file is empty")));
                 }
                 Event::DocumentStart(..) => break,
                 _ => continue,
@@ -306,12 +308,10 @@ impl<'a> Builder<'a> {
         Ok(root)
     }
 
-    fn node(&mut self, event: Event<'a>, span: Span) -> Result<Node, Diagnostic> {
+    fn node(&mut self, event: Event<'a>, span: Span) -> Result<Node, Box<Diagnostic>> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let forced_str = tag
-                    .as_ref()
-                    .is_some_and(|t| t.suffix() == "str");
+                let forced_str = tag.as_ref().is_some_and(|t| t.suffix() == "str");
                 let text = self.interpolate(&text, span);
                 let value = if style == ScalarStyle::Plain && !forced_str {
                     resolve_plain(&text)
@@ -421,22 +421,22 @@ impl<'a> Builder<'a> {
                     value: n.value.clone(),
                     span,
                 }),
-                None => Err(Diagnostic::at(span, "alias to an unknown anchor")),
+                None => Err(Box::new(Diagnostic::at(span, "alias to an unknown anchor"))),
             },
-            other => Err(Diagnostic::at(
+            other => Err(Box::new(Diagnostic::at(
                 span,
                 format!("invalid YAML: unexpected {other:?}"),
-            )),
+            ))),
         }
     }
 
-    fn enter(&mut self, span: Span) -> Result<(), Diagnostic> {
+    fn enter(&mut self, span: Span) -> Result<(), Box<Diagnostic>> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(Diagnostic::at(
+            return Err(Box::new(Diagnostic::at(
                 span,
                 format!("nesting deeper than {MAX_DEPTH} levels"),
-            ));
+            )));
         }
         Ok(())
     }
@@ -475,10 +475,9 @@ impl<'a> Builder<'a> {
                     None => (inner, None),
                 };
                 let valid = !name.is_empty()
-                    && name
-                        .chars()
-                        .enumerate()
-                        .all(|(j, c)| c == '_' || c.is_ascii_alphabetic() || (j > 0 && c.is_ascii_digit()));
+                    && name.chars().enumerate().all(|(j, c)| {
+                        c == '_' || c.is_ascii_alphabetic() || (j > 0 && c.is_ascii_digit())
+                    });
                 if !valid {
                     self.problems.push(
                         Diagnostic::at(span, format!("`${{{inner}}}` is not a variable reference"))
@@ -489,9 +488,12 @@ impl<'a> Builder<'a> {
                         (Some(v), _) => out.push_str(&v),
                         (None, Some(d)) => out.push_str(d),
                         (None, None) => self.problems.push(
-                            Diagnostic::at(span, format!("environment variable `{name}` is not set"))
-                                .label("used here")
-                                .help(format!("set it, or give a default: `${{{name}:-value}}`")),
+                            Diagnostic::at(
+                                span,
+                                format!("environment variable `{name}` is not set"),
+                            )
+                            .label("used here")
+                            .help(format!("set it, or give a default: `${{{name}:-value}}`")),
                         ),
                     }
                 }
@@ -558,7 +560,11 @@ fn resolve_plain(s: &str) -> Value {
             None => (mantissa, None),
         };
         let mantissa_ok = match frac {
-            Some(f) => (int.is_empty() || digits(int, 10)) && (f.is_empty() || digits(f, 10)) && !(int.is_empty() && f.is_empty()),
+            Some(f) => {
+                (int.is_empty() || digits(int, 10))
+                    && (f.is_empty() || digits(f, 10))
+                    && !(int.is_empty() && f.is_empty())
+            }
             None => digits(int, 10),
         };
         let exp_ok = exp.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
@@ -592,7 +598,10 @@ mod tests {
         assert_eq!(n.get("c").map(|n| &n.value), Some(&Value::Bool(true)));
         assert_eq!(n.get("d").map(|n| &n.value), Some(&Value::Null));
         assert_eq!(n.get("e").map(|n| &n.value), Some(&Value::Str("1".into())));
-        assert_eq!(n.get("f").map(|n| &n.value), Some(&Value::Str("hello".into())));
+        assert_eq!(
+            n.get("f").map(|n| &n.value),
+            Some(&Value::Str("hello".into()))
+        );
         assert_eq!(n.get("g").map(|n| &n.value), Some(&Value::Int(16)));
         assert_eq!(n.get("h").map(|n| &n.value), Some(&Value::Float(1000.0)));
         assert_eq!(n.get("i").map(|n| &n.value), Some(&Value::Int(-2)));
@@ -612,8 +621,14 @@ mod tests {
         let n = parse_ok("fps: ${FPS}\nw: ${WIDTH:-640}\nname: \"${FPS}\"\ncost: $$5\n");
         assert_eq!(n.get("fps").map(|n| &n.value), Some(&Value::Int(25)));
         assert_eq!(n.get("w").map(|n| &n.value), Some(&Value::Int(640)));
-        assert_eq!(n.get("name").map(|n| &n.value), Some(&Value::Str("25".into())));
-        assert_eq!(n.get("cost").map(|n| &n.value), Some(&Value::Str("$5".into())));
+        assert_eq!(
+            n.get("name").map(|n| &n.value),
+            Some(&Value::Str("25".into()))
+        );
+        assert_eq!(
+            n.get("cost").map(|n| &n.value),
+            Some(&Value::Str("$5".into()))
+        );
         let (_, problems) = parse("fps: ${NOPE}\n", &env).expect("parses");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("NOPE"), "{problems:?}");

@@ -21,7 +21,7 @@ pub enum IngestError {
         package: &'static str,
     },
 
-    /// A gst-launch style description (the `SourceSpec::Pipeline` escape hatch) did not parse.
+    /// A gst-launch style description (`SourceSpec::Pipeline` or `Recorded`) did not parse.
     #[error("cannot parse pipeline description `{description}`: {reason}")]
     Parse { description: String, reason: String },
 

@@ -19,6 +19,10 @@ const POLL: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 /// Generous because the first textoverlay render loads fonts (Pango/fontconfig caches).
 const STILL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a looping source may take to preroll before its first seek; generous because
+/// a file on slow storage or a remote demuxer may need to read a lot first.
+const PREROLL_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(30);
+
 /// Name of the application message that wakes the bus thread for shutdown.
 const STOP_MESSAGE: &str = "panoptes-ingest-stop";
 
@@ -70,7 +74,8 @@ impl Ingest {
     {
         let Built { pipeline, appsink } = build(spec, None)?;
         let bus = bus_of(&pipeline)?;
-        let live = set_playing(&pipeline, &bus, |live| appsink.set_drop(live))?;
+        let looping = matches!(spec, SourceSpec::Recorded { looping: true, .. });
+        let live = set_playing(&pipeline, &bus, looping, |live| appsink.set_drop(live))?;
 
         // From here on Drop cleans up, also if a thread fails to spawn.
         let mut ingest = Self {
@@ -85,7 +90,7 @@ impl Ingest {
         ingest.bus_thread = Some(
             std::thread::Builder::new()
                 .name("ingest-bus".into())
-                .spawn(move || watch_bus(&watched, &bus, &stop, on_status))
+                .spawn(move || watch_bus(&watched, &bus, &stop, looping && !live, on_status))
                 .map_err(IngestError::Thread)?,
         );
         let stop = ingest.stop.clone();
@@ -162,7 +167,7 @@ pub fn render_still(pattern: &TestPattern) -> Result<RawFrame, IngestError> {
         }
     }
     let _guard = NullOnDrop(pipeline.clone());
-    set_playing(&pipeline, &bus, |_| {})?;
+    set_playing(&pipeline, &bus, false, |_| {})?;
 
     let timeout =
         gst::ClockTime::try_from(STILL_TIMEOUT).unwrap_or(gst::ClockTime::from_seconds(20));
@@ -186,11 +191,15 @@ fn bus_of(pipeline: &gst::Pipeline) -> Result<gst::Bus, IngestError> {
 /// between, before data flows into the appsink for real. Going through PAUSED is the
 /// reliable way to learn liveness: only live pipelines answer NO_PREROLL there.
 ///
+/// With `looping`, a non-live pipeline is prerolled and given a flushing segment seek to its
+/// start before playing, so it posts SEGMENT_DONE instead of EOS at the end (see `watch_bus`).
+///
 /// On failure returns the error the failing element posted, which says far more than the
 /// bare state-change failure.
 fn set_playing(
     pipeline: &gst::Pipeline,
     bus: &gst::Bus,
+    looping: bool,
     on_live: impl FnOnce(bool),
 ) -> Result<bool, IngestError> {
     let fail = |state: &str| {
@@ -203,6 +212,35 @@ fn set_playing(
         Ok(_) => false,
         Err(_) => return Err(fail("PAUSED")),
     };
+    if looping && !live {
+        // A seek needs a prerolled pipeline (demuxers know the duration only then).
+        match pipeline.state(PREROLL_TIMEOUT) {
+            (Ok(gst::StateChangeSuccess::Success), _, _) => {}
+            (Ok(_), _, _) => {
+                let _ = pipeline.set_state(gst::State::Null);
+                return Err(IngestError::Start {
+                    reason: format!("source did not preroll within {PREROLL_TIMEOUT}"),
+                });
+            }
+            (Err(_), _, _) => return Err(fail("PAUSED")),
+        }
+        if pipeline
+            .seek(
+                1.0,
+                gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                gst::SeekType::Set,
+                gst::ClockTime::ZERO,
+                gst::SeekType::None,
+                gst::ClockTime::NONE,
+            )
+            .is_err()
+        {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(IngestError::Start {
+                reason: "source cannot loop: it refused to seek to its start".into(),
+            });
+        }
+    }
     on_live(live);
     pipeline
         .set_state(gst::State::Playing)
@@ -229,8 +267,15 @@ fn describe_error(msg: &gst::Message, err: &gst::glib::Error, debug: Option<&str
     }
 }
 
-fn watch_bus<S>(pipeline: &gst::Pipeline, bus: &gst::Bus, stop: &AtomicBool, mut on_status: S)
-where
+/// With `looping`, the end of each pass (SEGMENT_DONE) starts the next with a non-flushing
+/// segment seek: frames already queued are kept and running time goes on without a jump.
+fn watch_bus<S>(
+    pipeline: &gst::Pipeline,
+    bus: &gst::Bus,
+    stop: &AtomicBool,
+    looping: bool,
+    mut on_status: S,
+) where
     S: FnMut(SourceStatus),
 {
     while !stop.load(Ordering::Acquire) {
@@ -249,6 +294,22 @@ where
                 on_status(SourceStatus::Error(text));
             }
             gst::MessageView::Eos(_) => on_status(SourceStatus::Eos),
+            gst::MessageView::SegmentDone(_) if looping => {
+                let restarted = pipeline.seek(
+                    1.0,
+                    gst::SeekFlags::SEGMENT,
+                    gst::SeekType::Set,
+                    gst::ClockTime::ZERO,
+                    gst::SeekType::None,
+                    gst::ClockTime::NONE,
+                );
+                if restarted.is_err() {
+                    // Without the seek nothing more flows; say why rather than go quiet.
+                    on_status(SourceStatus::Error(
+                        "looping source refused to seek back to its start".into(),
+                    ));
+                }
+            }
             gst::MessageView::StateChanged(s)
                 if s.current() == gst::State::Playing
                     && msg.src() == Some(pipeline.upcast_ref::<gst::Object>()) =>

@@ -27,6 +27,13 @@ pub(crate) fn build(spec: &SourceSpec, num_buffers: Option<i32>) -> Result<Built
     match spec {
         SourceSpec::TestPattern(p) => build_test_pattern(p, num_buffers),
         SourceSpec::Pipeline(desc) => build_from_description(desc),
+        SourceSpec::Recorded { description, .. } => {
+            let built = build_from_description(description)?;
+            // Real-time pacing; the appsink still prerolls, so the pipeline stays non-live
+            // and can be seeked (an `identity sync=true` in the description could not).
+            built.appsink.set_sync(true);
+            Ok(built)
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use crate::IngestError;
 
 /// Where frames come from.
 ///
-/// Non-exhaustive because RTSP, file and V4L2 sources are planned; match with a `_` arm.
+/// Non-exhaustive because more kinds of source may come; match with a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SourceSpec {
@@ -15,6 +15,15 @@ pub enum SourceSpec {
     /// Ingest appends `! videoconvert ! video/x-raw,format=RGB ! appsink`. The text is trusted
     /// pipeline syntax and is not escaped; do not build it from untrusted input.
     Pipeline(String),
+    /// A recorded source (a file, an HLS stream): a description like [`Pipeline`](Self::Pipeline),
+    /// played at its own speed (the appsink syncs to the clock) instead of as fast as it
+    /// decodes, so it stands in for a camera. It is not live: a slow consumer throttles it.
+    Recorded {
+        description: String,
+        /// Start over at the end instead of ending (the source must be seekable). Loops use
+        /// segment seeks, so capture timestamps keep increasing while `pts_ns` starts again.
+        looping: bool,
+    },
 }
 
 /// A frame rate as a fraction (`num / den` frames per second).

@@ -144,6 +144,14 @@ impl OrtModel {
         &self.name
     }
 
+    /// The first input's declared shape; `-1` marks a dynamic dimension.
+    pub fn input_shape(&self) -> Option<Vec<i64>> {
+        match self.session.inputs().first()?.dtype() {
+            ort::value::ValueType::Tensor { shape, .. } => Some(shape.iter().copied().collect()),
+            _ => None,
+        }
+    }
+
     /// The name reported in detection messages (default: the file stem).
     pub fn set_name(&mut self, name: &str) {
         name.clone_into(&mut self.name);

@@ -1,0 +1,323 @@
+//! `panoptes validate`: structural checks (always) and environment checks (`--env`: NATS
+//! reachable, models and operators load, digests match, what this build can run), every
+//! problem reported against its line in the topology file.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::time::Duration;
+
+use panoptes_model::{ModelOptions, OrtModel};
+use panoptes_topology::{
+    Backend, Delivery, Device, Diagnostic, PathSeg, SinkFormat, SourceConfig, StageConfig,
+    TopologyFile, WireEncoding,
+};
+use panoptes_wasm::{EngineOptions, OperatorEngine};
+use sha2::{Digest as _, Sha256};
+
+/// `stages[i].<key>` as a path.
+fn stage_path(i: usize, key: &str) -> Vec<PathSeg> {
+    vec!["stages".into(), i.into(), key.into()]
+}
+
+/// Which parts of a topology a process runs, for [`unsupported`].
+#[derive(Clone, Copy, Debug)]
+pub struct Scope {
+    pub cameras: bool,
+    pub stages: bool,
+}
+
+impl Scope {
+    pub const ALL: Scope = Scope {
+        cameras: true,
+        stages: true,
+    };
+}
+
+/// What the topology asks for that this build of the runtime does not do yet, within `scope`.
+/// `run`, `worker`, `ingest` and `validate --env` refuse these instead of ignoring them.
+pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut not_yet = |path: Vec<PathSeg>, what: String| {
+        out.push(t.diagnostic_at(
+            &path,
+            format!("this build of panoptes does not run {what} yet"),
+        ));
+    };
+    if t.delivery == Delivery::Durable {
+        not_yet(
+            vec!["delivery".into()],
+            "durable delivery (JetStream)".into(),
+        );
+    }
+    if t.telemetry.otlp_endpoint.is_some() {
+        not_yet(
+            vec!["telemetry".into(), "otlp_endpoint".into()],
+            "OTLP trace export".into(),
+        );
+    }
+    if t.telemetry.metrics.is_some() {
+        not_yet(
+            vec!["telemetry".into(), "metrics".into()],
+            "the /metrics endpoint".into(),
+        );
+    }
+    let cameras = if scope.cameras {
+        t.cameras.as_slice()
+    } else {
+        &[]
+    };
+    for (i, cam) in cameras.iter().enumerate() {
+        if cam.encoding == WireEncoding::Jpeg {
+            not_yet(
+                vec!["cameras".into(), i.into(), "encoding".into()],
+                "JPEG wire encoding".into(),
+            );
+        }
+    }
+    let inputs = t.stage_inputs();
+    let stages = if scope.stages {
+        t.stages.as_slice()
+    } else {
+        &[]
+    };
+    for (i, stage) in stages.iter().enumerate() {
+        let expected = if i == 0 {
+            panoptes_topology::FRAMES
+        } else {
+            t.stages[i - 1].id()
+        };
+        if inputs[i] != expected {
+            not_yet(
+                stage_path(i, "input"),
+                "a stage graph other than one chain in file order (fan-out)".into(),
+            );
+        }
+        match stage {
+            StageConfig::Operator(op) if op.signed_by.is_some() => {
+                not_yet(stage_path(i, "signed_by"), "operator signatures".into());
+            }
+            StageConfig::Model(m) => {
+                if m.backend == Backend::Tract {
+                    not_yet(stage_path(i, "backend"), "the tract backend".into());
+                }
+                if m.device != Device::Cpu {
+                    not_yet(
+                        stage_path(i, "device"),
+                        format!("device {:?}", m.device).to_lowercase(),
+                    );
+                }
+                if m.batching.as_ref().is_some_and(|b| b.max_batch > 1) {
+                    not_yet(stage_path(i, "batching"), "batching across cameras".into());
+                }
+                if m.crops.is_some() {
+                    not_yet(stage_path(i, "crops"), "cascades on crops".into());
+                }
+            }
+            StageConfig::Postprocess(p)
+                if p.postprocessor != panoptes_topology::Postprocessor::Db =>
+            {
+                not_yet(
+                    stage_path(i, "postprocessor"),
+                    format!("postprocessor {:?}", p.postprocessor).to_lowercase(),
+                );
+            }
+            StageConfig::Tracker(_) => not_yet(stage_path(i, "kind"), "the tracker stage".into()),
+            StageConfig::Sink(s) => {
+                if s.format == SinkFormat::Arrow {
+                    not_yet(stage_path(i, "format"), "Arrow sink output".into());
+                }
+                if s.subject != panoptes_topology::default_sink_subject() {
+                    not_yet(
+                        stage_path(i, "subject"),
+                        "sink subjects other than the default".into(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Checks that need the machine: files load, digests match, NATS answers.
+pub async fn environment(t: &TopologyFile, nats: Option<&str>) -> Vec<Diagnostic> {
+    let mut out = unsupported(t, Scope::ALL);
+    let url = nats.map(str::to_owned).or_else(|| t.nats.url.clone());
+    if let Some(url) = url {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::connect::connect_with(&url, &t.nats, &t.base_dir),
+        )
+        .await
+        {
+            Ok(Ok(client)) => drop(client),
+            Ok(Err(e)) => out.push(t.diagnostic_at(
+                &["nats".into(), "url".into()],
+                format!("cannot connect to NATS at {url}: {e:#}"),
+            )),
+            Err(_) => out.push(t.diagnostic_at(
+                &["nats".into(), "url".into()],
+                format!("no answer from NATS at {url} within 5 s"),
+            )),
+        }
+    }
+    let t2 = t.clone();
+    match tokio::task::spawn_blocking(move || files(&t2)).await {
+        Ok(found) => out.extend(found),
+        Err(e) => out.push(Diagnostic::new(format!("file checks panicked: {e}"))),
+    }
+    out
+}
+
+fn files(t: &TopologyFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (name, model) in &t.models {
+        let path = t.resolve(&model.file);
+        let file_path = vec!["models".into(), name.as_str().into(), "file".into()];
+        if let Some(want) = &model.sha256 {
+            match sha256_file(&path) {
+                Ok(got) if got.eq_ignore_ascii_case(want) => {}
+                Ok(got) => out.push(t.diagnostic_at(
+                    &["models".into(), name.as_str().into(), "sha256".into()],
+                    format!("{} has sha256 {got}, not the one declared", path.display()),
+                )),
+                Err(e) => out.push(
+                    t.diagnostic_at(&file_path, format!("cannot read {}: {e}", path.display())),
+                ),
+            }
+        }
+        let loaded = match OrtModel::load(&path, &ModelOptions { threads: 1 }) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(t.diagnostic_at(&file_path, format!("model `{name}` does not load: {e}")));
+                continue;
+            }
+        };
+        // A fixed leading dimension is the most frames one call can take.
+        let graph_batch = loaded
+            .input_shape()
+            .and_then(|s| s.first().copied())
+            .filter(|d| *d > 0)
+            .map(|d| d as u64);
+        let Some(graph_batch) = graph_batch else {
+            continue;
+        };
+        if let Some(declared) = model.max_batch
+            && u64::from(declared) > graph_batch
+        {
+            out.push(t.diagnostic_at(
+                &["models".into(), name.as_str().into(), "max_batch".into()],
+                format!("model `{name}` takes batches of {graph_batch} (its input's first dimension), not {declared}"),
+            ));
+        }
+        for (i, stage) in t.stages.iter().enumerate() {
+            if let StageConfig::Model(m) = stage
+                && &m.model == name
+                && let Some(b) = &m.batching
+                && u64::from(b.max_batch) > graph_batch
+            {
+                out.push(t.diagnostic_at(
+                    &["stages".into(), i.into(), "batching".into(), "max_batch".into()],
+                    format!("model `{name}` takes batches of at most {graph_batch} (its input's first dimension), not {}", b.max_batch),
+                ));
+            }
+        }
+    }
+    let mut engine: Option<OperatorEngine> = None;
+    for (i, stage) in t.stages.iter().enumerate() {
+        let StageConfig::Operator(op) = stage else {
+            continue;
+        };
+        let path = t.resolve(&op.wasm);
+        if let Some(digest) = &op.digest {
+            let want = digest.trim_start_matches("sha256:");
+            match sha256_file(&path) {
+                Ok(got) if got.eq_ignore_ascii_case(want) => {}
+                Ok(got) => out.push(t.diagnostic_at(
+                    &stage_path(i, "digest"),
+                    format!(
+                        "{} has digest sha256:{got}, not the one declared",
+                        path.display()
+                    ),
+                )),
+                Err(e) => out.push(t.diagnostic_at(
+                    &stage_path(i, "wasm"),
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            }
+        }
+        if engine.is_none() {
+            match OperatorEngine::new(EngineOptions {
+                cache_dir: Some(crate::registry::operator_cache_dir()),
+                ..EngineOptions::default()
+            }) {
+                Ok(e) => engine = Some(e),
+                Err(e) => {
+                    out.push(Diagnostic::new(format!(
+                        "cannot create the Wasm engine: {e}"
+                    )));
+                    return out;
+                }
+            }
+        }
+        let Some(engine) = &engine else { continue };
+        let config = if op.config.is_null() {
+            "{}".to_owned()
+        } else {
+            op.config.to_string()
+        };
+        match engine.load(&path) {
+            Ok(module) => {
+                if let Err(e) = module.instantiate(&config) {
+                    out.push(t.diagnostic_at(
+                        &stage_path(i, "config"),
+                        format!("operator {} refuses its config: {e}", path.display()),
+                    ));
+                }
+            }
+            Err(e) => out.push(t.diagnostic_at(
+                &stage_path(i, "wasm"),
+                format!("operator {} does not load: {e}", path.display()),
+            )),
+        }
+    }
+    for (i, cam) in t.cameras.iter().enumerate() {
+        if let SourceConfig::V4l2(v) = &cam.source
+            && !v.device.exists()
+        {
+            out.push(t.diagnostic_at(
+                &[
+                    "cameras".into(),
+                    i.into(),
+                    "source".into(),
+                    "v4l2".into(),
+                    "device".into(),
+                ],
+                format!(
+                    "camera `{}`: device {} does not exist on this machine",
+                    cam.id,
+                    v.device.display()
+                ),
+            ));
+        }
+    }
+    out
+}

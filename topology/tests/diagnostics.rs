@@ -1,0 +1,49 @@
+//! Snapshots of the diagnostics for broken topologies in `tests/broken/`: each must point at
+//! the right line and column with a useful message. Review changes with `cargo insta review`
+//! (or INSTA_UPDATE=always and `git diff`).
+
+use std::path::Path;
+
+use panoptes_topology::TopologyFile;
+
+/// The only variable the broken files may rely on; everything else is unset.
+fn env(name: &str) -> Option<String> {
+    (name == "CAMERA_URL").then(|| "rtsp://10.0.0.7/stream".to_owned())
+}
+
+#[test]
+fn broken_topologies_are_reported_at_their_lines() {
+    insta::glob!("broken/*.yaml", |path| {
+        let text = std::fs::read_to_string(path).expect("readable");
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let err = match TopologyFile::parse(&text, &format!("broken/{name}"), base, &env) {
+            Ok(_) => panic!("broken/{name} was accepted"),
+            Err(e) => e,
+        };
+        // Every diagnostic names a place in the file, apart from none.
+        for d in &err.items {
+            assert!(
+                d.span.is_some(),
+                "broken/{name}: unlocated diagnostic {d:?}"
+            );
+        }
+        insta::assert_snapshot!(err.render(false));
+    });
+}
+
+#[test]
+fn at_least_fifteen_broken_topologies() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken");
+    let n = std::fs::read_dir(dir)
+        .expect("tests/broken exists")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        })
+        .count();
+    assert!(n >= 15, "only {n} broken topologies");
+}

@@ -1,0 +1,45 @@
+//! The committed JSON Schema (`schema/topology.schema.json`, what editors load) must be the one
+//! the config types generate. Regenerate with `UPDATE_SCHEMA=1 cargo test -p panoptes-topology
+//! --test schema` or `panoptes schema > schema/topology.schema.json`.
+
+use std::path::Path;
+
+#[test]
+fn committed_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/topology.schema.json");
+    let generated = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&panoptes_topology::json_schema()).expect("serialises")
+    );
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).expect("writable");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is stale: run `UPDATE_SCHEMA=1 cargo test -p panoptes-topology --test schema` and commit it",
+        path.display()
+    );
+}
+
+#[test]
+fn schema_describes_the_language() {
+    let schema = panoptes_topology::json_schema();
+    let props = schema["properties"]
+        .as_object()
+        .expect("top-level properties");
+    for key in [
+        "namespace",
+        "nats",
+        "delivery",
+        "partitions",
+        "telemetry",
+        "models",
+        "cameras",
+        "stages",
+    ] {
+        assert!(props.contains_key(key), "schema lacks `{key}`");
+    }
+    assert_eq!(schema["required"], serde_json::json!(["stages"]));
+    assert_eq!(schema["additionalProperties"], serde_json::json!(false));
+}
