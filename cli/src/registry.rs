@@ -1,13 +1,15 @@
-//! Builds the stage chain a topology declares: each `kind` maps to the crate that implements it.
+//! Builds the stage graph a topology declares: each `kind` maps to the crate that implements it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use panoptes_model::{ModelOptions, ModelStage, OrtModel};
+use panoptes_pipeline::StageGraph;
 use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
 use panoptes_pipeline::tensor::{Tensor, Transform};
 use panoptes_postprocess::DbStage;
-use panoptes_topology::{Postprocessor, StageConfig, TopologyFile};
+use panoptes_topology::{FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
     EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError,
 };
@@ -17,98 +19,148 @@ pub fn operator_cache_dir() -> std::path::PathBuf {
     panoptes_pipeline::paths::panoptes_home().join("wasm-cache")
 }
 
-/// Builds every stage of `topology`, in order. Loading models and compiling operators happens
-/// here, so a bad file fails start-up with its path rather than the first frame.
-pub fn build_stages(topology: &TopologyFile) -> anyhow::Result<Vec<Box<dyn Stage>>> {
+/// Builds the stage graph of `topology`: every stage wired to its input, sinks as publications
+/// of the stage they read. Loading models and compiling operators happens here, so a bad file
+/// fails start-up with its path rather than the first frame.
+pub fn build_graph(topology: &TopologyFile) -> anyhow::Result<StageGraph> {
     let mut engine: Option<OperatorEngine> = None;
-    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-    for cfg in &topology.stages {
-        let stage: Box<dyn Stage> = match cfg {
-            StageConfig::Operator(panoptes_topology::OperatorStage {
-                id,
-                wasm,
-                config,
-                timeout_ms,
-                memory_mib,
-                ..
-            }) => {
-                let engine = match &mut engine {
-                    Some(e) => e,
-                    None => engine.insert(
-                        OperatorEngine::new(EngineOptions {
-                            cache_dir: Some(operator_cache_dir()),
-                            ..EngineOptions::default()
-                        })
-                        .context("cannot create the Wasm engine")?,
-                    ),
-                };
-                let path = topology.resolve(wasm);
-                let module = engine
-                    .load(&path)
-                    .with_context(|| format!("stage {id:?}: cannot load operator"))?;
-                let config = if config.is_null() {
-                    "{}".to_owned()
-                } else {
-                    config.to_string()
-                };
-                let mut instance = module.instantiate(&config).with_context(|| {
-                    format!("stage {id:?}: operator {} failed to start", path.display())
-                })?;
-                if let Some(ms) = timeout_ms {
-                    instance.set_deadline(Duration::from_millis(*ms));
-                }
-                if let Some(mib) = memory_mib {
-                    let bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-                    instance
-                        .set_max_memory_bytes(bytes)
-                        .with_context(|| format!("stage {id:?}: memory_mib {mib}"))?;
-                }
-                Box::new(OperatorStage {
-                    id: id.clone(),
-                    instance,
-                })
+    let inputs = topology.stage_inputs();
+    let mut graph = StageGraph::new();
+    // Node index of each stage (by ID) once added; a stage's input may come later in the file.
+    let mut added: HashMap<&str, usize> = HashMap::new();
+    let mut sinks = Vec::new();
+    let mut remaining: Vec<usize> = (0..topology.stages.len()).collect();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        let mut still = Vec::new();
+        for i in remaining {
+            let cfg = &topology.stages[i];
+            let input = match inputs[i] {
+                FRAMES => None,
+                id => match added.get(id) {
+                    Some(node) => Some(*node),
+                    None => {
+                        still.push(i);
+                        continue;
+                    }
+                },
+            };
+            if let StageConfig::Sink(sink) = cfg {
+                sinks.push((input, sink));
+                continue;
             }
-            StageConfig::Model(panoptes_topology::ModelStage {
-                id, model, threads, ..
-            }) => {
-                let Some(declared) = topology.models.get(model) else {
-                    anyhow::bail!("stage {id:?}: unknown model {model:?}");
-                };
-                let path = topology.resolve(&declared.file);
-                let mut m = OrtModel::load(
-                    &path,
-                    &ModelOptions {
-                        threads: threads.unwrap_or(0),
-                    },
-                )
-                .with_context(|| format!("stage {id:?}"))?;
-                m.set_name(model);
-                Box::new(ModelStage::new(id.clone(), m))
-            }
-            StageConfig::Postprocess(panoptes_topology::PostprocessStage {
-                id,
-                postprocessor,
-                params,
-                label,
-                ..
-            }) => match postprocessor {
-                Postprocessor::Db => Box::new(
-                    DbStage::from_config(id, "db", params, label.as_deref())
-                        .with_context(|| format!("stage {id:?}"))?,
-                ),
-                other => anyhow::bail!(
-                    "stage {id:?}: the {other:?} postprocessor is not supported by this build yet"
-                ),
-            },
-            other => anyhow::bail!(
-                "stage {:?}: {} stages are not supported by this build yet",
-                other.id(),
-                other.kind()
-            ),
-        };
-        stages.push(stage);
+            let stage = build_stage(topology, cfg, &mut engine)?;
+            let node = graph.add(stage, input)?;
+            added.insert(cfg.id(), node);
+        }
+        anyhow::ensure!(
+            still.len() < before,
+            "stages {:?} do not lead back to `frames` (validation should have caught this)",
+            still
+                .iter()
+                .map(|i| topology.stages[*i].id())
+                .collect::<Vec<_>>()
+        );
+        remaining = still;
     }
-    Ok(stages)
+    for (input, sink) in sinks {
+        let Some(node) = input else {
+            anyhow::bail!("sink {:?} reads camera frames, not detections", sink.id);
+        };
+        graph.publish(node, sink.subject.clone(), sink.id.clone())?;
+    }
+    Ok(graph)
+}
+
+fn build_stage(
+    topology: &TopologyFile,
+    cfg: &StageConfig,
+    engine: &mut Option<OperatorEngine>,
+) -> anyhow::Result<Box<dyn Stage>> {
+    let stage: Box<dyn Stage> = match cfg {
+        StageConfig::Operator(panoptes_topology::OperatorStage {
+            id,
+            wasm,
+            config,
+            timeout_ms,
+            memory_mib,
+            ..
+        }) => {
+            let engine = match engine {
+                Some(e) => e,
+                None => engine.insert(
+                    OperatorEngine::new(EngineOptions {
+                        cache_dir: Some(operator_cache_dir()),
+                        ..EngineOptions::default()
+                    })
+                    .context("cannot create the Wasm engine")?,
+                ),
+            };
+            let path = topology.resolve(wasm);
+            let module = engine
+                .load(&path)
+                .with_context(|| format!("stage {id:?}: cannot load operator"))?;
+            let config = if config.is_null() {
+                "{}".to_owned()
+            } else {
+                config.to_string()
+            };
+            let mut instance = module.instantiate(&config).with_context(|| {
+                format!("stage {id:?}: operator {} failed to start", path.display())
+            })?;
+            if let Some(ms) = timeout_ms {
+                instance.set_deadline(Duration::from_millis(*ms));
+            }
+            if let Some(mib) = memory_mib {
+                let bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+                instance
+                    .set_max_memory_bytes(bytes)
+                    .with_context(|| format!("stage {id:?}: memory_mib {mib}"))?;
+            }
+            Box::new(OperatorStage {
+                id: id.clone(),
+                instance,
+            })
+        }
+        StageConfig::Model(panoptes_topology::ModelStage {
+            id, model, threads, ..
+        }) => {
+            let Some(declared) = topology.models.get(model) else {
+                anyhow::bail!("stage {id:?}: unknown model {model:?}");
+            };
+            let path = topology.resolve(&declared.file);
+            let mut m = OrtModel::load(
+                &path,
+                &ModelOptions {
+                    threads: threads.unwrap_or(0),
+                },
+            )
+            .with_context(|| format!("stage {id:?}"))?;
+            m.set_name(model);
+            Box::new(ModelStage::new(id.clone(), m))
+        }
+        StageConfig::Postprocess(panoptes_topology::PostprocessStage {
+            id,
+            postprocessor,
+            params,
+            label,
+            ..
+        }) => match postprocessor {
+            Postprocessor::Db => Box::new(
+                DbStage::from_config(id, "db", params, label.as_deref())
+                    .with_context(|| format!("stage {id:?}"))?,
+            ),
+            other => anyhow::bail!(
+                "stage {id:?}: the {other:?} postprocessor is not supported by this build yet"
+            ),
+        },
+        other => anyhow::bail!(
+            "stage {:?}: {} stages are not supported by this build yet",
+            other.id(),
+            other.kind()
+        ),
+    };
+    Ok(stage)
 }
 
 /// A Wasm operator as a stage: frame in, tensor (and its transform) out.

@@ -116,10 +116,10 @@ impl Running {
         let worker = if role.runs_worker() {
             let stages = {
                 let topology = topology.clone();
-                tokio::task::spawn_blocking(move || crate::registry::build_stages(&topology))
+                tokio::task::spawn_blocking(move || crate::registry::build_graph(&topology))
                     .await??
             };
-            let mut worker = Worker::new(client.clone(), subjects.clone(), stages);
+            let mut worker = Worker::with_graph(client.clone(), subjects.clone(), stages);
             if let Role::Worker {
                 partitions: Some(partitions),
             } = &role

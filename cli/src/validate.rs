@@ -74,24 +74,12 @@ pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
             );
         }
     }
-    let inputs = t.stage_inputs();
     let stages = if scope.stages {
         t.stages.as_slice()
     } else {
         &[]
     };
     for (i, stage) in stages.iter().enumerate() {
-        let expected = if i == 0 {
-            panoptes_topology::FRAMES
-        } else {
-            t.stages[i - 1].id()
-        };
-        if inputs[i] != expected {
-            not_yet(
-                stage_path(i, "input"),
-                "a stage graph other than one chain in file order (fan-out)".into(),
-            );
-        }
         match stage {
             StageConfig::Operator(op) if op.signed_by.is_some() => {
                 not_yet(stage_path(i, "signed_by"), "operator signatures".into());
@@ -122,16 +110,8 @@ pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
                 );
             }
             StageConfig::Tracker(_) => not_yet(stage_path(i, "kind"), "the tracker stage".into()),
-            StageConfig::Sink(s) => {
-                if s.format == SinkFormat::Arrow {
-                    not_yet(stage_path(i, "format"), "Arrow sink output".into());
-                }
-                if s.subject != panoptes_topology::default_sink_subject() {
-                    not_yet(
-                        stage_path(i, "subject"),
-                        "sink subjects other than the default".into(),
-                    );
-                }
+            StageConfig::Sink(s) if s.format == SinkFormat::Arrow => {
+                not_yet(stage_path(i, "format"), "Arrow sink output".into());
             }
             _ => {}
         }
@@ -169,10 +149,9 @@ pub async fn environment(t: &TopologyFile, nats: Option<&str>) -> Vec<Diagnostic
         .await
         {
             Ok(Ok(client)) => drop(client),
-            Ok(Err(e)) => out.push(t.diagnostic_at(
-                &["nats".into(), "url".into()],
-                format!("cannot connect to NATS at {url}: {e:#}"),
-            )),
+            Ok(Err(e)) => {
+                out.push(t.diagnostic_at(&["nats".into(), "url".into()], format!("{e:#}")))
+            }
             Err(_) => out.push(t.diagnostic_at(
                 &["nats".into(), "url".into()],
                 format!("no answer from NATS at {url} within 5 s"),
@@ -320,4 +299,46 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> TopologyFile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../topologies")
+            .join(format!("{name}.yaml"));
+        TopologyFile::load(&path).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    #[test]
+    fn quickstart_asks_for_nothing_this_build_lacks() {
+        assert!(unsupported(&example("quickstart"), Scope::ALL).is_empty());
+    }
+
+    #[test]
+    fn unsupported_features_are_named_at_their_lines() {
+        let t = example("distributed");
+        let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
+        let text = found.join("\n");
+        for what in ["durable delivery", "OTLP", "/metrics", "JPEG", "batching"] {
+            assert!(text.contains(what), "{what} not reported:\n{text}");
+        }
+        assert!(
+            found.iter().all(|l| l.contains("distributed.yaml:")),
+            "{text}"
+        );
+        // A worker does not read cameras, so their wire encoding is not its concern.
+        let worker = t
+            .diagnostics(unsupported(
+                &t,
+                Scope {
+                    cameras: false,
+                    stages: true,
+                },
+            ))
+            .short();
+        assert!(!worker.join("\n").contains("JPEG"), "{worker:?}");
+    }
 }

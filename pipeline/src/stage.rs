@@ -5,8 +5,8 @@ use crate::detection::Detection;
 use crate::frame::Frame;
 use crate::tensor::{Tensor, Transform};
 
-/// What flows between stages for one frame.
-#[derive(Debug)]
+/// What flows between stages for one frame. Cloned where a stage's output fans out.
+#[derive(Clone, Debug)]
 pub struct Item {
     pub frame: FrameMeta,
     pub payload: Payload,
@@ -24,7 +24,7 @@ pub struct FrameMeta {
     pub height: u32,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Payload {
     Frame(Frame),
     Tensor(Tensor),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::detection::{DETECTIONS_SCHEMA, DetectionMessage};
 use crate::event::{Event, EventKind};
 use crate::frame::Frame;
+use crate::graph::StageGraph;
 use crate::partition::PartitionSet;
 use crate::stage::{Item, Payload, Stage};
 use crate::subjects::Subjects;
@@ -69,7 +70,7 @@ enum Outbound {
 pub struct Worker {
     client: async_nats::Client,
     subjects: Subjects,
-    stages: Vec<Box<dyn Stage>>,
+    graph: StageGraph,
     stats: Arc<WorkerStats>,
     partitions: Option<PartitionSet>,
 }
@@ -80,10 +81,15 @@ impl Worker {
         subjects: Subjects,
         stages: Vec<Box<dyn Stage>>,
     ) -> Self {
+        Self::with_graph(client, subjects, StageGraph::chain(stages))
+    }
+
+    /// A worker running stages wired as a tree (fan-out, sinks); see [`StageGraph`].
+    pub fn with_graph(client: async_nats::Client, subjects: Subjects, graph: StageGraph) -> Self {
         Self {
             client,
             subjects,
-            stages,
+            graph,
             stats: Arc::default(),
             partitions: None,
         }
@@ -106,7 +112,7 @@ impl Worker {
         let Worker {
             client,
             subjects,
-            stages,
+            graph,
             stats,
             partitions,
         } = self;
@@ -122,11 +128,11 @@ impl Worker {
         let serving = partitions
             .as_ref()
             .map_or_else(|| "all".to_owned(), PartitionSet::to_string);
-        tracing::info!(%subject, stages = stages.len(), partitions = %serving, "worker subscribed");
+        tracing::info!(%subject, stages = %graph.describe(), partitions = %serving, "worker subscribed");
 
         let slots = Arc::new(Slots::default());
         let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(256);
-        let chain = Chain::new(stages, subjects.clone(), stats.clone(), out_tx.clone());
+        let chain = Chain::new(graph, subjects.clone(), stats.clone(), out_tx.clone());
         let processor = {
             let slots = slots.clone();
             std::thread::Builder::new()
@@ -271,11 +277,9 @@ impl DropReporter {
     }
 }
 
-/// The stage chain and where its results go; runs on its own thread because stages block.
+/// The stage graph and where its results go; runs on its own thread because stages block.
 struct Chain {
-    stages: Vec<Box<dyn Stage>>,
-    name: String,
-    model: Option<String>,
+    graph: StageGraph,
     subjects: Subjects,
     stats: Arc<WorkerStats>,
     out: mpsc::Sender<Outbound>,
@@ -283,17 +287,14 @@ struct Chain {
 
 impl Chain {
     fn new(
-        stages: Vec<Box<dyn Stage>>,
+        mut graph: StageGraph,
         subjects: Subjects,
         stats: Arc<WorkerStats>,
         out: mpsc::Sender<Outbound>,
     ) -> Self {
-        let name = stages.iter().map(|s| s.id()).collect::<Vec<_>>().join(">");
-        let model = stages.iter().find_map(|s| s.model().map(str::to_owned));
+        graph.finish();
         Self {
-            stages,
-            name,
-            model,
+            graph,
             subjects,
             stats,
             out,
@@ -302,28 +303,31 @@ impl Chain {
 
     fn run(mut self, slots: &Slots) {
         while let Some((camera, payload)) = slots.take() {
-            match self.process(&camera, payload) {
-                Ok(message) => {
-                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                    match serde_json::to_vec(&message) {
-                        Ok(body) => self.send(Outbound::Detections(
-                            self.subjects.detections_for(&camera),
-                            body.into(),
-                        )),
+            let mut failed = false;
+            for result in self.process(&camera, payload) {
+                match result {
+                    Ok((subject, message)) => match serde_json::to_vec(&message) {
+                        Ok(body) => self.send(Outbound::Detections(subject, body.into())),
                         Err(e) => tracing::error!(error = %e, "cannot encode detections"),
-                    }
-                }
-                Err(event) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
-                    if let Ok(body) = serde_json::to_vec(&event) {
-                        self.send(Outbound::Event(
-                            self.subjects.events_for(&camera),
-                            body.into(),
-                        ));
+                    },
+                    Err(event) => {
+                        failed = true;
+                        tracing::warn!(camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
+                        if let Ok(body) = serde_json::to_vec(&event) {
+                            self.send(Outbound::Event(
+                                self.subjects.events_for(&camera),
+                                body.into(),
+                            ));
+                        }
                     }
                 }
             }
+            let counter = if failed {
+                &self.stats.failed
+            } else {
+                &self.stats.processed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -332,64 +336,110 @@ impl Chain {
         let _ = self.out.blocking_send(out);
     }
 
-    fn process(&mut self, camera: &str, payload: Bytes) -> Result<DetectionMessage, Box<Event>> {
-        let frame = Frame::decode(payload, Some(camera)).map_err(|e| {
-            Box::new(
-                Event::new(camera, EventKind::FrameError, format!("corrupt frame: {e}"))
-                    .stage("decode"),
-            )
-        })?;
-        let mut item = Item::from_frame(frame);
+    /// Runs one frame through every branch. Each publication is a result; a failing stage
+    /// loses only its own branch.
+    fn process(
+        &mut self,
+        camera: &str,
+        payload: Bytes,
+    ) -> Vec<Result<(String, DetectionMessage), Box<Event>>> {
+        let frame = match Frame::decode(payload, Some(camera)) {
+            Ok(f) => f,
+            Err(e) => {
+                return vec![Err(Box::new(
+                    Event::new(camera, EventKind::FrameError, format!("corrupt frame: {e}"))
+                        .stage("decode"),
+                ))];
+            }
+        };
+        let item = Item::from_frame(frame);
         let (seq, started) = (item.frame.seq, Instant::now());
-        for stage in &mut self.stages {
+        let mut results = Vec::new();
+        let mut pending: Vec<(usize, Item)> = fan_out(self.graph.roots(), item);
+        while let Some((node, item)) = pending.pop() {
+            let n = &mut self.graph.nodes[node];
             let t = Instant::now();
-            item = stage.process(item).map_err(|e| {
-                Box::new(
-                    Event::new(
-                        camera,
-                        EventKind::FrameError,
-                        format!("stage {:?} failed: {e}", stage.id()),
-                    )
-                    .stage(stage.id())
-                    .seq(seq),
-                )
-            })?;
+            let item = match n.stage.process(item) {
+                Ok(item) => item,
+                Err(e) => {
+                    results.push(Err(Box::new(
+                        Event::new(
+                            camera,
+                            EventKind::FrameError,
+                            format!("stage {:?} failed: {e}", n.stage.id()),
+                        )
+                        .stage(n.stage.id())
+                        .seq(seq),
+                    )));
+                    continue;
+                }
+            };
             tracing::trace!(
-                stage = stage.id(),
+                stage = n.stage.id(),
                 elapsed_us = t.elapsed().as_micros() as u64
             );
-        }
-        let Payload::Detections(detections) = item.payload else {
-            return Err(Box::new(
-                Event::new(
+            for output in &n.outputs {
+                let Payload::Detections(detections) = &item.payload else {
+                    results.push(Err(Box::new(
+                        Event::new(
+                            camera,
+                            EventKind::FrameError,
+                            format!(
+                                "branch {} ended with a {}, not detections",
+                                n.path,
+                                item.payload.kind()
+                            ),
+                        )
+                        .stage(n.stage.id())
+                        .seq(seq),
+                    )));
+                    continue;
+                };
+                tracing::debug!(
                     camera,
-                    EventKind::FrameError,
-                    format!(
-                        "the stage chain ended with a {}, not detections",
-                        item.payload.kind()
-                    ),
-                )
-                .seq(seq),
-            ));
-        };
-        tracing::debug!(
-            camera,
-            seq,
-            n = detections.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "frame processed"
-        );
-        Ok(DetectionMessage {
-            schema: DETECTIONS_SCHEMA.to_owned(),
-            camera: camera.to_owned(),
-            seq,
-            capture_ts_ns: item.frame.capture_ts_ns,
-            published_ts_ns: crate::time::now_ns(),
-            width: item.frame.width,
-            height: item.frame.height,
-            pipeline: self.name.clone(),
-            model: self.model.clone(),
-            detections,
-        })
+                    seq,
+                    branch = %n.path,
+                    n = detections.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "frame processed"
+                );
+                results.push(Ok((
+                    output.subject(&self.subjects, camera),
+                    DetectionMessage {
+                        schema: DETECTIONS_SCHEMA.to_owned(),
+                        camera: camera.to_owned(),
+                        seq,
+                        capture_ts_ns: item.frame.capture_ts_ns,
+                        published_ts_ns: crate::time::now_ns(),
+                        width: item.frame.width,
+                        height: item.frame.height,
+                        pipeline: n.path.clone(),
+                        model: n.model.clone(),
+                        detections: detections.clone(),
+                    },
+                )));
+            }
+            let children = n.children.clone();
+            pending.extend(fan_out(children, item));
+        }
+        results
     }
+}
+
+/// One copy of `item` per node; the last node gets the original.
+fn fan_out(nodes: Vec<usize>, item: Item) -> Vec<(usize, Item)> {
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut nodes = nodes.into_iter().peekable();
+    let mut item = Some(item);
+    while let Some(node) = nodes.next() {
+        let this = if nodes.peek().is_some() {
+            item.clone()
+        } else {
+            item.take()
+        };
+        if let Some(i) = this {
+            out.push((node, i));
+        }
+    }
+    out
 }

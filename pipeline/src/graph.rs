@@ -1,0 +1,213 @@
+//! The stages of a worker wired as a tree: each stage reads camera frames or one other stage's
+//! output (chains and fan-out), and every branch ends in one or more publications.
+
+use crate::Subjects;
+use crate::stage::Stage;
+
+/// The subject results go to when a branch names none.
+pub const DEFAULT_RESULT_SUBJECT: &str = "{namespace}.detections.{camera}";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraphError {
+    #[error("stage {stage:?} reads node {input}, which is not added yet (add inputs first)")]
+    InputNotAdded { stage: String, input: usize },
+    #[error("no node {0} to publish from")]
+    NoSuchNode(usize),
+}
+
+pub(crate) struct Node {
+    pub stage: Box<dyn Stage>,
+    pub input: Option<usize>,
+    pub children: Vec<usize>,
+    pub outputs: Vec<Output>,
+    /// `a>b>c`: the stages from the frame to this one, reported in detection messages.
+    pub path: String,
+    /// The first model on the path, reported in detection messages.
+    pub model: Option<String>,
+}
+
+/// Where a branch publishes: a subject pattern (`{namespace}`, `{camera}`, `{stage}`) and the
+/// name `{stage}` stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub pattern: String,
+    pub name: String,
+}
+
+impl Output {
+    pub fn subject(&self, subjects: &Subjects, camera: &str) -> String {
+        self.pattern
+            .replace("{namespace}", subjects.namespace())
+            .replace("{camera}", camera)
+            .replace("{stage}", &self.name)
+    }
+}
+
+#[derive(Default)]
+pub struct StageGraph {
+    pub(crate) nodes: Vec<Node>,
+}
+
+impl StageGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stages in a line, the last publishing on the default subject.
+    pub fn chain(stages: Vec<Box<dyn Stage>>) -> Self {
+        let mut graph = Self::new();
+        let mut prev = None;
+        for stage in stages {
+            // Each input is the node added just before, so this cannot fail.
+            prev = graph.add(stage, prev).ok();
+        }
+        graph
+    }
+
+    /// Adds a stage reading `input` (`None`: camera frames) and returns its node index. Inputs
+    /// must be added first, which rules out cycles by construction.
+    pub fn add(
+        &mut self,
+        stage: Box<dyn Stage>,
+        input: Option<usize>,
+    ) -> Result<usize, GraphError> {
+        let (path, model) = match input {
+            None => (stage.id().to_owned(), stage.model().map(str::to_owned)),
+            Some(i) => {
+                let Some(parent) = self.nodes.get(i) else {
+                    return Err(GraphError::InputNotAdded {
+                        stage: stage.id().to_owned(),
+                        input: i,
+                    });
+                };
+                (
+                    format!("{}>{}", parent.path, stage.id()),
+                    parent
+                        .model
+                        .clone()
+                        .or_else(|| stage.model().map(str::to_owned)),
+                )
+            }
+        };
+        let index = self.nodes.len();
+        if let Some(i) = input {
+            self.nodes[i].children.push(index);
+        }
+        self.nodes.push(Node {
+            stage,
+            input,
+            children: Vec::new(),
+            outputs: Vec::new(),
+            path,
+            model,
+        });
+        Ok(index)
+    }
+
+    /// Publishes `node`'s results on `pattern` (a sink).
+    pub fn publish(
+        &mut self,
+        node: usize,
+        pattern: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Result<(), GraphError> {
+        let n = self
+            .nodes
+            .get_mut(node)
+            .ok_or(GraphError::NoSuchNode(node))?;
+        n.outputs.push(Output {
+            pattern: pattern.into(),
+            name: name.into(),
+        });
+        Ok(())
+    }
+
+    /// Gives every leaf without a sink the default result subject.
+    pub(crate) fn finish(&mut self) {
+        for n in &mut self.nodes {
+            if n.children.is_empty() && n.outputs.is_empty() {
+                let name = n.stage.id().to_owned();
+                n.outputs.push(Output {
+                    pattern: DEFAULT_RESULT_SUBJECT.to_owned(),
+                    name,
+                });
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub(crate) fn roots(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].input.is_none())
+            .collect()
+    }
+
+    /// `a>b>c` for the one-line log of what the worker runs.
+    pub fn describe(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.children.is_empty())
+            .map(|n| n.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::{Item, StageError};
+
+    /// A stage that passes items through: only the wiring is under test here.
+    struct Pass(&'static str);
+
+    impl Stage for Pass {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn process(&mut self, item: Item) -> Result<Item, StageError> {
+            Ok(item)
+        }
+    }
+
+    #[test]
+    fn inputs_must_exist_and_leaves_get_the_default_subject() {
+        let mut g = StageGraph::new();
+        let a = g.add(Box::new(Pass("a")), None).expect("root");
+        let err = g.add(Box::new(Pass("x")), Some(5)).expect_err("no node 5");
+        assert_eq!(
+            err,
+            GraphError::InputNotAdded {
+                stage: "x".into(),
+                input: 5
+            }
+        );
+        let b = g.add(Box::new(Pass("b")), Some(a)).expect("b");
+        let c = g.add(Box::new(Pass("c")), Some(a)).expect("c");
+        g.publish(c, "{namespace}.out.{stage}.{camera}", "sink")
+            .expect("publish");
+        g.finish();
+        assert_eq!(g.describe(), "a>b, a>c");
+        assert!(
+            g.nodes[a].outputs.is_empty(),
+            "an inner node publishes nothing"
+        );
+        let subjects = Subjects::new("ns");
+        assert_eq!(
+            g.nodes[b].outputs[0].subject(&subjects, "cam"),
+            "ns.detections.cam"
+        );
+        assert_eq!(
+            g.nodes[c].outputs[0].subject(&subjects, "cam"),
+            "ns.out.sink.cam"
+        );
+        assert_eq!(g.roots(), vec![a]);
+    }
+}
