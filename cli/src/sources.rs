@@ -182,13 +182,18 @@ mod tests {
         path
     }
 
-    /// Plays `cam` through [`Ingest`] as the ingest node does, until the stream ends.
-    fn play(cam: &CameraConfig, base_dir: &Path) -> (Vec<RawFrame>, Vec<SourceStatus>) {
-        let spec = crate::ingest_node::source_spec(cam, base_dir).expect("spec");
+    /// Starts `spec` through [`Ingest`] as the ingest node does, frames and statuses to channels.
+    fn start(
+        spec: &SourceSpec,
+    ) -> (
+        Ingest,
+        mpsc::Receiver<RawFrame>,
+        mpsc::Receiver<SourceStatus>,
+    ) {
         let (frame_tx, frame_rx) = mpsc::channel();
         let (status_tx, status_rx) = mpsc::channel();
         let ingest = Ingest::start(
-            &spec,
+            spec,
             move |f| {
                 let _ = frame_tx.send(f);
             },
@@ -197,6 +202,13 @@ mod tests {
             },
         )
         .expect("start ingest");
+        (ingest, frame_rx, status_rx)
+    }
+
+    /// Plays `cam` through [`Ingest`] as the ingest node does, until the stream ends.
+    fn play(cam: &CameraConfig, base_dir: &Path) -> (Vec<RawFrame>, Vec<SourceStatus>) {
+        let spec = crate::ingest_node::source_spec(cam, base_dir).expect("spec");
+        let (ingest, frame_rx, status_rx) = start(&spec);
         // The frame thread ends, dropping its sender, once the appsink has seen end of stream.
         let mut frames = Vec::new();
         loop {
@@ -290,18 +302,7 @@ mod tests {
             matches!(spec, SourceSpec::Recorded { looping: true, .. }),
             "{spec:?}"
         );
-        let (frame_tx, frame_rx) = mpsc::channel();
-        let (status_tx, status_rx) = mpsc::channel();
-        let ingest = Ingest::start(
-            &spec,
-            move |f| {
-                let _ = frame_tx.send(f);
-            },
-            move |s| {
-                let _ = status_tx.send(s);
-            },
-        )
-        .expect("start ingest");
+        let (ingest, frame_rx, status_rx) = start(&spec);
         // Two and a half passes over the one-second clip.
         let frames: Vec<RawFrame> = (0..25)
             .map(|i| match frame_rx.recv_timeout(PATIENCE) {

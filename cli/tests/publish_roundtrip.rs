@@ -16,7 +16,7 @@ use panoptes_ingest::{Ingest, RawFrame, SourceSpec, ink_bbox};
 use panoptes_pipeline::DetectionMessage;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_pipeline::partition::partition_of;
-use panoptes_tests::{area, intersection, iou, nats_server, repo_root};
+use panoptes_tests::{area, intersection, iou, nats_server, repo_root, require_setup};
 
 /// Failure guard only: how long any one step may take before the test gives up.
 const GUARD: Duration = Duration::from_secs(120);
@@ -157,16 +157,7 @@ fn ink_of(path: &Path) -> [f32; 4] {
 
 #[test]
 fn published_png_comes_back_as_detections_on_its_text() {
-    let root = repo_root();
-    for needed in [
-        "operators/dist/letterbox.wasm",
-        "models/files/ch_PP-OCRv4_det_infer.onnx",
-    ] {
-        assert!(
-            root.join(needed).is_file(),
-            "{needed} missing: run scripts/setup.sh"
-        );
-    }
+    require_setup();
     // Only holds if the partition hash spreads these two names, which it does (2 and 5).
     let own = partition_of(CAMERA, 16);
     assert_ne!(own, partition_of(FOREIGN, 16));

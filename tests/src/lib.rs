@@ -29,8 +29,9 @@ pub fn gst() {
     }
 }
 
-/// Loads `topologies/<name>.yaml`, after checking the files setup produces are there.
-pub fn topology(name: &str) -> TopologyFile {
+/// Checks that the files setup produces (the letterbox operator, the det model) are there;
+/// returns the repository root.
+pub fn require_setup() -> PathBuf {
     let root = repo_root();
     for needed in [
         "operators/dist/letterbox.wasm",
@@ -41,6 +42,12 @@ pub fn topology(name: &str) -> TopologyFile {
             "{needed} is missing: run scripts/setup.sh first"
         );
     }
+    root
+}
+
+/// Loads `topologies/<name>.yaml`, after checking the files setup produces are there.
+pub fn topology(name: &str) -> TopologyFile {
+    let root = require_setup();
     let path = root.join("topologies").join(format!("{name}.yaml"));
     match TopologyFile::load(&path) {
         Ok(t) => t,
