@@ -4,12 +4,13 @@
 //! [`connect`](mod@connect) opens NATS connections with the topology's credentials and TLS;
 //! [`sources`] turns camera sources into GStreamer pipelines; [`frame_out`] publishes frames as
 //! contract v1 says; [`publish`] and [`roles`] are the `publish`, `worker` and `ingest`
-//! subcommands.
+//! subcommands; [`operator_cmd`] is `operator` (signing keys and module signatures).
 
 pub mod connect;
 pub mod frame_out;
 pub mod graph;
 pub mod ingest_node;
+pub mod operator_cmd;
 pub mod publish;
 pub mod registry;
 pub mod roles;

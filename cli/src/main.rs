@@ -55,7 +55,7 @@ enum Command {
         #[arg(required = true)]
         topologies: Vec<PathBuf>,
         /// Also check the environment: NATS answers, models and operators load, digests match,
-        /// and this build supports everything asked for.
+        /// signatures verify, and this build supports everything asked for.
         #[arg(long, env = "PANOPTES_VALIDATE_ENV")]
         env: bool,
         /// NATS URL to try with --env (default: the topology's).
@@ -92,6 +92,9 @@ enum Command {
     Publish(panoptes::publish::PublishArgs),
     /// Draw a topology as Graphviz DOT or Mermaid: cameras, subjects, stages and where results go.
     Graph(panoptes::graph::GraphArgs),
+    /// Sign operator modules and check their signatures (see `signed_by` in topologies).
+    #[command(subcommand)]
+    Operator(panoptes::operator_cmd::OperatorCommand),
 }
 
 /// `RUST_LOG` wins; otherwise `default` (commands that print reports keep logs quiet).
@@ -112,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Validate { .. } | Command::Schema | Command::Graph(_)
+        Command::Validate { .. } | Command::Schema | Command::Graph(_) | Command::Operator(_)
     );
     init_logging(cli.log_format, if quiet { "warn" } else { "info,ort=warn" });
     match cli.command {
@@ -143,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => panoptes::roles::ingest(args, wait_for_shutdown()).await,
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
+        Command::Operator(command) => panoptes::operator_cmd::run(command),
     }
 }
 

@@ -11,8 +11,37 @@ use panoptes_pipeline::tensor::{Tensor, Transform};
 use panoptes_postprocess::DbStage;
 use panoptes_topology::{FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
-    EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError,
+    EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError, signature,
 };
+use sha2::{Digest as _, Sha256};
+
+/// Lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Lower-case hex sha256 of a file, read in chunks (model files are tens of MB).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
 
 /// Where compiled Wasm operators are cached between runs.
 pub fn operator_cache_dir() -> std::path::PathBuf {
@@ -81,6 +110,8 @@ fn build_stage(
         StageConfig::Operator(panoptes_topology::OperatorStage {
             id,
             wasm,
+            signed_by,
+            digest,
             config,
             timeout_ms,
             memory_mib,
@@ -97,9 +128,31 @@ fn build_stage(
                 ),
             };
             let path = topology.resolve(wasm);
-            let module = engine
-                .load(&path)
-                .with_context(|| format!("stage {id:?}: cannot load operator"))?;
+            // Compile exactly the bytes whose signature or digest was checked, so the file
+            // cannot be swapped between the check and loading.
+            let checked = match (signed_by, digest) {
+                (Some(key), _) => Some(
+                    signature::verify_file(&path, &topology.resolve(key))
+                        .with_context(|| format!("stage {id:?}: refusing operator"))?,
+                ),
+                (None, Some(_)) => Some(std::fs::read(&path).with_context(|| {
+                    format!("stage {id:?}: cannot read operator {}", path.display())
+                })?),
+                (None, None) => None,
+            };
+            if let (Some(want), Some(bytes)) = (digest, &checked) {
+                let got = sha256_hex(bytes);
+                anyhow::ensure!(
+                    got.eq_ignore_ascii_case(want.trim_start_matches("sha256:")),
+                    "stage {id:?}: refusing operator {}: its digest is sha256:{got}, not the declared {want}",
+                    path.display()
+                );
+            }
+            let module = match &checked {
+                Some(bytes) => engine.load_bytes(&path, bytes),
+                None => engine.load(&path),
+            }
+            .with_context(|| format!("stage {id:?}: cannot load operator"))?;
             let config = if config.is_null() {
                 "{}".to_owned()
             } else {
@@ -129,6 +182,16 @@ fn build_stage(
                 anyhow::bail!("stage {id:?}: unknown model {model:?}");
             };
             let path = topology.resolve(&declared.file);
+            if let Some(want) = &declared.sha256 {
+                let got = sha256_file(&path).with_context(|| {
+                    format!("stage {id:?}: cannot read model {}", path.display())
+                })?;
+                anyhow::ensure!(
+                    got.eq_ignore_ascii_case(want),
+                    "stage {id:?}: refusing model {}: its sha256 is {got}, not the declared {want}",
+                    path.display()
+                );
+            }
             let mut m = OrtModel::load(
                 &path,
                 &ModelOptions {
@@ -209,5 +272,74 @@ impl Stage for OperatorStage {
         }
         item.payload = Payload::Tensor(tensor);
         Ok(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quickstart_with(edit: impl Fn(String) -> String) -> TopologyFile {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+        let text = std::fs::read_to_string(dir.join("quickstart.yaml")).expect("quickstart");
+        TopologyFile::parse(
+            &edit(text),
+            "quickstart.yaml",
+            &dir,
+            &panoptes_topology::process_env,
+        )
+        .unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn error_of(t: &TopologyFile) -> String {
+        match build_graph(t) {
+            Ok(_) => panic!("a changed file was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn declared_digests_are_enforced_at_start() {
+        let zeros = "0".repeat(64);
+        let t = quickstart_with(|s| {
+            s.replace(
+                "timeout_ms: 500",
+                &format!("timeout_ms: 500\n    digest: sha256:{zeros}"),
+            )
+        });
+        let err = error_of(&t);
+        assert!(
+            err.contains("refusing operator") && err.contains("letterbox.wasm"),
+            "{err}"
+        );
+
+        let t = quickstart_with(|s| {
+            s.replace(
+                "file: ../models/files/ch_PP-OCRv4_det_infer.onnx",
+                &format!(
+                    "file: ../models/files/ch_PP-OCRv4_det_infer.onnx\n    sha256: \"{zeros}\""
+                ),
+            )
+        });
+        let err = error_of(&t);
+        assert!(
+            err.contains("refusing model") && err.contains("ch_PP-OCRv4_det_infer.onnx"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_matching_digest_loads() {
+        let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../operators/dist/letterbox.wasm");
+        let real = sha256_file(&wasm).expect("run scripts/setup.sh: letterbox.wasm is missing");
+        let t = quickstart_with(|s| {
+            s.replace(
+                "timeout_ms: 500",
+                &format!("timeout_ms: 500\n    digest: sha256:{real}"),
+            )
+        });
+        let graph = build_graph(&t).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(graph.len(), 3);
     }
 }

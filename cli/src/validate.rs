@@ -1,9 +1,7 @@
 //! `panoptes validate`: structural checks (always) and environment checks (`--env`: NATS
-//! reachable, models and operators load, digests match, what this build can run), every
-//! problem reported against its line in the topology file.
+//! reachable, models and operators load, digests and signatures match, what this build can run),
+//! every problem reported against its line in the topology file.
 
-use std::io::Read as _;
-use std::path::Path;
 use std::time::Duration;
 
 use panoptes_model::{ModelOptions, OrtModel};
@@ -11,8 +9,7 @@ use panoptes_topology::{
     Backend, Delivery, Device, Diagnostic, PathSeg, SinkFormat, SourceConfig, StageConfig,
     TopologyFile, WireEncoding,
 };
-use panoptes_wasm::{EngineOptions, OperatorEngine};
-use sha2::{Digest as _, Sha256};
+use panoptes_wasm::{EngineOptions, OperatorEngine, signature};
 
 /// `stages[i].<key>` as a path.
 fn stage_path(i: usize, key: &str) -> Vec<PathSeg> {
@@ -81,9 +78,6 @@ pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
     };
     for (i, stage) in stages.iter().enumerate() {
         match stage {
-            StageConfig::Operator(op) if op.signed_by.is_some() => {
-                not_yet(stage_path(i, "signed_by"), "operator signatures".into());
-            }
             StageConfig::Model(m) => {
                 if m.backend == Backend::Tract {
                     not_yet(stage_path(i, "backend"), "the tract backend".into());
@@ -117,24 +111,6 @@ pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
         }
     }
     out
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// Checks that need the machine: files load, digests match, NATS answers.
@@ -172,7 +148,7 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
         let path = t.resolve(&model.file);
         let file_path = vec!["models".into(), name.as_str().into(), "file".into()];
         if let Some(want) = &model.sha256 {
-            match sha256_file(&path) {
+            match crate::registry::sha256_file(&path) {
                 Ok(got) if got.eq_ignore_ascii_case(want) => {}
                 Ok(got) => out.push(t.diagnostic_at(
                     &["models".into(), name.as_str().into(), "sha256".into()],
@@ -228,7 +204,7 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
         let path = t.resolve(&op.wasm);
         if let Some(digest) = &op.digest {
             let want = digest.trim_start_matches("sha256:");
-            match sha256_file(&path) {
+            match crate::registry::sha256_file(&path) {
                 Ok(got) if got.eq_ignore_ascii_case(want) => {}
                 Ok(got) => out.push(t.diagnostic_at(
                     &stage_path(i, "digest"),
@@ -258,12 +234,23 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
             }
         }
         let Some(engine) = &engine else { continue };
+        let loaded = match &op.signed_by {
+            // Load what was verified, as `run` does; an unverified module is not loaded at all.
+            Some(key) => match signature::verify_file(&path, &t.resolve(key)) {
+                Ok(bytes) => engine.load_bytes(&path, &bytes),
+                Err(e) => {
+                    out.push(t.diagnostic_at(&stage_path(i, "signed_by"), e.to_string()));
+                    continue;
+                }
+            },
+            None => engine.load(&path),
+        };
         let config = if op.config.is_null() {
             "{}".to_owned()
         } else {
             op.config.to_string()
         };
-        match engine.load(&path) {
+        match loaded {
             Ok(module) => {
                 if let Err(e) = module.instantiate(&config) {
                     out.push(t.diagnostic_at(
@@ -306,7 +293,7 @@ mod tests {
     use super::*;
 
     fn example(name: &str) -> TopologyFile {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../topologies")
             .join(format!("{name}.yaml"));
         TopologyFile::load(&path).unwrap_or_else(|d| panic!("{d}"))

@@ -152,12 +152,18 @@ impl OperatorEngine {
             path: path.to_owned(),
             source,
         })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Like [`load`](Self::load), from bytes already read from `path` (which names the module in
+    /// errors and logs). Lets a caller compile exactly the bytes it verified a signature over.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<OperatorModule, WasmError> {
         let compile_err = |message: String| WasmError::Compile {
             path: path.to_owned(),
             message,
         };
         // Precompiled artifacts are native code; only our own cache may supply them.
-        if Engine::detect_precompiled(&bytes).is_some() {
+        if Engine::detect_precompiled(bytes).is_some() {
             return Err(compile_err(
                 "this is a precompiled wasmtime artifact, not a Wasm component; load the .wasm file"
                     .into(),
@@ -170,7 +176,7 @@ impl OperatorEngine {
             .options
             .cache_dir
             .as_deref()
-            .map(|dir| cache::entry_path(dir, &bytes, engine));
+            .map(|dir| cache::entry_path(dir, bytes, engine));
         let mut from_cache = false;
         let component = match cached.as_deref().and_then(|p| cache::read(engine, p)) {
             Some(component) => {
@@ -178,7 +184,7 @@ impl OperatorEngine {
                 component
             }
             None => {
-                let component = Component::from_binary(engine, &bytes)
+                let component = Component::from_binary(engine, bytes)
                     .map_err(|e| compile_err(format!("{e:#}")))?;
                 if let Some(entry) = &cached {
                     cache::write(entry, &component);

@@ -5,16 +5,19 @@
 //! [`OperatorInstance`] and calls [`OperatorInstance::process`] per frame. Operators run sandboxed:
 //! no filesystem, network, environment, inherited stdio or clock (guest output is captured only to
 //! explain traps), a memory cap and a per-call deadline. A trap or timeout fails that frame only;
-//! the instance is rebuilt on the next call.
+//! the instance is rebuilt on the next call. [`signature`] signs and verifies modules with ed25519
+//! so a topology can require a key holder's signature before a module is compiled.
 
 mod cache;
 mod engine;
 mod error;
 mod instance;
+pub mod signature;
 
 pub use engine::{EngineOptions, OperatorEngine, OperatorModule};
 pub use error::{OperatorError, OperatorErrorKind, WasmError};
 pub use instance::{FrameInfo, OperatorInstance, OperatorOutput, PixelFormat, Transform};
+pub use signature::SignatureError;
 
 #[cfg(test)]
 mod tests {
