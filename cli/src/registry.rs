@@ -17,10 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 /// Lower-case hex sha256 of a file, read in chunks (model files are tens of MB).
@@ -36,11 +33,33 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a hex sha256 is the one a topology declares (`sha256:<hex>` or bare hex).
+pub fn digest_matches(got: &str, declared: &str) -> bool {
+    got.eq_ignore_ascii_case(declared.trim_start_matches("sha256:"))
+}
+
+/// The engine operators of a topology run in, with the on-disk compile cache.
+pub fn operator_engine() -> Result<OperatorEngine, WasmError> {
+    OperatorEngine::new(EngineOptions {
+        cache_dir: Some(operator_cache_dir()),
+        ..EngineOptions::default()
+    })
+}
+
+/// An operator's `config` as the JSON its `init` receives (`{}` when none is given).
+pub fn operator_config_json(config: &serde_json::Value) -> String {
+    if config.is_null() {
+        "{}".to_owned()
+    } else {
+        config.to_string()
+    }
 }
 
 /// Where compiled Wasm operators are cached between runs.
@@ -119,13 +138,7 @@ fn build_stage(
         }) => {
             let engine = match engine {
                 Some(e) => e,
-                None => engine.insert(
-                    OperatorEngine::new(EngineOptions {
-                        cache_dir: Some(operator_cache_dir()),
-                        ..EngineOptions::default()
-                    })
-                    .context("cannot create the Wasm engine")?,
-                ),
+                None => engine.insert(operator_engine().context("cannot create the Wasm engine")?),
             };
             let path = topology.resolve(wasm);
             // Compile exactly the bytes whose signature or digest was checked, so the file
@@ -143,7 +156,7 @@ fn build_stage(
             if let (Some(want), Some(bytes)) = (digest, &checked) {
                 let got = sha256_hex(bytes);
                 anyhow::ensure!(
-                    got.eq_ignore_ascii_case(want.trim_start_matches("sha256:")),
+                    digest_matches(&got, want),
                     "stage {id:?}: refusing operator {}: its digest is sha256:{got}, not the declared {want}",
                     path.display()
                 );
@@ -153,14 +166,11 @@ fn build_stage(
                 None => engine.load(&path),
             }
             .with_context(|| format!("stage {id:?}: cannot load operator"))?;
-            let config = if config.is_null() {
-                "{}".to_owned()
-            } else {
-                config.to_string()
-            };
-            let mut instance = module.instantiate(&config).with_context(|| {
-                format!("stage {id:?}: operator {} failed to start", path.display())
-            })?;
+            let mut instance = module
+                .instantiate(&operator_config_json(config))
+                .with_context(|| {
+                    format!("stage {id:?}: operator {} failed to start", path.display())
+                })?;
             if let Some(ms) = timeout_ms {
                 instance.set_deadline(Duration::from_millis(*ms));
             }

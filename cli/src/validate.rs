@@ -9,7 +9,7 @@ use panoptes_topology::{
     Backend, Delivery, Device, Diagnostic, PathSeg, SinkFormat, SourceConfig, StageConfig,
     TopologyFile, WireEncoding,
 };
-use panoptes_wasm::{EngineOptions, OperatorEngine, signature};
+use panoptes_wasm::{OperatorEngine, signature};
 
 /// `stages[i].<key>` as a path.
 fn stage_path(i: usize, key: &str) -> Vec<PathSeg> {
@@ -203,9 +203,8 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
         };
         let path = t.resolve(&op.wasm);
         if let Some(digest) = &op.digest {
-            let want = digest.trim_start_matches("sha256:");
             match crate::registry::sha256_file(&path) {
-                Ok(got) if got.eq_ignore_ascii_case(want) => {}
+                Ok(got) if crate::registry::digest_matches(&got, digest) => {}
                 Ok(got) => out.push(t.diagnostic_at(
                     &stage_path(i, "digest"),
                     format!(
@@ -220,10 +219,7 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
             }
         }
         if engine.is_none() {
-            match OperatorEngine::new(EngineOptions {
-                cache_dir: Some(crate::registry::operator_cache_dir()),
-                ..EngineOptions::default()
-            }) {
+            match crate::registry::operator_engine() {
                 Ok(e) => engine = Some(e),
                 Err(e) => {
                     out.push(Diagnostic::new(format!(
@@ -245,14 +241,11 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
             },
             None => engine.load(&path),
         };
-        let config = if op.config.is_null() {
-            "{}".to_owned()
-        } else {
-            op.config.to_string()
-        };
         match loaded {
             Ok(module) => {
-                if let Err(e) = module.instantiate(&config) {
+                if let Err(e) =
+                    module.instantiate(&crate::registry::operator_config_json(&op.config))
+                {
                     out.push(t.diagnostic_at(
                         &stage_path(i, "config"),
                         format!("operator {} refuses its config: {e}", path.display()),

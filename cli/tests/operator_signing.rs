@@ -7,6 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+const VERIFY: &[&str] = &[
+    "operator",
+    "verify",
+    "--public-key",
+    "ops.key.pub",
+    "letterbox.wasm",
+];
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -63,16 +71,7 @@ fn sign_verify_and_validate_refuse_a_tampered_module() {
     assert!(sign.status.success(), "{}", text(&sign.stderr));
     assert!(d.join("letterbox.wasm.sig").is_file());
 
-    let verify = panoptes(
-        d,
-        &[
-            "operator",
-            "verify",
-            "--public-key",
-            "ops.key.pub",
-            "letterbox.wasm",
-        ],
-    );
+    let verify = panoptes(d, VERIFY);
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     assert!(
         text(&verify.stdout).starts_with("ok: "),
@@ -122,16 +121,7 @@ stages:
     bytes[last] ^= 0x80;
     std::fs::write(&module, &bytes).expect("tamper");
 
-    let verify = panoptes(
-        d,
-        &[
-            "operator",
-            "verify",
-            "--public-key",
-            "ops.key.pub",
-            "letterbox.wasm",
-        ],
-    );
+    let verify = panoptes(d, VERIFY);
     assert_eq!(verify.status.code(), Some(1));
     assert!(
         text(&verify.stderr).contains("signature of letterbox.wasm does not verify"),

@@ -280,6 +280,8 @@ impl DropReporter {
 /// The stage graph and where its results go; runs on its own thread because stages block.
 struct Chain {
     graph: StageGraph,
+    /// Nodes reading camera frames, where every frame starts.
+    roots: Vec<usize>,
     subjects: Subjects,
     stats: Arc<WorkerStats>,
     out: mpsc::Sender<Outbound>,
@@ -294,6 +296,7 @@ impl Chain {
     ) -> Self {
         graph.finish();
         Self {
+            roots: graph.roots(),
             graph,
             subjects,
             stats,
@@ -355,7 +358,7 @@ impl Chain {
         let item = Item::from_frame(frame);
         let (seq, started) = (item.frame.seq, Instant::now());
         let mut results = Vec::new();
-        let mut pending: Vec<(usize, Item)> = fan_out(self.graph.roots(), item);
+        let mut pending: Vec<(usize, Item)> = fan_out(&self.roots, item);
         while let Some((node, item)) = pending.pop() {
             let n = &mut self.graph.nodes[node];
             let t = Instant::now();
@@ -419,17 +422,16 @@ impl Chain {
                     },
                 )));
             }
-            let children = n.children.clone();
-            pending.extend(fan_out(children, item));
+            pending.extend(fan_out(&n.children, item));
         }
         results
     }
 }
 
 /// One copy of `item` per node; the last node gets the original.
-fn fan_out(nodes: Vec<usize>, item: Item) -> Vec<(usize, Item)> {
+fn fan_out(nodes: &[usize], item: Item) -> Vec<(usize, Item)> {
     let mut out = Vec::with_capacity(nodes.len());
-    let mut nodes = nodes.into_iter().peekable();
+    let mut nodes = nodes.iter().copied().peekable();
     let mut item = Some(item);
     while let Some(node) = nodes.next() {
         let this = if nodes.peek().is_some() {

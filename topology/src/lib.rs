@@ -81,16 +81,12 @@ impl TopologyFile {
             Ok(parsed) => parsed,
             Err(d) => return Err(fail(vec![*d])),
         };
-        let schema = json_schema();
-        let structural = schema_check::check(&schema, &tree);
-        let structure_ok = structural.is_empty();
-        problems.extend(structural);
+        problems.extend(schema_check::check(schema(), &tree));
         problems.extend(semantic::check(&tree, base_dir));
         if !problems.is_empty() {
             problems.sort_by_key(|d| d.span.map(|s| s.start).unwrap_or(0));
             return Err(fail(problems));
         }
-        debug_assert!(structure_ok);
         let config: Topology = serde_json::from_value(tree.to_json()).map_err(|e| {
             // The schema admitted something the types do not: a bug here, but still located.
             fail(vec![Diagnostic::new(format!(
@@ -152,6 +148,14 @@ pub fn stage_inputs(config: &Topology) -> Vec<&str> {
 
 /// The JSON Schema of topology files, generated from [`config::Topology`].
 pub fn json_schema() -> serde_json::Value {
-    let schema = schemars::schema_for!(Topology);
-    serde_json::to_value(&schema).unwrap_or(serde_json::Value::Bool(true))
+    schema().clone()
+}
+
+/// Generated once per process: every load walks it.
+fn schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        let schema = schemars::schema_for!(Topology);
+        serde_json::to_value(&schema).unwrap_or(serde_json::Value::Bool(true))
+    });
+    &SCHEMA
 }
