@@ -4,13 +4,14 @@
 //! runs and ratios against baselines measured in this same run (native vs Wasm preprocessing, sum
 //! of steps vs end to end). `SPINE_E2E_SECS` sets the end-to-end duration (default 15).
 
+use anyhow::Context as _;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use panoptes::runner::{Role, Running};
 use panoptes_ingest::{Ingest, SourceSpec, SourceStatus};
-use panoptes_model::{ModelOptions, OrtModel};
+use panoptes_model::{Graph, GraphOptions};
 use panoptes_op_preprocess::{Letterbox, Normalize};
 use panoptes_pipeline::CameraId;
 use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
@@ -18,7 +19,7 @@ use panoptes_pipeline::stage::{Item, Payload, Stage};
 use panoptes_postprocess::DbStage;
 use panoptes_sink::{DetectionSubscriber, Received};
 use panoptes_topology::TopologyFile;
-use panoptes_wasm::{EngineOptions, FrameInfo, OperatorEngine, PixelFormat as WasmPixels};
+use panoptes_wasm::{EngineOptions, FrameResource, Input, OperatorEngine, Output};
 
 const W: u32 = 1280;
 const H: u32 = 720;
@@ -140,15 +141,9 @@ fn main() -> anyhow::Result<()> {
     let module = engine.load(root().join("operators/dist/letterbox.wasm"))?;
     let mut op = module
         .instantiate(r#"{"width":640,"height":640,"mean":[0.5,0.5,0.5],"std":[0.5,0.5,0.5]}"#)?;
-    let info = FrameInfo {
-        camera: "bench".into(),
-        seq: 1,
-        width: W,
-        height: H,
-        format: WasmPixels::Rgb8,
-    };
+    let resource = FrameResource::from_frame(&frame);
     let wasm_t = time(30, || {
-        op.process(&info, frame.pixels.as_slice()).expect("wasm")
+        op.process(resource.clone(), &Input::Frame).expect("wasm")
     });
     row(
         "preprocess: same code as Wasm operator",
@@ -159,14 +154,22 @@ fn main() -> anyhow::Result<()> {
             wasm_t.as_secs_f64() / native_t.as_secs_f64()
         ),
     );
-    let tensor_out = op.process(&info, frame.pixels.as_slice())?;
+    let Output::Tensors(out) = op.process(resource, &Input::Frame)? else {
+        anyhow::bail!("letterbox returned no tensor");
+    };
+    let tensor_out = out
+        .tensors
+        .into_iter()
+        .next()
+        .context("letterbox returned no tensor")?;
 
     let model_path = root().join("models/files/ch_PP-OCRv4_det_infer.onnx");
-    let input = panoptes_pipeline::Tensor::new(tensor_out.shape.clone(), tensor_out.data.clone())?;
-    let mut model = OrtModel::load(&model_path, &ModelOptions { threads: 0 })?;
-    let model_t = time(10, || model.run(&input).expect("model"));
+    let shape = tensor_out.shape.iter().map(|&d| d as usize).collect();
+    let input = panoptes_pipeline::Tensor::new(shape, tensor_out.data)?;
+    let model = Graph::load("det", &model_path, &GraphOptions::default())?;
+    let model_t = time(10, || model.run_f32(&input).expect("model"));
     row("model: PP-OCRv4 det 640x640, ort CPU", model_t, 10, "");
-    let prob = model.run(&input)?;
+    let prob = model.run_f32(&input)?;
 
     let mut db = DbStage::from_config("boxes", "db", &serde_json::Value::Null, None)?;
     let mut boxes = 0;

@@ -7,6 +7,7 @@
 //! subcommands; [`operator_cmd`] is `operator` (signing keys and module signatures).
 
 pub mod connect;
+pub mod control;
 pub mod frame_out;
 pub mod graph;
 pub mod ingest_node;

@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => panoptes::roles::ingest(args, wait_for_shutdown()).await,
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
-        Command::Operator(command) => panoptes::operator_cmd::run(command),
+        Command::Operator(command) => panoptes::operator_cmd::run(command).await,
     }
 }
 

@@ -1,9 +1,16 @@
-//! `panoptes operator`: make signing keys, sign operator modules and check signatures, the
-//! counterpart of an operator stage's `signed_by` in a topology.
+//! `panoptes operator`: make signing keys, sign operator modules and check signatures (the
+//! counterpart of an operator stage's `signed_by` in a topology), and reload a running
+//! operator stage's module.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Subcommand;
+use futures::StreamExt as _;
+use panoptes_pipeline::Subjects;
+
+use crate::control::{ReloadReply, ReloadRequest};
 use panoptes_wasm::signature::{self, SecretKey};
 
 #[derive(Subcommand)]
@@ -29,12 +36,66 @@ pub enum OperatorCommand {
         #[arg(env = "PANOPTES_OPERATOR_MODULE")]
         module: PathBuf,
     },
+    /// Swap a running operator stage's module in every worker, without restarting them: the
+    /// stage's file is re-read (or --wasm names a new one), checked like at start (signature,
+    /// digest), compiled and initialised; frames switch over between two frames. Prints each
+    /// worker's reply; exit status 1 if none answers or any refuses.
+    Reload {
+        /// The operator stage's ID.
+        #[arg(long, env = "PANOPTES_STAGE")]
+        stage: String,
+        /// A new module file, as a path on the workers' machines.
+        #[arg(long, env = "PANOPTES_OPERATOR_MODULE")]
+        wasm: Option<PathBuf>,
+        #[arg(
+            long,
+            env = "PANOPTES_NATS_URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
+        nats: String,
+        #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// How long to collect replies, in milliseconds.
+        #[arg(long, env = "PANOPTES_WAIT_MS", default_value_t = 3000)]
+        wait_ms: u64,
+        /// Stop as soon as this many workers answered.
+        #[arg(long, env = "PANOPTES_EXPECT")]
+        expect: Option<usize>,
+    },
 }
 
 /// Runs one `operator` subcommand; a failed verification is an error like any other, so the
 /// process exits with status 1 and the reason on stderr.
-pub fn run(command: OperatorCommand) -> anyhow::Result<()> {
+pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     match command {
+        OperatorCommand::Reload {
+            stage,
+            wasm,
+            nats,
+            namespace,
+            wait_ms,
+            expect,
+        } => {
+            let request = ReloadRequest { stage, wasm };
+            let subjects = Subjects::new(namespace);
+            let wait = Duration::from_millis(wait_ms);
+            let replies = reload(&nats, &subjects, &request, wait, expect).await?;
+            let mut refused = 0;
+            for reply in &replies {
+                println!("{}", serde_json::to_string(reply)?);
+                refused += usize::from(!reply.ok);
+            }
+            anyhow::ensure!(
+                !replies.is_empty(),
+                "no worker answered on {} within {wait_ms} ms",
+                subjects.operator_reload()
+            );
+            anyhow::ensure!(
+                refused == 0,
+                "{refused} of {} workers refused the reload",
+                replies.len()
+            );
+        }
         OperatorCommand::Keygen { out } => {
             let public = signature::generate_key_files(&out)?;
             println!(
@@ -57,4 +118,37 @@ pub fn run(command: OperatorCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends a reload request and collects the workers' replies for up to `wait` (or until
+/// `expect` replies arrived).
+pub async fn reload(
+    nats: &str,
+    subjects: &Subjects,
+    request: &ReloadRequest,
+    wait: Duration,
+    expect: Option<usize>,
+) -> anyhow::Result<Vec<ReloadReply>> {
+    let client = crate::connect(nats).await?;
+    let inbox = client.new_inbox();
+    let mut replies_sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(
+            subjects.operator_reload(),
+            inbox,
+            serde_json::to_vec(request)?.into(),
+        )
+        .await?;
+    client.flush().await?;
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while expect.is_none_or(|n| replies.len() < n) {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies_sub.next()).await else {
+            break;
+        };
+        let reply: ReloadReply = serde_json::from_slice(&msg.payload)
+            .context("a worker sent a malformed reload reply")?;
+        replies.push(reply);
+    }
+    Ok(replies)
 }

@@ -1,17 +1,18 @@
 //! Builds the stage graph a topology declares: each `kind` maps to the crate that implements it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use panoptes_model::{ModelOptions, ModelStage, OrtModel};
+use panoptes_model::{Graph, GraphOptions, ModelRegistry, ModelStage};
 use panoptes_pipeline::StageGraph;
-use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
-use panoptes_pipeline::tensor::{Tensor, Transform};
+use panoptes_pipeline::stage::Stage;
 use panoptes_postprocess::DbStage;
-use panoptes_topology::{FRAMES, Postprocessor, StageConfig, TopologyFile};
+use panoptes_topology::{Emits, FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
-    EngineOptions, FrameInfo, OperatorEngine, OperatorInstance, PixelFormat, WasmError, signature,
+    Capabilities, DirGrant, EngineOptions, InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot,
+    OperatorStage, OutputKind, WasmError,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -45,11 +46,118 @@ pub fn digest_matches(got: &str, declared: &str) -> bool {
     got.eq_ignore_ascii_case(declared.trim_start_matches("sha256:"))
 }
 
-/// The engine operators of a topology run in, with the on-disk compile cache.
-pub fn operator_engine() -> Result<OperatorEngine, WasmError> {
-    OperatorEngine::new(EngineOptions {
-        cache_dir: Some(operator_cache_dir()),
-        ..EngineOptions::default()
+/// How often operator files with `watch: true` are checked for changes.
+const WATCH_PERIOD: Duration = Duration::from_millis(500);
+
+/// The engine operators of a topology run in, with the on-disk compile cache; model operators
+/// load from `models`.
+pub fn operator_engine(models: Option<Arc<ModelRegistry>>) -> Result<OperatorEngine, WasmError> {
+    OperatorEngine::with_models(
+        EngineOptions {
+            cache_dir: Some(operator_cache_dir()),
+            ..EngineOptions::default()
+        },
+        models,
+    )
+}
+
+/// The process's models, by name, for model operators (`wasi:nn`): each loads on first use
+/// and is shared by every instance. ONNX Runtime on the CPU unless a model stage of the same
+/// model asks for another backend or device.
+pub fn model_registry(topology: &TopologyFile) -> Arc<ModelRegistry> {
+    let registry = ModelRegistry::new();
+    for (name, model) in &topology.models {
+        let opts = shared_options(topology, name);
+        registry.declare(
+            name.clone(),
+            topology.resolve(&model.file),
+            model.sha256.clone(),
+            opts,
+        );
+    }
+    Arc::new(registry)
+}
+
+/// The options a model is shared under: those of the first model stage that runs it, else
+/// ONNX Runtime on the CPU.
+fn shared_options(topology: &TopologyFile, name: &str) -> GraphOptions {
+    topology
+        .stages
+        .iter()
+        .find_map(|s| match s {
+            StageConfig::Model(m) if m.model == name => Some(graph_options(m)),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// A model stage's backend, device and threads.
+pub fn graph_options(m: &panoptes_topology::ModelStage) -> GraphOptions {
+    GraphOptions {
+        backend: match m.backend {
+            panoptes_topology::Backend::Ort => panoptes_model::Backend::Ort,
+            panoptes_topology::Backend::Tract => panoptes_model::Backend::Tract,
+        },
+        device: match m.device {
+            panoptes_topology::Device::Cpu => panoptes_model::Device::Cpu,
+            panoptes_topology::Device::Cuda => panoptes_model::Device::Cuda,
+            panoptes_topology::Device::Tensorrt => panoptes_model::Device::TensorRt,
+            panoptes_topology::Device::Openvino => panoptes_model::Device::OpenVino,
+        },
+        threads: m.threads.unwrap_or(0),
+    }
+}
+
+/// Where an operator stage's module comes from and what it must prove.
+pub fn module_spec(topology: &TopologyFile, op: &panoptes_topology::OperatorStage) -> ModuleSpec {
+    ModuleSpec {
+        path: topology.resolve(&op.wasm),
+        digest: op.digest.clone(),
+        signed_by: op.signed_by.as_ref().map(|k| topology.resolve(k)),
+    }
+}
+
+/// How an operator stage's instances are made: config, grants, limits.
+pub fn instance_spec(
+    topology: &TopologyFile,
+    op: &panoptes_topology::OperatorStage,
+) -> anyhow::Result<InstanceSpec> {
+    let grants = &op.grants;
+    let capabilities = Capabilities {
+        clock: grants.clock,
+        logs: grants.logs,
+        env: grants
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        dirs: grants
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: topology.resolve(&d.host),
+                guest: d.guest.clone(),
+                writable: d.writable,
+            })
+            .collect(),
+        models: op.models.clone(),
+    };
+    let max_memory_bytes = match op.memory_mib {
+        Some(mib) => Some(
+            usize::try_from(mib.saturating_mul(1 << 20)).with_context(|| {
+                format!(
+                    "stage {:?}: memory_mib {mib} does not fit this machine",
+                    op.id
+                )
+            })?,
+        ),
+        None => None,
+    };
+    Ok(InstanceSpec {
+        config: operator_config_json(&op.config),
+        capabilities: Arc::new(capabilities),
+        deadline: op.timeout_ms.map(Duration::from_millis),
+        max_memory_bytes,
     })
 }
 
@@ -71,7 +179,24 @@ pub fn operator_cache_dir() -> std::path::PathBuf {
 /// of the stage they read. Loading models and compiling operators happens here, so a bad file
 /// fails start-up with its path rather than the first frame.
 pub fn build_graph(topology: &TopologyFile) -> anyhow::Result<StageGraph> {
-    let mut engine: Option<OperatorEngine> = None;
+    Ok(build(topology)?.graph)
+}
+
+/// What [`build`] made: the graph, the operator slots (for reloads by control message) and the
+/// process's model registry.
+pub struct Built {
+    pub graph: StageGraph,
+    pub operators: Vec<OperatorSlot>,
+    pub models: Arc<ModelRegistry>,
+}
+
+/// Like [`build_graph`], keeping the operator slots and models.
+pub fn build(topology: &TopologyFile) -> anyhow::Result<Built> {
+    let mut cx = BuildContext {
+        engine: None,
+        models: model_registry(topology),
+        slots: Vec::new(),
+    };
     let inputs = topology.stage_inputs();
     let mut graph = StageGraph::new();
     // Node index of each stage (by ID) once added; a stage's input may come later in the file.
@@ -97,7 +222,7 @@ pub fn build_graph(topology: &TopologyFile) -> anyhow::Result<StageGraph> {
                 sinks.push((input, sink));
                 continue;
             }
-            let stage = build_stage(topology, cfg, &mut engine)?;
+            let stage = build_stage(topology, cfg, &mut cx)?;
             let node = graph.add(stage, input)?;
             added.insert(cfg.id(), node);
         }
@@ -117,100 +242,81 @@ pub fn build_graph(topology: &TopologyFile) -> anyhow::Result<StageGraph> {
         };
         graph.publish(node, sink.subject.clone(), sink.id.clone())?;
     }
-    Ok(graph)
+    Ok(Built {
+        graph,
+        operators: cx.slots,
+        models: cx.models,
+    })
+}
+
+/// What stages of one topology share while being built.
+struct BuildContext {
+    engine: Option<OperatorEngine>,
+    models: Arc<ModelRegistry>,
+    slots: Vec<OperatorSlot>,
 }
 
 fn build_stage(
     topology: &TopologyFile,
     cfg: &StageConfig,
-    engine: &mut Option<OperatorEngine>,
+    cx: &mut BuildContext,
 ) -> anyhow::Result<Box<dyn Stage>> {
     let stage: Box<dyn Stage> = match cfg {
-        StageConfig::Operator(panoptes_topology::OperatorStage {
-            id,
-            wasm,
-            signed_by,
-            digest,
-            config,
-            timeout_ms,
-            memory_mib,
-            ..
-        }) => {
-            let engine = match engine {
-                Some(e) => e,
-                None => engine.insert(operator_engine().context("cannot create the Wasm engine")?),
+        StageConfig::Operator(op) => {
+            let engine = match &cx.engine {
+                Some(e) => e.clone(),
+                None => cx
+                    .engine
+                    .insert(
+                        operator_engine(Some(cx.models.clone()))
+                            .context("cannot create the Wasm engine")?,
+                    )
+                    .clone(),
             };
-            let path = topology.resolve(wasm);
-            // Compile exactly the bytes whose signature or digest was checked, so the file
-            // cannot be swapped between the check and loading.
-            let checked = match (signed_by, digest) {
-                (Some(key), _) => Some(
-                    signature::verify_file(&path, &topology.resolve(key))
-                        .with_context(|| format!("stage {id:?}: refusing operator"))?,
-                ),
-                (None, Some(_)) => Some(std::fs::read(&path).with_context(|| {
-                    format!("stage {id:?}: cannot read operator {}", path.display())
-                })?),
-                (None, None) => None,
-            };
-            if let (Some(want), Some(bytes)) = (digest, &checked) {
-                let got = sha256_hex(bytes);
-                anyhow::ensure!(
-                    digest_matches(&got, want),
-                    "stage {id:?}: refusing operator {}: its digest is sha256:{got}, not the declared {want}",
-                    path.display()
+            let id = &op.id;
+            let spec = module_spec(topology, op);
+            let (slot, instance) =
+                OperatorSlot::load(id.clone(), engine, spec, instance_spec(topology, op)?)
+                    .with_context(|| format!("stage {id:?}: cannot start operator"))?;
+            let mut stage = OperatorStage::new(slot.clone(), instance).expecting(match op.emits {
+                Emits::Tensors => OutputKind::Tensors,
+                Emits::Frames => OutputKind::Frames,
+                Emits::Detections => OutputKind::Detections,
+            });
+            if op.watch {
+                stage = stage.with_watcher(
+                    slot.watch(WATCH_PERIOD)
+                        .with_context(|| format!("stage {id:?}"))?,
                 );
             }
-            let module = match &checked {
-                Some(bytes) => engine.load_bytes(&path, bytes),
-                None => engine.load(&path),
-            }
-            .with_context(|| format!("stage {id:?}: cannot load operator"))?;
-            let mut instance = module
-                .instantiate(&operator_config_json(config))
-                .with_context(|| {
-                    format!("stage {id:?}: operator {} failed to start", path.display())
-                })?;
-            if let Some(ms) = timeout_ms {
-                instance.set_deadline(Duration::from_millis(*ms));
-            }
-            if let Some(mib) = memory_mib {
-                let bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-                instance
-                    .set_max_memory_bytes(bytes)
-                    .with_context(|| format!("stage {id:?}: memory_mib {mib}"))?;
-            }
-            Box::new(OperatorStage {
-                id: id.clone(),
-                instance,
-            })
+            cx.slots.push(slot);
+            Box::new(stage)
         }
-        StageConfig::Model(panoptes_topology::ModelStage {
-            id, model, threads, ..
-        }) => {
-            let Some(declared) = topology.models.get(model) else {
-                anyhow::bail!("stage {id:?}: unknown model {model:?}");
-            };
-            let path = topology.resolve(&declared.file);
-            if let Some(want) = &declared.sha256 {
-                let got = sha256_file(&path).with_context(|| {
-                    format!("stage {id:?}: cannot read model {}", path.display())
-                })?;
-                anyhow::ensure!(
-                    got.eq_ignore_ascii_case(want),
-                    "stage {id:?}: refusing model {}: its sha256 is {got}, not the declared {want}",
-                    path.display()
-                );
+        StageConfig::Model(m) => {
+            let id = &m.id;
+            let opts = graph_options(m);
+            // Shared with model operators when the options match the registry's declaration.
+            let graph = if shared_options(topology, &m.model) == opts {
+                cx.models.get(&m.model)
+            } else {
+                let Some(declared) = topology.models.get(&m.model) else {
+                    anyhow::bail!("stage {id:?}: unknown model {:?}", m.model);
+                };
+                let path = topology.resolve(&declared.file);
+                if let Some(want) = &declared.sha256 {
+                    let got = sha256_file(&path).with_context(|| {
+                        format!("stage {id:?}: cannot read model {}", path.display())
+                    })?;
+                    anyhow::ensure!(
+                        got.eq_ignore_ascii_case(want),
+                        "stage {id:?}: refusing model {}: its sha256 is {got}, not the declared {want}",
+                        path.display()
+                    );
+                }
+                Graph::load(&m.model, &path, &opts)
             }
-            let mut m = OrtModel::load(
-                &path,
-                &ModelOptions {
-                    threads: threads.unwrap_or(0),
-                },
-            )
             .with_context(|| format!("stage {id:?}"))?;
-            m.set_name(model);
-            Box::new(ModelStage::new(id.clone(), m))
+            Box::new(ModelStage::new(id.clone(), graph))
         }
         StageConfig::Postprocess(panoptes_topology::PostprocessStage {
             id,
@@ -234,55 +340,6 @@ fn build_stage(
         ),
     };
     Ok(stage)
-}
-
-/// A Wasm operator as a stage: frame in, tensor (and its transform) out.
-pub struct OperatorStage {
-    id: String,
-    instance: OperatorInstance,
-}
-
-impl Stage for OperatorStage {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn process(&mut self, mut item: Item) -> Result<Item, StageError> {
-        let Payload::Frame(frame) = &item.payload else {
-            return Err(StageError::WrongInput {
-                expected: "frame",
-                got: item.payload.kind(),
-            });
-        };
-        let info = FrameInfo {
-            camera: frame.camera.to_string(),
-            seq: frame.seq,
-            width: frame.width,
-            height: frame.height,
-            format: PixelFormat::Rgb8,
-        };
-        let out = self
-            .instance
-            .process(&info, frame.pixels.as_slice())
-            .map_err(|e| match e {
-                WasmError::Timeout { .. } => StageError::Timeout(self.instance.deadline()),
-                WasmError::Trap { .. } => StageError::Trap(e.to_string()),
-                other => StageError::Failed(other.to_string()),
-            })?;
-        let tensor = Tensor::new(out.shape, out.data).map_err(|e| {
-            StageError::Failed(format!("operator returned a malformed tensor: {e}"))
-        })?;
-        if let Some(t) = out.transform {
-            item.transform = Transform {
-                scale_x: t.scale_x,
-                scale_y: t.scale_y,
-                offset_x: t.offset_x,
-                offset_y: t.offset_y,
-            };
-        }
-        item.payload = Payload::Tensor(tensor);
-        Ok(item)
-    }
 }
 
 #[cfg(test)]
@@ -333,7 +390,7 @@ mod tests {
         });
         let err = error_of(&t);
         assert!(
-            err.contains("refusing model") && err.contains("ch_PP-OCRv4_det_infer.onnx"),
+            err.contains("refusing") && err.contains("ch_PP-OCRv4_det_infer.onnx"),
             "{err}"
         );
     }

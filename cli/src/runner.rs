@@ -54,6 +54,8 @@ struct RunningWorker {
     task: tokio::task::JoinHandle<Result<StatsSnapshot, WorkerError>>,
     stats: Arc<WorkerStats>,
     cancel: CancellationToken,
+    control: tokio::task::JoinHandle<anyhow::Result<()>>,
+    control_cancel: CancellationToken,
 }
 
 /// What a finished run did.
@@ -114,12 +116,20 @@ impl Running {
         let subjects = Subjects::new(topology.namespace.clone());
 
         let worker = if role.runs_worker() {
-            let stages = {
+            let built = {
                 let topology = topology.clone();
-                tokio::task::spawn_blocking(move || crate::registry::build_graph(&topology))
-                    .await??
+                tokio::task::spawn_blocking(move || crate::registry::build(&topology)).await??
             };
-            let mut worker = Worker::with_graph(client.clone(), subjects.clone(), stages);
+            let control_cancel = CancellationToken::new();
+            // Subscribed before `start` returns, so a reload sent right after start is heard.
+            let control_sub = crate::control::subscribe(&client, &subjects).await?;
+            let control = tokio::spawn(crate::control::serve(
+                client.clone(),
+                control_sub,
+                built.operators,
+                control_cancel.clone(),
+            ));
+            let mut worker = Worker::with_graph(client.clone(), subjects.clone(), built.graph);
             if let Role::Worker {
                 partitions: Some(partitions),
             } = &role
@@ -133,6 +143,8 @@ impl Running {
                 task,
                 stats,
                 cancel,
+                control,
+                control_cancel,
             })
         } else {
             None
@@ -179,6 +191,10 @@ impl Running {
         }
         let worker = match self.worker {
             Some(w) => {
+                w.control_cancel.cancel();
+                if let Err(e) = w.control.await? {
+                    tracing::warn!(error = %format!("{e:#}"), "the control subscription failed");
+                }
                 w.cancel.cancel();
                 w.task.await?.context("worker failed")?
             }

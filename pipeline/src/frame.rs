@@ -26,28 +26,47 @@ pub const MAX_DIMENSION: u32 = 16_384;
 pub enum PixelFormat {
     /// Packed 8-bit RGB, no row padding.
     Rgb8,
+    /// Luma plane, then one interleaved U/V plane at half resolution (what hardware decoders
+    /// emit). Odd sizes round the chroma plane up.
+    Nv12,
+    /// Luma plane, then separate U and V planes at half resolution.
+    I420,
+    /// A JPEG file; width and height are the encoded image's. Decoded by an operator.
+    Jpeg,
 }
 
 impl PixelFormat {
+    pub const ALL: [PixelFormat; 4] = [
+        PixelFormat::Rgb8,
+        PixelFormat::Nv12,
+        PixelFormat::I420,
+        PixelFormat::Jpeg,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PixelFormat::Rgb8 => "rgb8",
+            PixelFormat::Nv12 => "nv12",
+            PixelFormat::I420 => "i420",
+            PixelFormat::Jpeg => "jpeg",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "rgb8" => Some(PixelFormat::Rgb8),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
-    /// Bytes a frame of this size must have, or None on overflow.
+    /// Bytes a raw frame of this size must have; None on overflow, and for JPEG, whose size
+    /// varies.
     pub fn frame_len(self, width: u32, height: u32) -> Option<usize> {
+        let (w, h) = (width as usize, height as usize);
         match self {
-            PixelFormat::Rgb8 => (width as usize)
-                .checked_mul(height as usize)?
-                .checked_mul(3),
+            PixelFormat::Rgb8 => w.checked_mul(h)?.checked_mul(3),
+            PixelFormat::Nv12 | PixelFormat::I420 => {
+                let chroma = w.div_ceil(2).checked_mul(h.div_ceil(2))?.checked_mul(2)?;
+                w.checked_mul(h)?.checked_add(chroma)
+            }
+            PixelFormat::Jpeg => None,
         }
     }
 }
@@ -74,7 +93,7 @@ pub enum FrameError {
     Schema(String),
     #[error("a frame message must hold exactly 1 row, this one holds {0}")]
     RowCount(usize),
-    #[error("unsupported pixel format {0:?} (supported: rgb8)")]
+    #[error("unsupported pixel format {0:?} (supported: rgb8, nv12, i420, jpeg)")]
     UnsupportedFormat(String),
     #[error("frame size {width}x{height} is out of range (1..={MAX_DIMENSION} per side)")]
     BadDimensions { width: u32, height: u32 },
@@ -117,6 +136,19 @@ impl Frame {
         let (width, height) = (self.width, self.height);
         if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
             return Err(FrameError::BadDimensions { width, height });
+        }
+        if self.format == PixelFormat::Jpeg {
+            // Decoders check the content; only an empty image is refused here.
+            if self.pixels.is_empty() {
+                return Err(FrameError::SizeMismatch {
+                    width,
+                    height,
+                    format: self.format.as_str(),
+                    expected: 1,
+                    actual: 0,
+                });
+            }
+            return Ok(());
         }
         let expected = self
             .format

@@ -12,6 +12,10 @@ pub struct Item {
     pub payload: Payload,
     /// Maps coordinates of the current tensor back to the original frame.
     pub transform: Transform,
+    /// The frame this item is about, for stages that read pixels after earlier stages turned
+    /// the payload into tensors (operators get it as their `frame` resource). Cloning shares
+    /// the pixel buffer.
+    pub source: Option<Frame>,
 }
 
 /// Facts about the source frame that every stage's output keeps.
@@ -51,6 +55,7 @@ impl Item {
                 width: frame.width,
                 height: frame.height,
             },
+            source: Some(frame.clone()),
             payload: Payload::Frame(frame),
             transform: Transform::IDENTITY,
         }

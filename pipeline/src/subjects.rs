@@ -44,6 +44,12 @@ impl Subjects {
         format!("{}.events.*", self.ns)
     }
 
+    /// Request/reply subject for reloading an operator stage's module (hot reload). Every
+    /// worker subscribes (no queue group), so all of them swap.
+    pub fn operator_reload(&self) -> String {
+        format!("{}.control.operators.reload", self.ns)
+    }
+
     /// Like [`Self::detections`] for a camera token taken from a subject.
     pub fn detections_for(&self, camera: &str) -> String {
         format!("{}.detections.{camera}", self.ns)

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{FRAMES, SourceConfig, StageConfig, Topology, WireEncoding};
+use crate::config::{Emits, FRAMES, SourceConfig, StageConfig, Topology, WireEncoding};
 use crate::stage_inputs;
 
 /// The diagram language.
@@ -180,6 +180,12 @@ fn stage_lines(stage: &StageConfig) -> Vec<String> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| op.wasm.display().to_string());
             lines.push(format!("operator: {name}"));
+            if op.emits != Emits::Tensors {
+                lines.push(format!("emits {}", spelling(&op.emits)));
+            }
+            if !op.models.is_empty() {
+                lines.push(format!("models: {}", op.models.join(", ")));
+            }
         }
         StageConfig::Model(m) => {
             lines.push(format!("model: {}", m.model));

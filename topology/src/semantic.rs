@@ -69,6 +69,10 @@ struct StageInfo<'n> {
     input_span: Option<Span>,
     /// A model stage run on crops at the boxes of its input.
     crops: bool,
+    /// What an operator stage says it produces (`None`: a value the schema refuses), and where
+    /// it says so.
+    emits: Option<Flow>,
+    emits_span: Option<Span>,
 }
 
 impl Checker<'_> {
@@ -323,6 +327,18 @@ impl Checker<'_> {
             let crops = stage
                 .get("crops")
                 .is_some_and(|c| !matches!(c.value, crate::yaml::Value::Null));
+            let (emits, emits_span) = match stage.get("emits") {
+                None => (Some(Flow::Tensors), None),
+                Some(n) => {
+                    let flow = match n.as_str() {
+                        Some("tensors") => Some(Flow::Tensors),
+                        Some("frames") => Some(Flow::Frames),
+                        Some("detections") => Some(Flow::Detections),
+                        _ => None,
+                    };
+                    (flow, Some(n.span))
+                }
+            };
             infos.push(StageInfo {
                 id,
                 id_span,
@@ -331,6 +347,8 @@ impl Checker<'_> {
                 input,
                 input_span,
                 crops,
+                emits,
+                emits_span,
             });
             self.stage_fields(stage, kind, models);
         }
@@ -364,24 +382,15 @@ impl Checker<'_> {
                         );
                     }
                 }
+                self.operator_models(stage.get("models"), models);
+                self.grants(stage.get("grants"));
             }
             Some("model") => {
                 let Some((model, span)) = str_at(Some(stage), "model") else {
                     return;
                 };
                 let Some(max) = models.get(model) else {
-                    let mut names: Vec<&str> = models.keys().copied().collect();
-                    names.sort_unstable();
-                    let mut d = Diagnostic::at(span, format!("unknown model `{model}`"))
-                        .label("not in `models`");
-                    d = match did_you_mean(model, names.iter().copied()) {
-                        Some(best) => d.help(format!("did you mean `{best}`?")),
-                        None if names.is_empty() => {
-                            d.help("declare it under the top-level `models:`")
-                        }
-                        None => d.help(format!("declared models: {}", names.join(", "))),
-                    };
-                    self.out.push(d);
+                    self.unknown_model(model, span, models);
                     return;
                 };
                 let batching = stage.get("batching");
@@ -419,6 +428,129 @@ impl Checker<'_> {
                 self.sink_subject(subject, span);
             }
             _ => {}
+        }
+    }
+
+    fn unknown_model(&mut self, model: &str, span: Span, models: &HashMap<&str, Option<u64>>) {
+        let mut names: Vec<&str> = models.keys().copied().collect();
+        names.sort_unstable();
+        let mut d =
+            Diagnostic::at(span, format!("unknown model `{model}`")).label("not in `models`");
+        d = match did_you_mean(model, names.iter().copied()) {
+            Some(best) => d.help(format!("did you mean `{best}`?")),
+            None if names.is_empty() => d.help("declare it under the top-level `models:`"),
+            None => d.help(format!("declared models: {}", names.join(", "))),
+        };
+        self.out.push(d);
+    }
+
+    /// An operator's `models`: names declared at the top level, each listed once.
+    fn operator_models(&mut self, list: Option<&Node>, models: &HashMap<&str, Option<u64>>) {
+        let Some(list) = list else { return };
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for item in list.items() {
+            let Some(name) = item.as_str() else { continue };
+            if let Some(first) = seen.get(name) {
+                self.out.push(
+                    Diagnostic::at(item.span, format!("model `{name}` is listed twice"))
+                        .label("second listing")
+                        .related(*first, "first listed here")
+                        .help("list each model once"),
+                );
+                continue;
+            }
+            seen.insert(name, item.span);
+            if !models.contains_key(name) {
+                self.unknown_model(name, item.span, models);
+            }
+        }
+    }
+
+    /// An operator's `grants`: directories that exist, absolute guest paths given once, and
+    /// environment variable names a process environment can hold.
+    fn grants(&mut self, grants: Option<&Node>) {
+        let Some(grants) = grants else { return };
+        for e in grants.get("env").map(Node::entries).unwrap_or_default() {
+            let problem = if e.key.is_empty() {
+                Some("is empty")
+            } else if e.key.contains('=') {
+                Some("contains `=`")
+            } else if e.key.contains('\0') {
+                Some("contains a NUL character")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.out.push(
+                    Diagnostic::at(
+                        e.key_span,
+                        format!("environment variable name {:?} {problem}", e.key),
+                    )
+                    .label("not a variable name")
+                    .help("write each variable as `NAME: value`; names cannot be empty or contain `=` or NUL"),
+                );
+            }
+        }
+        let mut guests: HashMap<&str, Span> = HashMap::new();
+        for dir in grants.get("dirs").map(Node::items).unwrap_or_default() {
+            if let Some((host, span)) = str_at(Some(dir), "host") {
+                let path = Path::new(host);
+                let full = if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    self.base_dir.join(path)
+                };
+                if !full.exists() {
+                    self.out.push(
+                        Diagnostic::at(span, format!("granted directory `{host}` does not exist"))
+                            .label("no such directory")
+                            .help(
+                                "relative paths are resolved against the topology file's directory",
+                            ),
+                    );
+                } else if !full.is_dir() {
+                    self.out.push(
+                        Diagnostic::at(
+                            span,
+                            format!("granted directory `{host}` is not a directory"),
+                        )
+                        .label("not a directory")
+                        .help("grant the directory that holds the file"),
+                    );
+                }
+            }
+            let Some((guest, span)) = str_at(Some(dir), "guest") else {
+                continue;
+            };
+            if !guest.starts_with('/') {
+                self.out.push(
+                    Diagnostic::at(span, format!("guest path {guest:?} is not absolute"))
+                        .label("relative")
+                        .help(format!(
+                            "the operator opens the directory by this path; start it with `/`, e.g. \"{}\"",
+                            match guest.trim_start_matches("./") {
+                                g if g.is_empty() || g.contains("..") => "/data".to_owned(),
+                                g => format!("/{g}"),
+                            }
+                        )),
+                );
+                continue;
+            }
+            // `/data/` and `/data` name the same directory.
+            let key = match guest.trim_end_matches('/') {
+                "" => "/",
+                k => k,
+            };
+            if let Some(first) = guests.get(key) {
+                self.out.push(
+                    Diagnostic::at(span, format!("two directories are granted as `{key}`"))
+                        .label("second grant")
+                        .related(*first, "first granted here")
+                        .help("give each directory its own guest path"),
+                );
+            } else {
+                guests.insert(key, span);
+            }
         }
     }
 
@@ -590,28 +722,49 @@ impl Checker<'_> {
                 },
             };
             let Some(kind) = s.kind else { continue };
-            let (accepts, output): (&[Flow], Flow) = match kind {
-                "operator" => (&[Flow::Frames, Flow::Tensors], Flow::Tensors),
-                "model" if s.crops => (&[Flow::Detections], Flow::Tensors),
-                "model" => (&[Flow::Tensors], Flow::Tensors),
-                "postprocess" => (&[Flow::Tensors], Flow::Detections),
-                "tracker" => (&[Flow::Detections], Flow::Detections),
-                "sink" => (&[Flow::Detections], Flow::Nothing),
+            let (accepts, output): (&[Flow], Option<Flow>) = match kind {
+                "operator" => (&[Flow::Frames, Flow::Tensors, Flow::Detections], s.emits),
+                "model" if s.crops => (&[Flow::Detections], Some(Flow::Tensors)),
+                "model" => (&[Flow::Tensors], Some(Flow::Tensors)),
+                "postprocess" => (&[Flow::Tensors], Some(Flow::Detections)),
+                "tracker" => (&[Flow::Detections], Some(Flow::Detections)),
+                "sink" => (&[Flow::Detections], Some(Flow::Nothing)),
                 _ => continue,
             };
-            produces[i] = Some(output);
+            produces[i] = output;
             if !accepts.contains(&input) {
                 let want: Vec<&str> = accepts.iter().map(|f| f.name()).collect();
-                let hint = match (kind, input) {
-                    ("model", Flow::Frames) => {
-                        "put an operator (e.g. letterbox) before it to make a tensor"
+                // An operator's output is what its `emits` says, so the fix may be there.
+                let operator = parent[i]
+                    .map(|p| &infos[p])
+                    .filter(|p| p.kind == Some("operator"))
+                    .map(|p| p.id);
+                let hint = match (kind, input, operator) {
+                    ("model", Flow::Frames, Some(op)) => format!(
+                        "`{op}` emits frames: put an operator that makes tensors (e.g. letterbox) between them"
+                    ),
+                    ("model", Flow::Frames, None) => {
+                        "put an operator (e.g. letterbox) before it to make a tensor".to_owned()
                     }
-                    ("model", Flow::Detections) => {
-                        "to run it on the boxes found so far, give it `crops:`"
+                    ("model", Flow::Detections, Some(op)) => format!(
+                        "to run it on the boxes `{op}` found, give it `crops:`; if `{op}` makes tensors, set its `emits: tensors`"
+                    ),
+                    ("model", Flow::Detections, None) => {
+                        "to run it on the boxes found so far, give it `crops:`".to_owned()
                     }
-                    ("postprocess", Flow::Frames) => "a model stage must come before it",
-                    (_, Flow::Nothing) => "a sink publishes; nothing can read from it",
-                    _ => "check the order of the stages or their `input`",
+                    ("postprocess", Flow::Frames, _) => {
+                        "a model stage must come before it".to_owned()
+                    }
+                    ("postprocess", Flow::Detections, Some(op)) => {
+                        format!("`{op}` emits detections already: read them with a tracker or sink")
+                    }
+                    ("tracker" | "sink", Flow::Frames | Flow::Tensors, Some(op)) => format!(
+                        "put model and postprocess stages after `{op}`, or give it `emits: detections` if it makes them itself"
+                    ),
+                    (_, Flow::Nothing, _) => {
+                        "a sink publishes; nothing can read from it".to_owned()
+                    }
+                    _ => "check the order of the stages or their `input`".to_owned(),
                 };
                 self.out.push(
                     Diagnostic::at(
@@ -628,11 +781,32 @@ impl Checker<'_> {
                     .help(hint),
                 );
             }
-            if !has_child[i] && matches!(output, Flow::Tensors) {
+            if let Some(flow @ (Flow::Tensors | Flow::Frames)) = output
+                && !has_child[i]
+            {
+                let span = match kind {
+                    "operator" => s.emits_span.unwrap_or(s.kind_span),
+                    _ => s.kind_span,
+                };
+                let help = match flow {
+                    Flow::Frames => {
+                        "follow it with an operator that takes frames (e.g. letterbox); every branch must end in detections"
+                    }
+                    _ => {
+                        "end every branch with a postprocess, tracker or sink stage, or an operator with `emits: detections`"
+                    }
+                };
                 self.out.push(
-                    Diagnostic::at(s.kind_span, format!("stage `{}` ends a branch but produces tensors, which nothing publishes", s.id))
-                        .label("last stage of its branch")
-                        .help("end every branch with a postprocess, tracker or sink stage"),
+                    Diagnostic::at(
+                        span,
+                        format!(
+                            "stage `{}` ends a branch but produces {}, which nothing publishes",
+                            s.id,
+                            flow.name()
+                        ),
+                    )
+                    .label("last stage of its branch")
+                    .help(help),
                 );
             }
         }

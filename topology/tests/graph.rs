@@ -190,3 +190,49 @@ stages:
     );
     assert!(dot.contains(r#"label="panoptes.detections.*"];"#), "{dot}");
 }
+
+#[test]
+fn operators_show_what_they_emit_and_load() {
+    let t = inline(
+        r#"
+models:
+  det: { file: ../models/files/ch_PP-OCRv4_det_infer.onnx }
+stages:
+  - { id: decode, kind: operator, wasm: ../operators/dist/letterbox.wasm, emits: frames }
+  - { id: pre, kind: operator, wasm: ../operators/dist/letterbox.wasm }
+  - { id: boxes, kind: postprocess, postprocessor: db }
+  - id: find-text
+    kind: operator
+    input: frames
+    wasm: ../operators/dist/letterbox.wasm
+    emits: detections
+    models: [det]
+    grants: { clock: true }
+"#,
+    );
+    let dot = graph::dot(&t);
+    assert!(
+        dot.contains(r#"label="decode\noperator: letterbox.wasm\nemits frames"]"#),
+        "{dot}"
+    );
+    // The default (tensors) is not spelled out.
+    assert!(
+        dot.contains(r#"label="pre\noperator: letterbox.wasm"]"#),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(
+            r#"label="find-text\noperator: letterbox.wasm\nemits detections\nmodels: det"]"#
+        ),
+        "{dot}"
+    );
+    // An operator that emits detections ends its branch on the default subject.
+    assert!(dot.contains("  s_find_text -> r_1;\n"), "{dot}");
+    let mermaid = graph::mermaid(&t);
+    assert!(
+        mermaid.contains(
+            r#"s_find_text["find-text<br>operator: letterbox.wasm<br>emits detections<br>models: det"]"#
+        ),
+        "{mermaid}"
+    );
+}

@@ -1,9 +1,12 @@
 //! Wasm operator component: letterbox + normalise a frame into a detector input tensor.
 //!
-//! The component glue (`component` module) only exists on wasm32; on the host this crate is just
-//! the configuration parser, so the workspace still builds, tests and lints natively.
+//! Built with `--target wasm32-wasip2` this crate is the `letterbox` component; natively it is
+//! the same operator code, so configuration parsing is unit-tested on the host.
 
-use panoptes_op_preprocess::{Letterbox, Normalize};
+use panoptes_op_preprocess::{Letterbox, Normalize, PreprocessError};
+use panoptes_operator_sdk::{
+    Error, Frame, Input, Operator, Output, PixelFormat, Tensor, Transform,
+};
 use serde::Deserialize;
 
 /// Operator configuration, passed by the host to `init` as JSON. Every field is optional.
@@ -50,77 +53,76 @@ impl Config {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-// The generated lowering glue takes one argument per flattened field.
-#[allow(clippy::too_many_arguments)]
-mod component {
-    //! The `panoptes:operator` world exported through wit-bindgen.
-
-    use std::cell::RefCell;
-
-    use panoptes_op_preprocess::{Letterbox, PreprocessError};
-
-    use super::Config;
-
-    wit_bindgen::generate!({
-        world: "operator",
-        path: "../wit",
-    });
-
-    use panoptes::operator::types::{PixelFormat, Tensor, Transform};
-
-    thread_local! {
-        // Component instances are single-threaded; the host calls `init` once, then `process`.
-        static STATE: RefCell<Option<Letterbox>> = const { RefCell::new(None) };
-    }
-
-    struct LetterboxOperator;
-
-    impl Guest for LetterboxOperator {
-        fn init(config: String) -> Result<(), Error> {
-            let letterbox = Config::parse(&config)
-                .and_then(|c| c.build())
-                .map_err(Error::InvalidConfig)?;
-            STATE.with_borrow_mut(|s| *s = Some(letterbox));
-            Ok(())
-        }
-
-        fn process(info: FrameInfo, pixels: Vec<u8>) -> Result<Output, Error> {
-            match info.format {
-                PixelFormat::Rgb8 => {}
-            }
-            STATE.with_borrow_mut(|state| {
-                let letterbox = state
-                    .as_mut()
-                    .ok_or_else(|| Error::Internal("process called before init".into()))?;
-                let mut data = Vec::new();
-                let t = letterbox
-                    .run(&pixels, info.width, info.height, &mut data)
-                    .map_err(|e| match e {
-                        PreprocessError::BufferSize { .. } | PreprocessError::Size { .. } => {
-                            Error::InvalidInput(format!(
-                                "frame {} of camera {}: {e}",
-                                info.seq, info.camera
-                            ))
-                        }
-                        other => Error::Internal(other.to_string()),
-                    })?;
-                let shape = letterbox.output_shape().map(|d| d as u32).to_vec();
-                Ok(Output {
-                    tensor: Tensor { shape, data },
-                    transform: Some(Transform {
-                        scale_x: t.scale_x,
-                        scale_y: t.scale_y,
-                        offset_x: t.offset_x,
-                        offset_y: t.offset_y,
-                    }),
-                })
-            })
-        }
-    }
-
-    export!(LetterboxOperator);
+/// The operator: frame in, `[1, 3, height, width]` tensor and its transform out.
+pub struct LetterboxOperator {
+    letterbox: Letterbox,
+    /// Reused between frames so the pixel copy does not allocate each time.
+    pixels: Vec<u8>,
 }
+
+impl Operator for LetterboxOperator {
+    fn init(config: &str) -> Result<Self, Error> {
+        let letterbox = Config::parse(config)
+            .and_then(|c| c.build())
+            .map_err(Error::InvalidConfig)?;
+        Ok(Self {
+            letterbox,
+            pixels: Vec::new(),
+        })
+    }
+
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+        let (width, height) = (frame.width(), frame.height());
+        let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
+        match (input, frame.format()) {
+            (Input::Frame, PixelFormat::Rgb8) => {}
+            (Input::Frame, other) => {
+                return Err(Error::InvalidInput(format!(
+                    "{}: letterbox needs rgb8 pixels, got {other:?}; convert first",
+                    where_()
+                )));
+            }
+            (other, _) => {
+                return Err(Error::InvalidInput(format!(
+                    "{}: letterbox takes the frame as input, got {}",
+                    where_(),
+                    input_kind(&other)
+                )));
+            }
+        }
+        self.pixels = frame.pixels();
+        let mut data = Vec::new();
+        let t = self
+            .letterbox
+            .run(&self.pixels, width, height, &mut data)
+            .map_err(|e| match e {
+                PreprocessError::BufferSize { .. } | PreprocessError::Size { .. } => {
+                    Error::InvalidInput(format!("{}: {e}", where_()))
+                }
+                other => Error::Internal(other.to_string()),
+            })?;
+        let tensor = Tensor::new("", &self.letterbox.output_shape(), data)?;
+        Ok(Output::tensors(
+            vec![tensor],
+            Some(Transform {
+                scale_x: t.scale_x,
+                scale_y: t.scale_y,
+                offset_x: t.offset_x,
+                offset_y: t.offset_y,
+            }),
+        ))
+    }
+}
+
+fn input_kind(input: &Input) -> &'static str {
+    match input {
+        Input::Frame => "the frame",
+        Input::Tensors(_) => "tensors",
+        Input::Detections(_) => "detections",
+    }
+}
+
+panoptes_operator_sdk::export_operator!(LetterboxOperator);
 
 #[cfg(test)]
 mod tests {

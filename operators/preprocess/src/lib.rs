@@ -1,7 +1,15 @@
-//! Preprocessing kernels (letterbox resize, normalise) shared by the Wasm operator and native benchmarks.
+//! Image kernels of the built-in operators: letterbox (here), [`resize`], [`normalize`],
+//! [`color`] (NV12/I420 to RGB), [`crop`] and [`jpeg`] decoding.
 //!
 //! Pure Rust with no Wasm dependencies: the same code runs natively (tests, benchmarks, the
-//! reference the Wasm host is checked against) and inside the `letterbox` operator component.
+//! reference the Wasm host is checked against) and inside the operator components, which only
+//! add argument checking and the copying in and out of the guest.
+
+pub mod color;
+pub mod crop;
+pub mod jpeg;
+pub mod normalize;
+pub mod resize;
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -34,9 +42,10 @@ impl Transform {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PreprocessError {
     #[error(
-        "pixel buffer has {actual} bytes, but a {width}x{height} RGB8 frame needs {expected} bytes"
+        "pixel buffer has {actual} bytes, but a {width}x{height} {format} frame needs {expected} bytes"
     )]
     BufferSize {
+        format: &'static str,
         width: u32,
         height: u32,
         expected: usize,
@@ -57,6 +66,37 @@ pub enum PreprocessError {
     },
     #[error("resize failed: {0}")]
     Resize(String),
+    #[error("tensor of shape {shape:?} with {len} values is not usable: {reason}")]
+    TensorShape {
+        shape: Vec<usize>,
+        len: usize,
+        reason: &'static str,
+    },
+    #[error("corrupt or unsupported JPEG: {0}")]
+    Jpeg(String),
+    #[error(
+        "image of {width}x{height} pixels is over the limit of {max_pixels} pixels; raise `max_pixels` if such images are expected"
+    )]
+    TooLarge {
+        width: u64,
+        height: u64,
+        max_pixels: u64,
+    },
+}
+
+impl PreprocessError {
+    /// Whether the error is about the frame or tensor handed in (as opposed to the operator's
+    /// configuration or an internal failure): operators report these as invalid input.
+    pub fn is_input(&self) -> bool {
+        match self {
+            Self::BufferSize { .. }
+            | Self::TensorShape { .. }
+            | Self::Jpeg(_)
+            | Self::TooLarge { .. } => true,
+            Self::Size { what, .. } => *what == "source",
+            Self::Normalization { .. } | Self::Resize(_) => false,
+        }
+    }
 }
 
 /// Per-channel normalisation `(v / 255 - mean[c]) / std[c]`, evaluated as `v * scale[c] + bias[c]`
@@ -122,6 +162,19 @@ impl Normalize {
     pub fn padding(&self, c: usize) -> f32 {
         self.apply(c, 0)
     }
+
+    /// No normalisation: values stay in 0..255 (`scale` exactly 1, `bias` exactly 0, so the
+    /// result is the 8-bit value converted to f32, bit for bit).
+    pub const RAW: Normalize = Normalize {
+        scale: [1.0; 3],
+        bias: [0.0; 3],
+    };
+
+    /// The same normalisation for a value already in f32 (0..255 scale): `v * scale + bias`.
+    #[inline(always)]
+    pub fn apply_f32(&self, c: usize, v: f32) -> f32 {
+        v * self.scale[c] + self.bias[c]
+    }
 }
 
 /// The resized region inside the destination: `new_w x new_h` at the top-left corner.
@@ -144,7 +197,11 @@ pub fn fit(width: u32, height: u32, dst_w: u32, dst_h: u32) -> Fit {
     }
 }
 
-fn check_size(what: &'static str, width: u32, height: u32) -> Result<(), PreprocessError> {
+pub(crate) fn check_size(
+    what: &'static str,
+    width: u32,
+    height: u32,
+) -> Result<(), PreprocessError> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(PreprocessError::Size {
             what,
@@ -215,6 +272,7 @@ impl Letterbox {
         let expected = width as usize * height as usize * 3;
         if src.len() != expected {
             return Err(PreprocessError::BufferSize {
+                format: "RGB8",
                 width,
                 height,
                 expected,
@@ -239,7 +297,8 @@ impl Letterbox {
                 .map_err(|e| PreprocessError::Resize(e.to_string()))?;
         }
 
-        normalize_into(
+        out.clear();
+        append_chw(
             resized,
             new_w as usize,
             new_h as usize,
@@ -258,9 +317,10 @@ impl Letterbox {
     }
 }
 
-/// Writes `resized` (HWC, `new_w x new_h`) into `out` as CHW `3 x dst_h x dst_w`, normalised,
-/// padding the right and bottom. `out` is rebuilt with `extend` so no element is written twice.
-fn normalize_into(
+/// Appends `resized` (HWC, `new_w x new_h`, `new_w <= dst_w`, `new_h <= dst_h`) to `out` as CHW
+/// `3 x dst_h x dst_w`, normalised, padding the right and bottom. `out` grows with `extend` so no
+/// element is written twice; appending (rather than replacing) lets crops fill one batch tensor.
+pub(crate) fn append_chw(
     resized: &[u8],
     new_w: usize,
     new_h: usize,
@@ -269,8 +329,8 @@ fn normalize_into(
     norm: &Normalize,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
-    out.reserve_exact(3 * dst_h * dst_w);
+    debug_assert!(new_w <= dst_w && new_h <= dst_h && resized.len() >= new_w * new_h * 3);
+    out.reserve(3 * dst_h * dst_w);
     // `as_chunks` yields `[u8; 3]` pixels, so the inner loop has no bounds checks and LLVM can
     // vectorise the strided load, the widening and the multiply-add.
     let (pixels, _) = resized.as_chunks::<3>();

@@ -241,6 +241,7 @@ fn rejects_bad_input() {
     assert_eq!(
         err,
         PreprocessError::BufferSize {
+            format: "RGB8",
             width: 2,
             height: 2,
             expected: 12,

@@ -1,9 +1,11 @@
-//! Runs the real PP-OCRv4 text detector through the model stage.
+//! Runs the real PP-OCRv4 text detector through the model stage's graph API.
 
 use std::path::PathBuf;
 
-use panoptes_model::{ModelOptions, OrtModel};
-use panoptes_pipeline::tensor::Tensor;
+use panoptes_model::{Graph, GraphOptions, ModelStage};
+use panoptes_pipeline::CameraId;
+use panoptes_pipeline::stage::{FrameMeta, Item, Payload, Stage};
+use panoptes_pipeline::tensor::{Tensor, Transform};
 
 fn det_model() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,11 +18,20 @@ fn det_model() -> PathBuf {
     p
 }
 
-#[test]
-fn detector_output_is_a_probability_map_of_the_input_size() {
-    let mut model = OrtModel::load(&det_model(), &ModelOptions { threads: 2 }).expect("load");
-    // A bright bar on a dark background, normalised like the operator does (mean 0.5, std 0.5).
-    let (h, w) = (160usize, 320usize);
+fn load(threads: usize) -> Graph {
+    Graph::load(
+        "ch_PP-OCRv4_det_infer",
+        &det_model(),
+        &GraphOptions {
+            threads,
+            ..GraphOptions::default()
+        },
+    )
+    .expect("load")
+}
+
+/// A bright bar on a dark background, normalised like the operator does (mean 0.5, std 0.5).
+fn striped_bar(h: usize, w: usize) -> Tensor {
     let mut data = vec![-1.0f32; 3 * h * w];
     for c in 0..3 {
         for y in 60..100 {
@@ -32,9 +43,14 @@ fn detector_output_is_a_probability_map_of_the_input_size() {
             }
         }
     }
-    let out = model
-        .run(&Tensor::new(vec![1, 3, h, w], data).expect("shape"))
-        .expect("run");
+    Tensor::new(vec![1, 3, h, w], data).expect("shape")
+}
+
+#[test]
+fn detector_output_is_a_probability_map_of_the_input_size() {
+    let model = load(2);
+    let (h, w) = (160usize, 320usize);
+    let out = model.run_f32(&striped_bar(h, w)).expect("run");
     assert_eq!(out.shape, vec![1, 1, h, w]);
     assert!(
         out.data.iter().all(|p| (0.0..=1.0).contains(p)),
@@ -43,21 +59,56 @@ fn detector_output_is_a_probability_map_of_the_input_size() {
 }
 
 #[test]
+fn the_stage_replaces_the_tensor_with_the_first_output() {
+    let mut stage = ModelStage::new("det", load(1));
+    assert_eq!(stage.model(), Some("ch_PP-OCRv4_det_infer"));
+    let transform = Transform {
+        scale_x: 0.5,
+        scale_y: 0.5,
+        offset_x: 0.0,
+        offset_y: 8.0,
+    };
+    let item = Item {
+        frame: FrameMeta {
+            camera: CameraId::new("cam-1").expect("camera id"),
+            seq: 7,
+            capture_ts_ns: 0,
+            width: 640,
+            height: 304,
+        },
+        payload: Payload::Tensor(striped_bar(160, 320)),
+        transform,
+        source: None,
+    };
+    let out = stage.process(item).expect("process");
+    assert_eq!(out.transform, transform, "the transform passes through");
+    let Payload::Tensor(t) = out.payload else {
+        panic!("not a tensor")
+    };
+    assert_eq!(t.shape, vec![1, 1, 160, 320]);
+}
+
+#[test]
 fn wrong_input_rank_is_an_error_not_a_crash() {
-    let mut model = OrtModel::load(&det_model(), &ModelOptions { threads: 1 }).expect("load");
+    let model = load(1);
     let err = model
-        .run(&Tensor::new(vec![3, 8], vec![0.0; 24]).expect("shape"))
+        .run_f32(&Tensor::new(vec![3, 8], vec![0.0; 24]).expect("shape"))
         .expect_err("rank-2 input accepted");
-    assert!(err.to_string().contains("ch_PP-OCRv4_det_infer"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("ch_PP-OCRv4_det_infer"), "{text}");
+    assert!(
+        text.contains("[3, 8]") && text.contains("[?, 3, ?, ?]"),
+        "{text}"
+    );
 }
 
 #[test]
 fn missing_model_file_names_the_path() {
-    let Err(err) = OrtModel::load(
+    let err = Graph::load(
+        "nope",
         std::path::Path::new("/nope/model.onnx"),
-        &ModelOptions::default(),
-    ) else {
-        panic!("missing model loaded");
-    };
+        &GraphOptions::default(),
+    )
+    .expect_err("missing model loaded");
     assert!(err.to_string().contains("/nope/model.onnx"), "{err}");
 }

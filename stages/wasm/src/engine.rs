@@ -9,9 +9,12 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use panoptes_model::ModelRegistry;
+
 use crate::cache;
+use crate::capabilities::Capabilities;
 use crate::error::WasmError;
-use crate::instance::{HostState, OperatorInstance, OperatorPre};
+use crate::instance::{HostState, OperatorInstance, OperatorPre, bindings};
 
 /// Wasm pages are 64 KiB; memory limits are rounded up to whole pages.
 const WASM_PAGE: usize = 64 * 1024;
@@ -61,6 +64,8 @@ struct EngineInner {
     engine: Engine,
     linker: Linker<HostState>,
     options: EngineOptions,
+    /// Where `wasi:nn` `load-by-name` finds models; `None` refuses every model.
+    models: Option<Arc<ModelRegistry>>,
     /// Kept alive by every module and instance, so deadlines keep firing while any guest can run.
     _ticker: Ticker,
 }
@@ -74,7 +79,17 @@ impl std::fmt::Debug for OperatorEngine {
 }
 
 impl OperatorEngine {
+    /// An engine whose operators cannot load models.
     pub fn new(options: EngineOptions) -> Result<Self, WasmError> {
+        Self::with_models(options, None)
+    }
+
+    /// An engine whose model operators load from `models` (the process's one registry, so
+    /// every instance shares each loaded graph).
+    pub fn with_models(
+        options: EngineOptions,
+        models: Option<Arc<ModelRegistry>>,
+    ) -> Result<Self, WasmError> {
         if options.max_memory_bytes < WASM_PAGE {
             return Err(WasmError::Options(format!(
                 "max_memory_bytes = {} is below one Wasm page ({WASM_PAGE} bytes)",
@@ -125,6 +140,14 @@ impl OperatorEngine {
         // grants no capability.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| deny_clock_waits(&mut linker))
+            // The frame resource and `wasi:nn`: every component may import them; which models
+            // resolve is decided per instance.
+            .and_then(|()| {
+                bindings::ModelOperator::add_to_linker::<
+                    HostState,
+                    wasmtime::component::HasSelf<HostState>,
+                >(&mut linker, |state| state)
+            })
             .map_err(|e| WasmError::Engine {
                 message: format!("cannot link WASI: {e:#}"),
             })?;
@@ -135,6 +158,7 @@ impl OperatorEngine {
                 engine,
                 linker,
                 options,
+                models,
                 _ticker: ticker,
             }),
         })
@@ -295,9 +319,28 @@ impl OperatorModule {
         self.inner.from_cache
     }
 
-    /// Creates an instance and calls the operator's `init` with `config_json`.
+    /// Creates an instance with no capabilities and calls the operator's `init` with
+    /// `config_json`.
     pub fn instantiate(&self, config_json: &str) -> Result<OperatorInstance, WasmError> {
-        OperatorInstance::new(self.clone(), config_json)
+        self.instantiate_with(config_json, Arc::new(Capabilities::default()))
+    }
+
+    /// Like [`instantiate`](Self::instantiate), granting `capabilities`.
+    pub fn instantiate_with(
+        &self,
+        config_json: &str,
+        capabilities: Arc<Capabilities>,
+    ) -> Result<OperatorInstance, WasmError> {
+        OperatorInstance::new(self.clone(), config_json, capabilities)
+    }
+
+    /// The engine's model registry, for `wasi:nn`.
+    pub(crate) fn models(&self) -> Option<Arc<ModelRegistry>> {
+        self.inner.engine.models.clone()
+    }
+
+    pub(crate) fn epoch_tick(&self) -> Duration {
+        self.inner.engine.options.epoch_tick
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -48,6 +48,20 @@ pub enum WasmError {
         source: std::io::Error,
     },
 
+    #[error("refusing operator {}: {source}", path.display())]
+    Signature {
+        path: PathBuf,
+        #[source]
+        source: crate::signature::SignatureError,
+    },
+
+    #[error("refusing operator {}: its digest is sha256:{got}, not the declared {declared}", path.display())]
+    Digest {
+        path: PathBuf,
+        got: String,
+        declared: String,
+    },
+
     #[error("cannot compile operator module {}: {message}", path.display())]
     Compile { path: PathBuf, message: String },
 

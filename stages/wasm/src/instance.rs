@@ -6,49 +6,89 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
+use panoptes_pipeline::frame::{PixelBuffer, PixelFormat as FrameFormat};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
+use crate::capabilities::Capabilities;
 use crate::engine::OperatorModule;
 use crate::error::{OperatorError, OperatorErrorKind, WasmError};
+use crate::nn::NnState;
 
 pub(crate) mod bindings {
-    //! Host bindings generated from the `panoptes:operator` WIT world.
+    //! Host bindings generated from the `panoptes:operator` WIT worlds. `model-operator`
+    //! includes `operator`, so one set of bindings serves both kinds of component.
     wasmtime::component::bindgen!({
-        world: "operator",
+        world: "model-operator",
         path: "../../operators/wit",
+        imports: { default: trappable },
+        additional_derives: [PartialEq],
+        with: {
+            "panoptes:operator/types.frame": crate::instance::FrameResource,
+            "wasi:nn/tensor.tensor": crate::nn::NnTensor,
+            "wasi:nn/graph.graph": crate::nn::NnGraph,
+            "wasi:nn/inference.graph-execution-context": crate::nn::NnContext,
+            "wasi:nn/errors.error": crate::nn::NnError,
+        },
     });
 }
 
-use bindings::Operator;
-pub(crate) use bindings::OperatorPre;
+use bindings::ModelOperator;
+pub(crate) use bindings::ModelOperatorPre as OperatorPre;
 use bindings::panoptes::operator::types as wit;
 
-/// What the host knows about the frame being processed (the WIT `frame-info` record, used as is so
-/// calls need no conversion).
-pub type FrameInfo = wit::FrameInfo;
-/// Pixel layout of [`FrameInfo::format`].
-pub type PixelFormat = wit::PixelFormat;
+pub use wit::{
+    Detection, Image, Input, Output, PixelFormat, Tensor, TensorInput, TensorOutput, Transform,
+};
 
-/// Maps coordinates of the output tensor back to the source frame: `src = (dst - offset) / scale`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Transform {
-    pub scale_x: f32,
-    pub scale_y: f32,
-    pub offset_x: f32,
-    pub offset_y: f32,
+/// The frame an operator call is about, as the guest's `frame` resource: metadata plus the
+/// pixel buffer, which is shared with the pipeline (never copied unless the guest asks).
+#[derive(Debug, Clone)]
+pub struct FrameResource {
+    pub camera: String,
+    pub seq: u64,
+    pub capture_ts_ns: u64,
+    pub width: u32,
+    pub height: u32,
+    pub format: FrameFormat,
+    /// `None` where the stage has only the frame's metadata; a guest asking for pixels then
+    /// traps with a message that says so.
+    pub pixels: Option<PixelBuffer>,
 }
 
-/// The tensor an operator produced for one frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OperatorOutput {
-    /// Row-major shape; the last dimension varies fastest.
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-    pub transform: Option<Transform>,
+impl FrameResource {
+    pub fn from_frame(frame: &panoptes_pipeline::frame::Frame) -> Self {
+        Self {
+            camera: frame.camera.to_string(),
+            seq: frame.seq,
+            capture_ts_ns: frame.capture_ts_ns,
+            width: frame.width,
+            height: frame.height,
+            format: frame.format,
+            pixels: Some(frame.pixels.clone()),
+        }
+    }
+}
+
+pub(crate) fn wit_format(format: FrameFormat) -> PixelFormat {
+    match format {
+        FrameFormat::Rgb8 => PixelFormat::Rgb8,
+        FrameFormat::Nv12 => PixelFormat::Nv12,
+        FrameFormat::I420 => PixelFormat::I420,
+        FrameFormat::Jpeg => PixelFormat::Jpeg,
+    }
+}
+
+pub(crate) fn frame_format(format: PixelFormat) -> FrameFormat {
+    match format {
+        PixelFormat::Rgb8 => FrameFormat::Rgb8,
+        PixelFormat::Nv12 => FrameFormat::Nv12,
+        PixelFormat::I420 => FrameFormat::I420,
+        PixelFormat::Jpeg => FrameFormat::Jpeg,
+    }
 }
 
 /// How much of the guest's stdout/stderr (panic messages, mostly) is kept to explain a trap.
@@ -59,6 +99,7 @@ const OUTPUT_TAIL_BYTES: usize = 4096;
 pub struct OperatorInstance {
     module: OperatorModule,
     config: String,
+    capabilities: Arc<Capabilities>,
     deadline: Duration,
     max_memory_bytes: usize,
     /// `None` after a trap: the guest's state is unknown, so it is rebuilt on the next call.
@@ -68,7 +109,7 @@ pub struct OperatorInstance {
 
 struct Live {
     store: Store<HostState>,
-    bindings: Operator,
+    bindings: ModelOperator,
 }
 
 impl std::fmt::Debug for OperatorInstance {
@@ -83,12 +124,17 @@ impl std::fmt::Debug for OperatorInstance {
 }
 
 impl OperatorInstance {
-    pub(crate) fn new(module: OperatorModule, config: &str) -> Result<Self, WasmError> {
+    pub(crate) fn new(
+        module: OperatorModule,
+        config: &str,
+        capabilities: Arc<Capabilities>,
+    ) -> Result<Self, WasmError> {
         let deadline = module.engine_deadline();
         let max_memory_bytes = module.max_memory_bytes();
         let mut instance = Self {
             module,
             config: config.to_owned(),
+            capabilities,
             deadline,
             max_memory_bytes,
             live: None,
@@ -103,7 +149,13 @@ impl OperatorInstance {
         self.module.name()
     }
 
-    /// Per-call deadline; defaults to the engine's [`EngineOptions::deadline`].
+    /// The module this instance runs.
+    pub fn module(&self) -> &OperatorModule {
+        &self.module
+    }
+
+    /// Per-call deadline on the guest's own running time (time spent in host kernels such as
+    /// `wasi:nn` compute is not counted); defaults to the engine's [`EngineOptions::deadline`].
     ///
     /// [`EngineOptions::deadline`]: crate::EngineOptions::deadline
     pub fn deadline(&self) -> Duration {
@@ -149,11 +201,7 @@ impl OperatorInstance {
     /// Runs the operator on one frame. A returned error fails this frame only: after a trap,
     /// timeout or memory-limit failure the guest is discarded and transparently rebuilt (with the
     /// same configuration) on the next call.
-    pub fn process(
-        &mut self,
-        info: &FrameInfo,
-        pixels: &[u8],
-    ) -> Result<OperatorOutput, WasmError> {
+    pub fn process(&mut self, frame: FrameResource, input: &Input) -> Result<Output, WasmError> {
         let mut live = match self.live.take() {
             Some(live) => live,
             None => {
@@ -165,10 +213,23 @@ impl OperatorInstance {
         live.store.data_mut().begin_call();
         live.store
             .set_epoch_deadline(self.module.deadline_ticks(self.deadline));
-        match live.bindings.call_process(&mut live.store, info, pixels) {
+        let own = live
+            .store
+            .data_mut()
+            .table
+            .push(frame)
+            .map_err(|e| WasmError::Instantiate {
+                operator: self.name().to_owned(),
+                message: format!("cannot hand the frame to the operator: {e}"),
+            })?;
+        let borrow = Resource::<FrameResource>::new_borrow(own.rep());
+        let result = live.bindings.call_process(&mut live.store, borrow, input);
+        let _ = live.store.data_mut().table.delete(own);
+        self.flush_logs(&live.store);
+        match result {
             Ok(Ok(output)) => {
                 self.live = Some(live);
-                Ok(convert_output(output))
+                Ok(output)
             }
             Ok(Err(error)) => {
                 self.live = Some(live);
@@ -185,8 +246,28 @@ impl OperatorInstance {
     /// Instantiates the guest in a fresh sandboxed store and runs `init` with the configuration.
     fn start(&self) -> Result<Live, WasmError> {
         let operator = self.name().to_owned();
-        let mut store = Store::new(self.module.engine(), HostState::new(self.max_memory_bytes));
+        let state = HostState::new(
+            self.max_memory_bytes,
+            &self.capabilities,
+            self.module.models(),
+            self.module.epoch_tick(),
+        )
+        .map_err(|message| WasmError::Instantiate {
+            operator: operator.clone(),
+            message,
+        })?;
+        let mut store = Store::new(self.module.engine(), state);
         store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            // Time the guest spent waiting on host kernels is credited back; only its own
+            // running time counts against the deadline.
+            let credit = std::mem::take(&mut ctx.data_mut().kernel_credit_ticks);
+            if credit > 0 {
+                Ok(UpdateDeadline::Continue(credit))
+            } else {
+                Err(wasmtime::Trap::Interrupt.into())
+            }
+        });
         store.set_epoch_deadline(self.module.deadline_ticks(self.deadline));
         let bindings = match self.module.pre().instantiate(&mut store) {
             Ok(bindings) => bindings,
@@ -200,13 +281,27 @@ impl OperatorInstance {
                 });
             }
         };
-        match bindings.call_init(&mut store, &self.config) {
+        store.data_mut().begin_call();
+        let result = bindings.call_init(&mut store, &self.config);
+        self.flush_logs(&store);
+        match result {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(error)) => Err(WasmError::Init {
                 operator,
                 message: operator_error(error).to_string(),
             }),
             Err(err) => Err(self.classify(err, store.data())),
+        }
+    }
+
+    /// Forwards what the guest printed to the host log, when the topology granted `logs`.
+    fn flush_logs(&self, store: &Store<HostState>) {
+        if !self.capabilities.logs {
+            return;
+        }
+        let text = store.data().output.text();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(operator = %self.name(), "{line}");
         }
     }
 
@@ -250,24 +345,6 @@ impl OperatorInstance {
     }
 }
 
-fn convert_output(output: wit::Output) -> OperatorOutput {
-    OperatorOutput {
-        shape: output
-            .tensor
-            .shape
-            .into_iter()
-            .map(|d| d as usize)
-            .collect(),
-        data: output.tensor.data,
-        transform: output.transform.map(|t| Transform {
-            scale_x: t.scale_x,
-            scale_y: t.scale_y,
-            offset_x: t.offset_x,
-            offset_y: t.offset_y,
-        }),
-    }
-}
-
 fn operator_error(error: wit::Error) -> OperatorError {
     let (kind, message) = match error {
         wit::Error::InvalidConfig(m) => (OperatorErrorKind::InvalidConfig, m),
@@ -277,43 +354,149 @@ fn operator_error(error: wit::Error) -> OperatorError {
     OperatorError { kind, message }
 }
 
-/// Per-store host state: a WASI context that grants nothing, and the memory cap.
+impl wit::Host for HostState {}
+
+impl wit::HostFrame for HostState {
+    fn camera(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&frame)?.camera.clone())
+    }
+
+    fn seq(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&frame)?.seq)
+    }
+
+    fn capture_ts_ns(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&frame)?.capture_ts_ns)
+    }
+
+    fn width(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&frame)?.width)
+    }
+
+    fn height(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&frame)?.height)
+    }
+
+    fn format(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<PixelFormat> {
+        Ok(wit_format(self.table.get(&frame)?.format))
+    }
+
+    fn byte_len(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<u64> {
+        let frame = self.table.get(&frame)?;
+        Ok(frame.pixels.as_ref().map_or(0, |p| p.len() as u64))
+    }
+
+    fn pixels(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<Vec<u8>> {
+        let frame = self.table.get(&frame)?;
+        let pixels = frame.pixels.as_ref().ok_or_else(|| no_pixels(frame))?;
+        Ok(pixels.as_slice().to_vec())
+    }
+
+    fn read(
+        &mut self,
+        frame: Resource<FrameResource>,
+        offset: u64,
+        len: u64,
+    ) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        let frame = self.table.get(&frame)?;
+        let pixels = frame.pixels.as_ref().ok_or_else(|| no_pixels(frame))?;
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(start, len)| Some(start..start.checked_add(len)?))
+            .filter(|r| r.end <= pixels.len());
+        Ok(match range {
+            Some(r) => Ok(pixels.as_slice()[r].to_vec()),
+            None => Err(format!(
+                "bytes {offset}..{} are outside the {}-byte pixel buffer",
+                offset.saturating_add(len),
+                pixels.len()
+            )),
+        })
+    }
+
+    fn drop(&mut self, frame: Resource<FrameResource>) -> wasmtime::Result<()> {
+        // Borrowed frames are removed by the host after the call; nothing owns them in Wasm.
+        if frame.owned() {
+            self.table.delete(frame)?;
+        }
+        Ok(())
+    }
+}
+
+fn no_pixels(frame: &FrameResource) -> wasmtime::Error {
+    wasmtime::format_err!(
+        "the operator asked for the pixels of frame {} of camera {}, but this stage has only \
+         the frame's metadata",
+        frame.seq,
+        frame.camera
+    )
+}
+
+/// Per-store host state: a WASI context with only the granted capabilities, the memory cap,
+/// the frame and `wasi:nn` resources, and the deadline credit for time spent in host kernels.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limiter: MemoryLimiter,
     output: OutputTail,
+    pub(crate) nn: NnState,
+    /// Epoch ticks spent inside host kernels during the current call, handed back to the guest
+    /// by the deadline callback.
+    pub(crate) kernel_credit_ticks: u64,
+    pub(crate) epoch_tick: Duration,
 }
 
 impl HostState {
-    fn new(max_memory_bytes: usize) -> Self {
+    fn new(
+        max_memory_bytes: usize,
+        capabilities: &Capabilities,
+        models: Option<Arc<panoptes_model::ModelRegistry>>,
+        epoch_tick: Duration,
+    ) -> Result<Self, String> {
         let output = OutputTail::default();
+        let mut builder = WasiCtx::builder();
         // The builder's defaults already deny preopens, env, args, stdin, sockets and name
         // lookup; the explicit calls document that intent and guard against default changes.
-        let wasi = WasiCtx::builder()
+        builder
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
             .stdout(output.clone())
-            .stderr(output.clone())
-            .build();
-        Self {
-            wasi,
+            .stderr(output.clone());
+        if !capabilities.clock {
+            builder.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        for (key, value) in &capabilities.env {
+            builder.env(key, value);
+        }
+        capabilities.preopen(&mut builder)?;
+        Ok(Self {
+            wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limit: max_memory_bytes,
                 exceeded: None,
             },
             output,
-        }
+            nn: NnState::new(models, &capabilities.models),
+            kernel_credit_ticks: 0,
+            epoch_tick,
+        })
     }
 
     fn begin_call(&mut self) {
         self.limiter.exceeded = None;
+        self.kernel_credit_ticks = 0;
         // A trap report should show what this call printed, not earlier frames' output.
         self.output.clear();
+    }
+
+    /// Credits `elapsed` (spent in a host kernel) back to the guest's deadline.
+    pub(crate) fn credit_kernel_time(&mut self, elapsed: Duration) {
+        let tick = self.epoch_tick.as_nanos().max(1);
+        let ticks = u64::try_from(elapsed.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX);
+        self.kernel_credit_ticks = self.kernel_credit_ticks.saturating_add(ticks);
     }
 }
 
@@ -360,7 +543,7 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Clocks that always read zero: operators get no time source unless one is granted.
+/// Clocks that always read zero: operators get no time source unless `clock` is granted.
 struct FrozenClock;
 
 impl HostWallClock for FrozenClock {

@@ -9,15 +9,26 @@
 //! so a topology can require a key holder's signature before a module is compiled.
 
 mod cache;
+mod capabilities;
 mod engine;
 mod error;
 mod instance;
+mod nn;
 pub mod signature;
+mod stage;
 
+pub use capabilities::{Capabilities, DirGrant};
 pub use engine::{EngineOptions, OperatorEngine, OperatorModule};
 pub use error::{OperatorError, OperatorErrorKind, WasmError};
-pub use instance::{FrameInfo, OperatorInstance, OperatorOutput, PixelFormat, Transform};
+pub use instance::{
+    Detection, FrameResource, Image, Input, OperatorInstance, Output, PixelFormat, Tensor,
+    TensorInput, TensorOutput, Transform,
+};
 pub use signature::SignatureError;
+pub use stage::{
+    InstanceSpec, ModuleSpec, OperatorSlot, OperatorStage, OutputKind, Reloaded, Watcher,
+    sha256_hex,
+};
 
 #[cfg(test)]
 mod tests {

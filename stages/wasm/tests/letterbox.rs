@@ -4,69 +4,33 @@
 //! Needs `operators/dist/letterbox.wasm` (or `$PANOPTES_OPERATOR_DIR/letterbox.wasm`): run
 //! `scripts/build-operators.sh` first.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::Duration;
 
+use common::{first_tensor, load as load_named, max_abs_diff, process_frame, rgb, rgb_frame};
 use panoptes_op_preprocess::letterbox_normalize;
-use panoptes_wasm::{
-    EngineOptions, FrameInfo, OperatorEngine, OperatorErrorKind, OperatorModule, PixelFormat,
-    WasmError,
-};
+use panoptes_wasm::{EngineOptions, OperatorEngine, OperatorErrorKind, OperatorModule, WasmError};
 
 const CONFIG: &str =
     r#"{"width":640,"height":640,"mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225]}"#;
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-fn operator_path() -> PathBuf {
-    let dir = std::env::var_os("PANOPTES_OPERATOR_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../operators/dist"));
-    let path = dir.join("letterbox.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: build the Wasm operators first with scripts/build-operators.sh \
-         (or point PANOPTES_OPERATOR_DIR at a directory containing letterbox.wasm)",
-        path.display()
-    );
-    path
+fn operator_path() -> std::path::PathBuf {
+    common::operator_path("letterbox")
 }
 
-/// Small pools keep the parallel tests' virtual-memory reservations modest.
 fn options() -> EngineOptions {
-    EngineOptions {
-        max_instances: 4,
-        ..EngineOptions::default()
-    }
+    common::options()
 }
 
 fn load(options: EngineOptions) -> (OperatorEngine, OperatorModule) {
-    let engine = OperatorEngine::new(options).expect("engine");
-    let module = engine.load(operator_path()).expect("load letterbox.wasm");
-    (engine, module)
+    load_named("letterbox", options)
 }
 
-/// A textured 8-bit RGB frame: gradients plus a high-frequency pattern, so resampling errors show.
 fn frame(width: u32, height: u32) -> Vec<u8> {
-    let mut v = Vec::with_capacity((width * height * 3) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            for c in 0..3u32 {
-                v.push(((x * 7 + y * 13 + c * 50) ^ (x.wrapping_mul(y) >> 3)) as u8);
-            }
-        }
-    }
-    v
-}
-
-fn info(width: u32, height: u32, seq: u64) -> FrameInfo {
-    FrameInfo {
-        camera: "cam-1".into(),
-        seq,
-        width,
-        height,
-        format: PixelFormat::Rgb8,
-    }
+    rgb_frame(width, height)
 }
 
 #[test]
@@ -76,29 +40,26 @@ fn wasm_output_matches_native_preprocessing() {
     let (w, h) = (1280, 720);
     let pixels = frame(w, h);
 
-    let out = instance.process(&info(w, h, 1), &pixels).expect("process");
+    let (out, transform) =
+        first_tensor(process_frame(&mut instance, rgb(w, h, 1, &pixels)).expect("process"));
 
     let mut native = Vec::new();
     let t = letterbox_normalize(&pixels, w, h, 640, 640, MEAN, STD, &mut native).unwrap();
     assert_eq!(out.shape, vec![1, 3, 640, 640]);
     assert_eq!(out.data.len(), native.len());
-    let max_diff = out
-        .data
-        .iter()
-        .zip(&native)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max_diff = max_abs_diff(&out.data, &native);
     let differing = out.data.iter().zip(&native).filter(|(a, b)| a != b).count();
     eprintln!("wasm vs native: max abs diff {max_diff}, {differing} values not bit-identical");
     assert!(max_diff <= 1e-5, "max abs diff {max_diff} > 1e-5");
 
-    let transform = out.transform.expect("letterbox reports its transform");
+    let transform = transform.expect("letterbox reports its transform");
     assert_eq!(transform.scale_x, t.scale_x);
     assert_eq!(transform.scale_y, t.scale_y);
     assert_eq!((transform.offset_x, transform.offset_y), (0.0, 0.0));
 
     // The instance is reused: a second frame gives the same answer.
-    let again = instance.process(&info(w, h, 2), &pixels).expect("process");
+    let (again, _) =
+        first_tensor(process_frame(&mut instance, rgb(w, h, 2, &pixels)).expect("process"));
     assert_eq!(again.data, out.data);
 }
 
@@ -109,7 +70,10 @@ fn invalid_input_fails_the_frame_only() {
     let pixels = frame(320, 240);
 
     let err = instance
-        .process(&info(320, 240, 1), &pixels[..pixels.len() - 3])
+        .process(
+            rgb(320, 240, 1, &pixels[..pixels.len() - 3]),
+            &panoptes_wasm::Input::Frame,
+        )
         .unwrap_err();
     match &err {
         WasmError::Operator { operator, error } => {
@@ -125,9 +89,9 @@ fn invalid_input_fails_the_frame_only() {
     assert!(text.contains("frame 1 of camera cam-1"), "{text}");
 
     let out = instance
-        .process(&info(320, 240, 2), &pixels)
+        .process(rgb(320, 240, 2, &pixels), &panoptes_wasm::Input::Frame)
         .expect("still works");
-    assert_eq!(out.shape, vec![1, 3, 640, 640]);
+    assert_eq!(first_tensor(out).0.shape, vec![1, 3, 640, 640]);
     assert_eq!(instance.rebuilds(), 0, "an operator error must not rebuild");
 }
 
@@ -171,12 +135,12 @@ fn compiled_module_cache_is_hit_on_second_load() {
     let a = first
         .instantiate(CONFIG)
         .unwrap()
-        .process(&info(640, 480, 1), &pixels)
+        .process(rgb(640, 480, 1, &pixels), &panoptes_wasm::Input::Frame)
         .unwrap();
     let b = third
         .instantiate(CONFIG)
         .unwrap()
-        .process(&info(640, 480, 1), &pixels)
+        .process(rgb(640, 480, 1, &pixels), &panoptes_wasm::Input::Frame)
         .unwrap();
     assert_eq!(a, b);
 
@@ -208,7 +172,9 @@ fn timeout_is_reported_and_the_instance_recovers() {
         .unwrap();
     let pixels = frame(1280, 720);
     instance.set_deadline(Duration::from_millis(1));
-    let err = instance.process(&info(1280, 720, 1), &pixels).unwrap_err();
+    let err = instance
+        .process(rgb(1280, 720, 1, &pixels), &panoptes_wasm::Input::Frame)
+        .unwrap_err();
     assert!(
         matches!(err, WasmError::Timeout { after, .. } if after == Duration::from_millis(1)),
         "{err:?}"
@@ -218,9 +184,9 @@ fn timeout_is_reported_and_the_instance_recovers() {
 
     instance.set_deadline(Duration::from_secs(30));
     let out = instance
-        .process(&info(1280, 720, 2), &pixels)
+        .process(rgb(1280, 720, 2, &pixels), &panoptes_wasm::Input::Frame)
         .expect("rebuilt instance works");
-    assert_eq!(out.shape, vec![1, 3, 2048, 2048]);
+    assert_eq!(first_tensor(out).0.shape, vec![1, 3, 2048, 2048]);
     assert_eq!(instance.rebuilds(), 1);
 }
 
@@ -235,7 +201,9 @@ fn memory_limit_is_reported_as_such() {
         .instantiate(r#"{"width":4096,"height":4096}"#)
         .unwrap();
     let pixels = frame(1280, 720);
-    let err = big.process(&info(1280, 720, 1), &pixels).unwrap_err();
+    let err = big
+        .process(rgb(1280, 720, 1, &pixels), &panoptes_wasm::Input::Frame)
+        .unwrap_err();
     match &err {
         WasmError::MemoryLimit {
             limit, requested, ..
@@ -249,7 +217,9 @@ fn memory_limit_is_reported_as_such() {
 
     // Other instances of the same module are unaffected.
     let mut small = module.instantiate(CONFIG).unwrap();
-    small.process(&info(1280, 720, 2), &pixels).unwrap();
+    small
+        .process(rgb(1280, 720, 2, &pixels), &panoptes_wasm::Input::Frame)
+        .unwrap();
 
     // A per-instance cap below the engine's also holds, and can be lifted again.
     let mut capped = module.instantiate(CONFIG).unwrap();
@@ -258,13 +228,17 @@ fn memory_limit_is_reported_as_such() {
         "above the engine cap"
     );
     capped.set_max_memory_bytes(2 << 20).unwrap();
-    let err = capped.process(&info(1280, 720, 3), &pixels).unwrap_err();
+    let err = capped
+        .process(rgb(1280, 720, 3, &pixels), &panoptes_wasm::Input::Frame)
+        .unwrap_err();
     assert!(
         matches!(err, WasmError::MemoryLimit { limit, .. } if limit == 2 << 20),
         "{err:?}"
     );
     capped.set_max_memory_bytes(64 << 20).unwrap();
-    capped.process(&info(1280, 720, 4), &pixels).unwrap();
+    capped
+        .process(rgb(1280, 720, 4, &pixels), &panoptes_wasm::Input::Frame)
+        .unwrap();
     assert_eq!(capped.rebuilds(), 1);
 }
 

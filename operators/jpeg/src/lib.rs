@@ -1,0 +1,138 @@
+//! Wasm operator component: JPEG frames (baseline or progressive) decoded to RGB8 images, which
+//! replace the frame for later stages.
+//!
+//! The bytes come from cameras and other publishers, so they are treated as hostile: the decoded
+//! size is capped (`max_pixels`) before anything is allocated for it, and a damaged file is an
+//! `invalid-input` error naming the camera and frame, never a trap.
+
+use panoptes_op_preprocess::PreprocessError;
+use panoptes_op_preprocess::jpeg::{self, DEFAULT_MAX_PIXELS, JpegOptions};
+use panoptes_operator_sdk::{Error, Frame, Image, Input, Operator, Output, PixelFormat};
+use serde::Deserialize;
+
+/// The largest `max_pixels` accepted: 16384 x 16384, the largest frame the pipeline carries.
+pub const MAX_PIXELS_LIMIT: u64 = 16_384 * 16_384;
+
+/// Operator configuration (JSON). Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Largest decoded `width * height`; larger images are refused from their header.
+    /// Defaults to 8K UHD (7680 x 4320).
+    pub max_pixels: u64,
+    /// Refuse damaged files (truncated data, stray markers). `false` decodes what it can and
+    /// fills the rest with grey.
+    pub strict: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            strict: true,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates the configuration.
+    pub fn parse(json: &str) -> Result<JpegOptions, Error> {
+        let c: Config = panoptes_operator_sdk::config(json)?;
+        if c.max_pixels == 0 || c.max_pixels > MAX_PIXELS_LIMIT {
+            return Err(Error::InvalidConfig(format!(
+                "invalid jpeg config: `max_pixels` is {}, must be between 1 and {MAX_PIXELS_LIMIT}",
+                c.max_pixels
+            )));
+        }
+        Ok(JpegOptions {
+            max_pixels: c.max_pixels,
+            strict: c.strict,
+        })
+    }
+}
+
+/// The operator: a JPEG frame in, an RGB8 image out.
+pub struct JpegOperator {
+    options: JpegOptions,
+}
+
+impl Operator for JpegOperator {
+    fn init(config: &str) -> Result<Self, Error> {
+        Ok(Self {
+            options: Config::parse(config)?,
+        })
+    }
+
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+        let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
+        if !matches!(input, Input::Frame) {
+            return Err(Error::InvalidInput(format!(
+                "{}: jpeg takes the frame as input, got {}",
+                where_(),
+                match input {
+                    Input::Tensors(_) => "tensors",
+                    _ => "detections",
+                }
+            )));
+        }
+        let format = frame.format();
+        if format != PixelFormat::Jpeg {
+            return Err(Error::InvalidInput(format!(
+                "{}: jpeg needs a jpeg frame, got {format:?}",
+                where_()
+            )));
+        }
+        let file = frame.pixels();
+        let mut pixels = Vec::new();
+        let (width, height) = jpeg::decode_rgb8(&file, &self.options, &mut pixels).map_err(
+            |e: PreprocessError| {
+                if e.is_input() {
+                    Error::InvalidInput(format!("{}: {e}", where_()))
+                } else {
+                    Error::Internal(e.to_string())
+                }
+            },
+        )?;
+        // Later stages (and the boxes they report) go by the frame's declared size.
+        if (width, height) != (frame.width(), frame.height()) {
+            return Err(Error::InvalidInput(format!(
+                "{}: the frame says {}x{} but the JPEG is {width}x{height}",
+                where_(),
+                frame.width(),
+                frame.height()
+            )));
+        }
+        Ok(Output::Image(Image {
+            width,
+            height,
+            format: PixelFormat::Rgb8,
+            pixels,
+        }))
+    }
+}
+
+panoptes_operator_sdk::export_operator!(JpegOperator);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_limits() {
+        assert_eq!(Config::parse("").unwrap(), JpegOptions::default());
+        let o = Config::parse(r#"{"max_pixels": 1000, "strict": false}"#).unwrap();
+        assert_eq!((o.max_pixels, o.strict), (1000, false));
+        for (json, needle) in [
+            (r#"{"max_pixels": 0}"#, "`max_pixels` is 0"),
+            (r#"{"max_pixels": 268435457}"#, "`max_pixels` is 268435457"),
+            (r#"{"max_pixels": -1}"#, "invalid value"),
+            (r#"{"strcit": true}"#, "unknown field `strcit`"),
+        ] {
+            match Config::parse(json) {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains(needle), "{json}: {m}"),
+                Err(other) => panic!("{json}: {other:?}"),
+                Ok(_) => panic!("{json}: accepted"),
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! JPEG (baseline and progressive) to packed RGB8, with zune-jpeg. The `jpeg` operator's kernel.
+//!
+//! Frames come from cameras and third-party publishers, so the bytes are hostile until decoded:
+//! the header is read first and the image refused before anything is allocated for its pixels
+//! when it is larger than `max_pixels`; a damaged file is an error, never a panic (zune-jpeg is
+//! fuzzed for that, and the tests here feed it truncated and bit-flipped files).
+
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+
+use crate::{MAX_SIDE, PreprocessError};
+
+/// Default decoded-size cap: 8K UHD (7680 x 4320), about 100 MB of RGB8.
+pub const DEFAULT_MAX_PIXELS: u64 = 7680 * 4320;
+
+/// How to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JpegOptions {
+    /// Largest `width * height` accepted.
+    pub max_pixels: u64,
+    /// Refuse damaged files (truncated data, stray markers) instead of decoding what can be
+    /// decoded and filling the rest with grey, as browsers do.
+    pub strict: bool,
+}
+
+impl Default for JpegOptions {
+    fn default() -> Self {
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            strict: true,
+        }
+    }
+}
+
+/// Reads only the header: `(width, height)`.
+pub fn dimensions(data: &[u8], options: &JpegOptions) -> Result<(u32, u32), PreprocessError> {
+    let mut decoder = decoder(data, options);
+    header(&mut decoder, options)
+}
+
+/// Decodes `data` to packed RGB8 in `out` (replaced, `width * height * 3` bytes) and returns
+/// `(width, height)`. Greyscale and CMYK files are converted to RGB.
+pub fn decode_rgb8(
+    data: &[u8],
+    options: &JpegOptions,
+    out: &mut Vec<u8>,
+) -> Result<(u32, u32), PreprocessError> {
+    let mut decoder = decoder(data, options);
+    let (width, height) = header(&mut decoder, options)?;
+    // At most MAX_SIDE^2 * 3 bytes (checked in `header`), which fits a 32-bit usize.
+    let len = width as usize * height as usize * 3;
+    out.clear();
+    out.resize(len, 0);
+    decoder
+        .decode_into(out)
+        .map_err(|e| PreprocessError::Jpeg(e.to_string()))?;
+    Ok((width, height))
+}
+
+fn decoder<'a>(data: &'a [u8], options: &JpegOptions) -> JpegDecoder<ZCursor<&'a [u8]>> {
+    let opts = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(MAX_SIDE as usize)
+        .set_max_height(MAX_SIDE as usize)
+        .set_strict_mode(options.strict);
+    JpegDecoder::new_with_options(ZCursor::new(data), opts)
+}
+
+fn header(
+    decoder: &mut JpegDecoder<ZCursor<&[u8]>>,
+    options: &JpegOptions,
+) -> Result<(u32, u32), PreprocessError> {
+    decoder
+        .decode_headers()
+        .map_err(|e| PreprocessError::Jpeg(e.to_string()))?;
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or_else(|| PreprocessError::Jpeg("no frame header".into()))?;
+    let (w, h) = (w as u64, h as u64);
+    if w == 0 || h == 0 || w > u64::from(MAX_SIDE) || h > u64::from(MAX_SIDE) {
+        return Err(PreprocessError::Jpeg(format!(
+            "image size {w}x{h} is out of range (1..={MAX_SIDE} per side)"
+        )));
+    }
+    if w * h > options.max_pixels {
+        return Err(PreprocessError::TooLarge {
+            width: w,
+            height: h,
+            max_pixels: options.max_pixels,
+        });
+    }
+    // Both sides are at most MAX_SIDE.
+    Ok((w as u32, h as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+
+    /// A smooth image (JPEG's best case), so a high-quality encode decodes close to it.
+    fn smooth(w: u32, h: u32) -> Vec<u8> {
+        let mut v = Vec::with_capacity((w * h * 3) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                v.push((x * 255 / w.max(2)) as u8);
+                v.push((y * 255 / h.max(2)) as u8);
+                v.push((128 + (x as i32 - y as i32) / 4).clamp(0, 255) as u8);
+            }
+        }
+        v
+    }
+
+    fn encode(
+        pixels: &[u8],
+        w: u16,
+        h: u16,
+        color: ColorType,
+        quality: u8,
+        sampling: SamplingFactor,
+        progressive: bool,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = Encoder::new(&mut out, quality);
+        enc.set_sampling_factor(sampling);
+        enc.set_progressive(progressive);
+        enc.encode(pixels, w, h, color).unwrap();
+        out
+    }
+
+    fn max_diff(a: &[u8], b: &[u8]) -> u8 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn decodes_what_an_independent_encoder_wrote() {
+        let opts = JpegOptions::default();
+        for (w, h, sampling, progressive, bound) in [
+            // Measured: 3 (4:4:4, quality 100: rounding in both codecs), 9 and 6 (4:2:0, where
+            // the chroma's 2x2 averaging and upsampling lose detail on top).
+            (64u16, 48u16, SamplingFactor::R_4_4_4, false, 4u8),
+            (33, 17, SamplingFactor::R_4_2_0, false, 12),
+            (80, 41, SamplingFactor::R_4_2_0, true, 12),
+        ] {
+            let src = smooth(u32::from(w), u32::from(h));
+            let file = encode(&src, w, h, ColorType::Rgb, 100, sampling, progressive);
+            assert_eq!(
+                dimensions(&file, &opts).unwrap(),
+                (u32::from(w), u32::from(h))
+            );
+            let mut out = vec![7; 5];
+            let size = decode_rgb8(&file, &opts, &mut out).unwrap();
+            assert_eq!(size, (u32::from(w), u32::from(h)));
+            let diff = max_diff(&out, &src);
+            eprintln!("{w}x{h} {sampling:?} progressive={progressive}: max abs diff {diff}");
+            assert!(diff <= bound, "{w}x{h}: max abs diff {diff} > {bound}");
+        }
+    }
+
+    #[test]
+    fn greyscale_becomes_grey_rgb() {
+        let grey: Vec<u8> = (0..32 * 16).map(|i| (i % 251) as u8).collect();
+        let file = encode(
+            &grey,
+            32,
+            16,
+            ColorType::Luma,
+            100,
+            SamplingFactor::R_4_4_4,
+            false,
+        );
+        let mut out = Vec::new();
+        decode_rgb8(&file, &JpegOptions::default(), &mut out).unwrap();
+        assert_eq!(out.len(), 32 * 16 * 3);
+        for (px, &g) in out.chunks_exact(3).zip(&grey) {
+            assert!(px[0] == px[1] && px[1] == px[2], "{px:?}");
+            assert!(px[0].abs_diff(g) <= 3, "{px:?} vs {g}");
+        }
+    }
+
+    #[test]
+    fn size_cap_is_checked_from_the_header() {
+        let file = encode(
+            &smooth(64, 64),
+            64,
+            64,
+            ColorType::Rgb,
+            90,
+            SamplingFactor::R_4_2_0,
+            false,
+        );
+        let small = JpegOptions {
+            max_pixels: 64 * 63,
+            ..JpegOptions::default()
+        };
+        let err = decode_rgb8(&file, &small, &mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            PreprocessError::TooLarge {
+                width: 64,
+                height: 64,
+                ..
+            }
+        ));
+        assert!(err.is_input());
+        assert!(err.to_string().contains("max_pixels"), "{err}");
+
+        // A header claiming 16000 x 16000 over 2 KB of data: refused before any pixel buffer
+        // exists.
+        let mut huge = file.clone();
+        let sof = huge
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("baseline SOF0");
+        huge[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]);
+        let mut out = Vec::new();
+        let err = decode_rgb8(&huge, &JpegOptions::default(), &mut out).unwrap_err();
+        assert!(
+            matches!(err, PreprocessError::TooLarge { width: 16000, .. }),
+            "{err}"
+        );
+        assert_eq!(out.capacity(), 0);
+    }
+
+    #[test]
+    fn damaged_files_are_errors_not_panics() {
+        let file = encode(
+            &smooth(48, 40),
+            48,
+            40,
+            ColorType::Rgb,
+            85,
+            SamplingFactor::R_4_2_0,
+            false,
+        );
+        let opts = JpegOptions::default();
+        let mut out = Vec::new();
+        for garbage in [
+            &b""[..],
+            b"\xFF\xD8",
+            b"not a jpeg at all",
+            &file[..file.len() / 2],
+        ] {
+            let err = decode_rgb8(garbage, &opts, &mut out).unwrap_err();
+            assert!(err.is_input(), "{err}");
+        }
+        // Truncated files decode (partly grey) when not strict.
+        let lenient = JpegOptions {
+            strict: false,
+            ..opts
+        };
+        decode_rgb8(&file[..file.len() * 3 / 4], &lenient, &mut out).unwrap();
+        // Every single-byte corruption, everywhere in the file: an error or an image, never a
+        // panic.
+        let mut errors = 0;
+        for i in 0..file.len() {
+            for flip in [0xFFu8, 0x10] {
+                let mut bad = file.clone();
+                bad[i] ^= flip;
+                for o in [opts, lenient] {
+                    if decode_rgb8(&bad, &o, &mut out).is_err() {
+                        errors += 1;
+                    }
+                }
+            }
+        }
+        assert!(errors > 0);
+    }
+}

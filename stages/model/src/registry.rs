@@ -1,0 +1,142 @@
+//! Process-wide named models: declared up front, loaded once on first use, and shared (every
+//! stage and Wasm instance that asks for a name gets a clone of the same [`Graph`]).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::ModelError;
+use crate::graph::{Graph, GraphOptions};
+
+struct Declared {
+    path: PathBuf,
+    sha256: Option<String>,
+    opts: GraphOptions,
+    /// Locked while this model loads, so concurrent first users wait for one load instead of
+    /// each loading their own copy; other models stay available meanwhile.
+    graph: Mutex<Option<Graph>>,
+}
+
+/// Named models, `Send + Sync`; share it as `Arc<ModelRegistry>`.
+///
+/// A failed load is not remembered: the next [`get`](Self::get) tries again and, while the
+/// cause persists, reports the same error.
+#[derive(Default)]
+pub struct ModelRegistry {
+    models: Mutex<BTreeMap<String, Arc<Declared>>>,
+}
+
+impl ModelRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares (or re-declares) a model without loading it. Handles already given out for an
+    /// earlier declaration of the name keep working; later `get`s load the new one.
+    pub fn declare(
+        &self,
+        name: impl Into<String>,
+        path: impl Into<PathBuf>,
+        sha256: Option<String>,
+        opts: GraphOptions,
+    ) {
+        let declared = Arc::new(Declared {
+            path: path.into(),
+            sha256,
+            opts,
+            graph: Mutex::new(None),
+        });
+        self.lock().insert(name.into(), declared);
+    }
+
+    /// The model called `name`, loaded on first use (after checking its sha256, if declared).
+    pub fn get(&self, name: &str) -> Result<Graph, ModelError> {
+        let declared = {
+            let models = self.lock();
+            match models.get(name) {
+                Some(d) => Arc::clone(d),
+                None => {
+                    let known: Vec<String> = models.keys().map(|k| format!("`{k}`")).collect();
+                    return Err(ModelError::UnknownModel {
+                        name: name.to_owned(),
+                        known: if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        },
+                    });
+                }
+            }
+        };
+        let mut graph = declared
+            .graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(g) = graph.as_ref() {
+            return Ok(g.clone());
+        }
+        if let Some(want) = &declared.sha256 {
+            check_sha256(name, &declared.path, want)?;
+        }
+        let loaded = Graph::load(name, &declared.path, &declared.opts)?;
+        *graph = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Declared names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Declared>>> {
+        // The map is only ever replaced whole per entry, so a panic elsewhere cannot leave it
+        // half-updated: a poisoned lock is safe to keep using.
+        self.models.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn check_sha256(model: &str, path: &Path, want: &str) -> Result<(), ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::MissingFile {
+            model: model.to_owned(),
+            path: path.display().to_string(),
+        });
+    }
+    let got = sha256_file(path).map_err(|e| ModelError::Read {
+        model: model.to_owned(),
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if got.eq_ignore_ascii_case(want.trim()) {
+        Ok(())
+    } else {
+        Err(ModelError::Checksum {
+            model: model.to_owned(),
+            path: path.display().to_string(),
+            expected: want.to_owned(),
+            actual: got,
+        })
+    }
+}
+
+/// Lower-case hex sha256 of a file, read in chunks (model files are tens of MB).
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
