@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use panoptes_model::{Graph, GraphOptions, ModelRegistry, ModelStage};
+use panoptes_model::{GraphOptions, ModelRegistry, ModelStage, load_checked};
 use panoptes_pipeline::StageGraph;
 use panoptes_pipeline::stage::Stage;
 use panoptes_postprocess::DbStage;
@@ -14,37 +14,10 @@ use panoptes_wasm::{
     Capabilities, DirGrant, EngineOptions, InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot,
     OperatorStage, OutputKind, WasmError,
 };
-use sha2::{Digest as _, Sha256};
 
-/// Lower-case hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex sha256 of a file, read in chunks (model files are tens of MB).
-pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether a hex sha256 is the one a topology declares (`sha256:<hex>` or bare hex).
-pub fn digest_matches(got: &str, declared: &str) -> bool {
-    got.eq_ignore_ascii_case(declared.trim_start_matches("sha256:"))
-}
+// One file hasher and one digest comparison for models and operators.
+pub use panoptes_model::sha256_file;
+pub use panoptes_wasm::digest_matches;
 
 /// How often operator files with `watch: true` are checked for changes.
 const WATCH_PERIOD: Duration = Duration::from_millis(500);
@@ -303,17 +276,7 @@ fn build_stage(
                     anyhow::bail!("stage {id:?}: unknown model {:?}", m.model);
                 };
                 let path = topology.resolve(&declared.file);
-                if let Some(want) = &declared.sha256 {
-                    let got = sha256_file(&path).with_context(|| {
-                        format!("stage {id:?}: cannot read model {}", path.display())
-                    })?;
-                    anyhow::ensure!(
-                        got.eq_ignore_ascii_case(want),
-                        "stage {id:?}: refusing model {}: its sha256 is {got}, not the declared {want}",
-                        path.display()
-                    );
-                }
-                Graph::load(&m.model, &path, &opts)
+                load_checked(&m.model, &path, declared.sha256.as_deref(), &opts)
             }
             .with_context(|| format!("stage {id:?}"))?;
             Box::new(ModelStage::new(id.clone(), graph))

@@ -16,7 +16,7 @@ pub use graph::{
     compiled_devices,
 };
 pub use ort_backend::{ORT_LIBRARY, environment, library_path};
-pub use registry::ModelRegistry;
+pub use registry::{ModelRegistry, load_checked, sha256_file};
 pub use stage::ModelStage;
 
 /// Everything that can go wrong loading or running a model. Messages name the model (and the

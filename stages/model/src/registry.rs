@@ -78,10 +78,12 @@ impl ModelRegistry {
         if let Some(g) = graph.as_ref() {
             return Ok(g.clone());
         }
-        if let Some(want) = &declared.sha256 {
-            check_sha256(name, &declared.path, want)?;
-        }
-        let loaded = Graph::load(name, &declared.path, &declared.opts)?;
+        let loaded = load_checked(
+            name,
+            &declared.path,
+            declared.sha256.as_deref(),
+            &declared.opts,
+        )?;
         *graph = Some(loaded.clone());
         Ok(loaded)
     }
@@ -96,6 +98,20 @@ impl ModelRegistry {
         // half-updated: a poisoned lock is safe to keep using.
         self.models.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Loads a model after checking the file's sha256 (when one is declared); the one path by
+/// which declared models are loaded, shared or not.
+pub fn load_checked(
+    name: &str,
+    path: &Path,
+    sha256: Option<&str>,
+    opts: &GraphOptions,
+) -> Result<Graph, ModelError> {
+    if let Some(want) = sha256 {
+        check_sha256(name, path, want)?;
+    }
+    Graph::load(name, path, opts)
 }
 
 fn check_sha256(model: &str, path: &Path, want: &str) -> Result<(), ModelError> {
@@ -123,7 +139,7 @@ fn check_sha256(model: &str, path: &Path, want: &str) -> Result<(), ModelError> 
 }
 
 /// Lower-case hex sha256 of a file, read in chunks (model files are tens of MB).
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

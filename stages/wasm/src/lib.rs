@@ -27,7 +27,7 @@ pub use instance::{
 pub use signature::SignatureError;
 pub use stage::{
     InstanceSpec, ModuleSpec, OperatorSlot, OperatorStage, OutputKind, Reloaded, Watcher,
-    sha256_hex,
+    digest_matches, sha256_hex,
 };
 
 #[cfg(test)]

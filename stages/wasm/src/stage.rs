@@ -59,7 +59,7 @@ impl ModuleSpec {
         };
         if let Some(declared) = &self.digest {
             let got = sha256_hex(&bytes);
-            if !got.eq_ignore_ascii_case(declared.trim_start_matches("sha256:")) {
+            if !digest_matches(&got, declared) {
                 return Err(WasmError::Digest {
                     path: self.path.clone(),
                     got,
@@ -69,6 +69,11 @@ impl ModuleSpec {
         }
         Ok(bytes)
     }
+}
+
+/// Whether a hex sha256 is the one a topology declares (`sha256:<hex>` or bare hex).
+pub fn digest_matches(got: &str, declared: &str) -> bool {
+    got.eq_ignore_ascii_case(declared.trim_start_matches("sha256:"))
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
