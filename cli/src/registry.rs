@@ -1,14 +1,18 @@
 //! Builds the stage graph a topology declares: each `kind` maps to the crate that implements it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use panoptes_model::{GraphOptions, ModelRegistry, ModelStage, load_checked};
+use panoptes_model::{
+    CropSpec, Crops, GraphOptions, ModelManifest, ModelRegistry, ModelStage, Orientation,
+    load_checked,
+};
+use panoptes_pipeline::BatchPolicy;
 use panoptes_pipeline::StageGraph;
 use panoptes_pipeline::stage::Stage;
-use panoptes_postprocess::DbStage;
 use panoptes_topology::{Emits, FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
     Capabilities, DirGrant, EngineOptions, InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot,
@@ -36,19 +40,147 @@ pub fn operator_engine(models: Option<Arc<ModelRegistry>>) -> Result<OperatorEng
 
 /// The process's models, by name, for model operators (`wasi:nn`): each loads on first use
 /// and is shared by every instance. ONNX Runtime on the CPU unless a model stage of the same
-/// model asks for another backend or device.
-pub fn model_registry(topology: &TopologyFile) -> Arc<ModelRegistry> {
+/// model asks for another backend or device. Fails on a manifest that cannot be read or that
+/// disagrees with the topology (see [`resolve_model`]).
+pub fn model_registry(topology: &TopologyFile) -> anyhow::Result<Arc<ModelRegistry>> {
     let registry = ModelRegistry::new();
-    for (name, model) in &topology.models {
+    for name in topology.models.keys() {
+        let resolved = resolve_model(topology, name)?;
         let opts = shared_options(topology, name);
-        registry.declare(
-            name.clone(),
-            topology.resolve(&model.file),
-            model.sha256.clone(),
-            opts,
-        );
+        registry.declare(name.clone(), resolved.path, resolved.sha256, opts);
     }
-    Arc::new(registry)
+    Ok(Arc::new(registry))
+}
+
+/// Where a topology's model comes from, with its manifest when it has one.
+#[derive(Clone, Debug)]
+pub struct ResolvedModel {
+    /// The ONNX file: the topology's `file`, or the manifest's `file` (relative to the
+    /// manifest).
+    pub path: PathBuf,
+    /// The sha256 the file must have: the topology's, else the manifest's.
+    pub sha256: Option<String>,
+    pub manifest: Option<Arc<ModelManifest>>,
+}
+
+/// Resolves the model called `name`: its `file`, or its `manifest` (read and validated here).
+/// A sha256 given both in the topology and in the manifest must be the same.
+pub fn resolve_model(topology: &TopologyFile, name: &str) -> anyhow::Result<ResolvedModel> {
+    let Some(model) = topology.models.get(name) else {
+        anyhow::bail!("unknown model `{name}`");
+    };
+    match (&model.file, &model.manifest) {
+        (Some(file), None) => Ok(ResolvedModel {
+            path: topology.resolve(file),
+            sha256: model.sha256.clone(),
+            manifest: None,
+        }),
+        (None, Some(manifest)) => {
+            let manifest = ModelManifest::load(&topology.resolve(manifest))
+                .with_context(|| format!("model `{name}`"))?;
+            let sha256 = match (&model.sha256, &manifest.sha256) {
+                (Some(ours), Some(theirs)) if !ours.trim().eq_ignore_ascii_case(theirs.trim()) => {
+                    anyhow::bail!(
+                        "model `{name}`: the topology's sha256 {ours} is not the sha256 {theirs} that {} declares for {}",
+                        manifest.path().display(),
+                        manifest.file.display()
+                    )
+                }
+                (ours, theirs) => ours.clone().or_else(|| theirs.clone()),
+            };
+            Ok(ResolvedModel {
+                path: manifest.file_path(),
+                sha256,
+                manifest: Some(Arc::new(manifest)),
+            })
+        }
+        _ => anyhow::bail!(
+            "model `{name}` needs exactly one of `file` and `manifest` (validation should have caught this)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    const DET_SHA256: &str = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9";
+
+    fn topology(models: &str, dir: &std::path::Path) -> TopologyFile {
+        let text = format!(
+            "models:\n{models}\nstages:\n  - {{ id: pre, kind: operator, wasm: {wasm} }}\n  - {{ id: det, kind: model, model: det }}\n  - {{ id: boxes, kind: postprocess, postprocessor: db }}\n",
+            wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../operators/dist/letterbox.wasm")
+                .display()
+        );
+        TopologyFile::parse(&text, "t.yaml", dir, &panoptes_topology::process_env)
+            .unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn repo() -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn a_manifest_gives_the_file_and_its_sha256() {
+        let t = topology("  det: { manifest: models/ppocr-v4-det.yaml }", &repo());
+        let r = resolve_model(&t, "det").unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            r.path.ends_with("models/files/ch_PP-OCRv4_det_infer.onnx"),
+            "{r:?}"
+        );
+        assert_eq!(r.sha256.as_deref(), Some(DET_SHA256));
+        assert_eq!(
+            r.manifest.map(|m| m.name.clone()).as_deref(),
+            Some("ppocr-v4-det")
+        );
+        // The same sha256 in the topology is fine; another one is refused, naming both.
+        let t = topology(
+            &format!(
+                "  det: {{ manifest: models/ppocr-v4-det.yaml, sha256: {} }}",
+                DET_SHA256.to_uppercase()
+            ),
+            &repo(),
+        );
+        assert!(resolve_model(&t, "det").is_ok());
+        let zeros = "0".repeat(64);
+        let t = topology(
+            &format!("  det: {{ manifest: models/ppocr-v4-det.yaml, sha256: \"{zeros}\" }}"),
+            &repo(),
+        );
+        let err = format!("{:#}", resolve_model(&t, "det").unwrap_err());
+        assert!(
+            err.contains(&zeros) && err.contains(DET_SHA256) && err.contains("ppocr-v4-det.yaml"),
+            "{err}"
+        );
+        let err = match build_graph(&t) {
+            Ok(_) => panic!("a conflicting sha256 was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("model `det`"), "{err}");
+        let t = topology(
+            "  det: { file: models/files/ch_PP-OCRv4_det_infer.onnx }",
+            &repo(),
+        );
+        let r = resolve_model(&t, "det").unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(r.manifest.is_none() && r.sha256.is_none());
+    }
+
+    #[test]
+    fn a_broken_manifest_fails_start_up_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("m.yaml"),
+            "name: m\nfile: m.onnx\ninputs: []\noutputs: []\ncolour: rgb\n",
+        )
+        .expect("writable");
+        let t = topology("  det: { manifest: m.yaml }", dir.path());
+        let err = match build_graph(&t) {
+            Ok(_) => panic!("a broken manifest was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("m.yaml") && err.contains("colour"), "{err}");
+    }
 }
 
 /// The options a model is shared under: those of the first model stage that runs it, else
@@ -167,7 +299,7 @@ pub struct Built {
 pub fn build(topology: &TopologyFile) -> anyhow::Result<Built> {
     let mut cx = BuildContext {
         engine: None,
-        models: model_registry(topology),
+        models: model_registry(topology)?,
         slots: Vec::new(),
     };
     let inputs = topology.stage_inputs();
@@ -265,37 +397,20 @@ fn build_stage(
             cx.slots.push(slot);
             Box::new(stage)
         }
-        StageConfig::Model(m) => {
-            let id = &m.id;
-            let opts = graph_options(m);
-            // Shared with model operators when the options match the registry's declaration.
-            let graph = if shared_options(topology, &m.model) == opts {
-                cx.models.get(&m.model)
-            } else {
-                let Some(declared) = topology.models.get(&m.model) else {
-                    anyhow::bail!("stage {id:?}: unknown model {:?}", m.model);
-                };
-                let path = topology.resolve(&declared.file);
-                load_checked(&m.model, &path, declared.sha256.as_deref(), &opts)
-            }
-            .with_context(|| format!("stage {id:?}"))?;
-            Box::new(ModelStage::new(id.clone(), graph))
+        StageConfig::Model(m) => Box::new(model_stage(topology, m, cx)?),
+        StageConfig::Postprocess(p) => {
+            let id = &p.id;
+            let name = postprocessor_name(p.postprocessor);
+            let upstream = upstream_model(topology, cfg, p.postprocessor, cx)
+                .with_context(|| format!("stage {id:?}"))?;
+            // No `params`: the model's manifest's, when it names this postprocessor.
+            let params = match (&p.params, upstream.params) {
+                (serde_json::Value::Null, Some(params)) => params,
+                (given, _) => given.clone(),
+            };
+            panoptes_postprocess::build(id, name, &params, p.label.as_deref(), upstream.labels)
+                .with_context(|| format!("stage {id:?}"))?
         }
-        StageConfig::Postprocess(panoptes_topology::PostprocessStage {
-            id,
-            postprocessor,
-            params,
-            label,
-            ..
-        }) => match postprocessor {
-            Postprocessor::Db => Box::new(
-                DbStage::from_config(id, "db", params, label.as_deref())
-                    .with_context(|| format!("stage {id:?}"))?,
-            ),
-            other => anyhow::bail!(
-                "stage {id:?}: the {other:?} postprocessor is not supported by this build yet"
-            ),
-        },
         other => anyhow::bail!(
             "stage {:?}: {} stages are not supported by this build yet",
             other.id(),
@@ -303,6 +418,207 @@ fn build_stage(
         ),
     };
     Ok(stage)
+}
+
+/// A model stage: its graph (shared with model operators when the options match), batching,
+/// and for cascades the crops (with the orientation classifier) cut by the model's manifest.
+fn model_stage(
+    topology: &TopologyFile,
+    m: &panoptes_topology::ModelStage,
+    cx: &mut BuildContext,
+) -> anyhow::Result<ModelStage> {
+    let id = &m.id;
+    let graph = model_graph(topology, &m.model, &graph_options(m), cx)
+        .with_context(|| format!("stage {id:?}"))?;
+    let mut stage = ModelStage::new(id.clone(), graph);
+    if let Some(b) = &m.batching {
+        stage = stage.with_batching(batch_policy(b));
+    }
+    if let Some(c) = &m.crops {
+        let resolved = resolve_model(topology, &m.model)?;
+        let spec = crop_spec(
+            &m.model,
+            resolved.manifest.as_deref(),
+            c.width,
+            c.height,
+            c.keep_aspect,
+        )
+        .with_context(|| format!("stage {id:?}"))?;
+        let mut crops = Crops::new(CropSpec {
+            max_width: c.max_width,
+            max_crops: c.max_crops as usize,
+            ..spec
+        })
+        .with_context(|| format!("stage {id:?}"))?;
+        if let Some(o) = &c.orientation {
+            let resolved = resolve_model(topology, &o.model)?;
+            let graph = model_graph(topology, &o.model, &shared_options(topology, &o.model), cx)
+                .with_context(|| format!("stage {id:?}: orientation"))?;
+            let spec = crop_spec(
+                &o.model,
+                resolved.manifest.as_deref(),
+                o.width,
+                o.height,
+                true,
+            )
+            .with_context(|| format!("stage {id:?}: orientation"))?;
+            crops = crops
+                .with_orientation(Orientation {
+                    graph,
+                    spec,
+                    threshold: o.threshold,
+                })
+                .with_context(|| format!("stage {id:?}: orientation"))?;
+        }
+        stage = stage.with_crops(crops);
+    }
+    Ok(stage)
+}
+
+/// The loaded graph of model `name` under `opts`: the process's shared one when the options
+/// are the ones it is shared under, else a separate load.
+fn model_graph(
+    topology: &TopologyFile,
+    name: &str,
+    opts: &GraphOptions,
+    cx: &BuildContext,
+) -> anyhow::Result<panoptes_model::Graph> {
+    if shared_options(topology, name) == *opts {
+        return Ok(cx.models.get(name)?);
+    }
+    let resolved = resolve_model(topology, name)?;
+    Ok(load_checked(
+        name,
+        &resolved.path,
+        resolved.sha256.as_deref(),
+        opts,
+    )?)
+}
+
+/// A topology's `batching:` as the worker's policy.
+pub fn batch_policy(b: &panoptes_topology::BatchingConfig) -> BatchPolicy {
+    let mut policy = BatchPolicy::new(b.max_batch as usize);
+    if let Some(ms) = b.max_wait_ms {
+        policy.max_wait = Duration::from_millis(u64::from(ms));
+    }
+    if let Some(ms) = b.latency_target_ms {
+        let target = Duration::from_millis(u64::from(ms));
+        policy.latency_target = Some(target);
+        // The target bounds the wait; max_wait is not given alongside it.
+        policy.max_wait = target;
+    }
+    policy
+}
+
+/// How crops for model `name` are cut and normalised: by its manifest's first input (scale,
+/// mean, std, colour order, padding). A model without a manifest cannot be cropped for,
+/// because nothing says how its input is normalised.
+fn crop_spec(
+    name: &str,
+    manifest: Option<&ModelManifest>,
+    width: u32,
+    height: u32,
+    keep_aspect: bool,
+) -> anyhow::Result<CropSpec> {
+    let Some(manifest) = manifest else {
+        anyhow::bail!(
+            "model `{name}` is declared with `file:`; crops need its normalisation, so declare it with a `manifest:` (docs/models.md)"
+        );
+    };
+    let n = manifest.normalization();
+    anyhow::ensure!(
+        n.scale.is_finite() && n.scale > 0.0,
+        "{}: normalize.scale must be positive",
+        manifest.path().display()
+    );
+    let per_channel = |v: &[f32], default: f32| -> [f32; 3] {
+        std::array::from_fn(|c| match v {
+            [] => default,
+            [one] => *one,
+            many => many.get(c).copied().unwrap_or(default),
+        })
+    };
+    let (mean, std) = (per_channel(&n.mean, 0.0), per_channel(&n.std, 1.0));
+    // (v * scale - mean) / std  ==  (v / 255 - mean') / std'  with  x' = x / (255 scale).
+    let to_unit = 255.0 * n.scale;
+    let pad = manifest
+        .first_input()
+        .resize
+        .as_ref()
+        .map(|r| std::array::from_fn(|c| (r.pad * n.scale - mean[c]) / std[c]));
+    Ok(CropSpec {
+        width,
+        height,
+        keep_aspect,
+        max_width: None,
+        max_crops: usize::MAX,
+        mean: mean.map(|m| m / to_unit),
+        std: std.map(|s| s / to_unit),
+        pad,
+        bgr: n.color == panoptes_model::ColorOrder::Bgr,
+    })
+}
+
+fn postprocessor_name(p: Postprocessor) -> &'static str {
+    match p {
+        Postprocessor::Db => "db",
+        Postprocessor::Ctc => "ctc",
+        Postprocessor::Yolo => "yolo",
+        Postprocessor::Topk => "topk",
+    }
+}
+
+/// What the model whose output a postprocess stage reads says about its postprocessing.
+#[derive(Default)]
+struct Upstream {
+    /// Class names (for `ctc`: the character list).
+    labels: Option<Vec<String>>,
+    /// The manifest's params for this postprocessor.
+    params: Option<serde_json::Value>,
+}
+
+/// The nearest model stage upstream of a postprocess stage, by its manifest (`labels`, and the
+/// `postprocessor` params when it names the same postprocessor); without a manifest, a `ctc`
+/// stage reads the PP-OCR `character` key of the model file's metadata.
+fn upstream_model(
+    topology: &TopologyFile,
+    cfg: &StageConfig,
+    kind: Postprocessor,
+    cx: &BuildContext,
+) -> anyhow::Result<Upstream> {
+    let inputs = topology.stage_inputs();
+    let index = |id: &str| topology.stages.iter().position(|s| s.id() == id);
+    let mut at = index(cfg.id());
+    let model = loop {
+        let Some(i) = at else {
+            return Ok(Upstream::default());
+        };
+        if let StageConfig::Model(m) = &topology.stages[i] {
+            break m;
+        }
+        at = match inputs[i] {
+            FRAMES => None,
+            input => index(input),
+        };
+    };
+    let graph = model_graph(topology, &model.model, &graph_options(model), cx)?;
+    match resolve_model(topology, &model.model)?.manifest {
+        Some(manifest) => Ok(Upstream {
+            labels: manifest.labels(&graph)?,
+            params: manifest
+                .postprocessor
+                .as_ref()
+                .filter(|p| postprocessor_name(kind) == p.kind.name())
+                .map(|p| serde_json::Value::Object(p.params.clone())),
+        }),
+        None if kind == Postprocessor::Ctc => Ok(Upstream {
+            labels: graph
+                .metadata("character")
+                .map(|text| text.lines().map(str::to_owned).collect()),
+            params: None,
+        }),
+        None => Ok(Upstream::default()),
+    }
 }
 
 #[cfg(test)]
@@ -345,7 +661,7 @@ mod tests {
 
         let t = quickstart_with(|s| {
             s.replace(
-                "file: ../models/files/ch_PP-OCRv4_det_infer.onnx",
+                "manifest: ../models/ppocr-v4-det.yaml",
                 &format!(
                     "file: ../models/files/ch_PP-OCRv4_det_infer.onnx\n    sha256: \"{zeros}\""
                 ),

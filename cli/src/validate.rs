@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use panoptes_model::{Graph, GraphOptions};
+use panoptes_model::{Graph, GraphOptions, ManifestError};
 use panoptes_topology::{
     Backend, Delivery, Diagnostic, PathSeg, SinkFormat, SourceConfig, StageConfig, TopologyFile,
     WireEncoding,
@@ -98,20 +98,6 @@ pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
                         ),
                     ));
                 }
-                if m.batching.as_ref().is_some_and(|b| b.max_batch > 1) {
-                    not_yet(stage_path(i, "batching"), "batching across cameras".into());
-                }
-                if m.crops.is_some() {
-                    not_yet(stage_path(i, "crops"), "cascades on crops".into());
-                }
-            }
-            StageConfig::Postprocess(p)
-                if p.postprocessor != panoptes_topology::Postprocessor::Db =>
-            {
-                not_yet(
-                    stage_path(i, "postprocessor"),
-                    format!("postprocessor {:?}", p.postprocessor).to_lowercase(),
-                );
             }
             StageConfig::Tracker(_) => not_yet(stage_path(i, "kind"), "the tracker stage".into()),
             StageConfig::Sink(s) if s.format == SinkFormat::Arrow => {
@@ -156,14 +142,42 @@ pub async fn environment(t: &TopologyFile, nats: Option<&str>) -> Vec<Diagnostic
 fn files(t: &TopologyFile) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (name, model) in &t.models {
-        let path = t.resolve(&model.file);
-        let file_path = vec!["models".into(), name.as_str().into(), "file".into()];
-        if let Some(want) = &model.sha256 {
-            match crate::registry::sha256_file(&path) {
-                Ok(got) if got.eq_ignore_ascii_case(want) => {}
+        let at =
+            |key: &str| -> Vec<PathSeg> { vec!["models".into(), name.as_str().into(), key.into()] };
+        // Problems with the file are reported where it is named: `file`, or `manifest`.
+        let file_path = at(if model.manifest.is_some() {
+            "manifest"
+        } else {
+            "file"
+        });
+        let resolved = match crate::registry::resolve_model(t, name) {
+            Ok(r) => r,
+            Err(e) => {
+                // A manifest that does not read, or a sha256 that disagrees with it.
+                let key = if e.downcast_ref::<ManifestError>().is_some() {
+                    &file_path
+                } else {
+                    &at("sha256")
+                };
+                out.push(t.diagnostic_at(key, format!("{e:#}")));
+                continue;
+            }
+        };
+        let path = &resolved.path;
+        if let Some(want) = &resolved.sha256 {
+            // Declared in the topology, or else only in the manifest.
+            let (key, whose) = match (&model.sha256, &resolved.manifest) {
+                (None, Some(m)) => (file_path.clone(), format!(" in {}", m.path().display())),
+                _ => (at("sha256"), String::new()),
+            };
+            match crate::registry::sha256_file(path) {
+                Ok(got) if got.eq_ignore_ascii_case(want.trim()) => {}
                 Ok(got) => out.push(t.diagnostic_at(
-                    &["models".into(), name.as_str().into(), "sha256".into()],
-                    format!("{} has sha256 {got}, not the one declared", path.display()),
+                    &key,
+                    format!(
+                        "{} has sha256 {got}, not the one declared{whose}",
+                        path.display()
+                    ),
                 )),
                 Err(e) => out.push(
                     t.diagnostic_at(&file_path, format!("cannot read {}: {e}", path.display())),
@@ -174,18 +188,31 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
             threads: 1,
             ..GraphOptions::default()
         };
-        let loaded = match Graph::load(name, &path, &opts) {
+        let loaded = match Graph::load(name, path, &opts) {
             Ok(m) => m,
             Err(e) => {
                 out.push(t.diagnostic_at(&file_path, format!("model `{name}` does not load: {e}")));
                 continue;
             }
         };
-        // A fixed leading dimension is the most frames one call can take.
+        // The manifest must describe the file it names: inputs, outputs, shapes, labels.
+        if let Some(manifest) = &resolved.manifest
+            && let Err(e) = manifest.check(&loaded)
+        {
+            out.push(t.diagnostic_at(
+                &file_path,
+                format!("model `{name}` does not match its manifest: {e}"),
+            ));
+        }
+        // A fixed leading dimension is the most frames one call can take (the manifest may
+        // fix one the file leaves dynamic).
         let graph_batch = loaded
             .inputs()
             .first()
             .and_then(|i| i.shape.first().copied().flatten())
+            .into_iter()
+            .chain(resolved.manifest.as_ref().and_then(|m| m.max_batch()))
+            .min()
             .filter(|d| *d > 0)
             .map(|d| d as u64);
         let Some(graph_batch) = graph_batch else {
@@ -312,8 +339,12 @@ mod tests {
     }
 
     #[test]
-    fn quickstart_asks_for_nothing_this_build_lacks() {
-        assert!(unsupported(&example("quickstart"), Scope::ALL).is_empty());
+    fn quickstart_and_ocr_ask_for_nothing_this_build_lacks() {
+        for name in ["quickstart", "ocr"] {
+            let t = example(name);
+            let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
+            assert!(found.is_empty(), "{name}: {found:?}");
+        }
     }
 
     #[test]
@@ -321,7 +352,7 @@ mod tests {
         let t = example("distributed");
         let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
         let text = found.join("\n");
-        for what in ["durable delivery", "OTLP", "/metrics", "JPEG", "batching"] {
+        for what in ["durable delivery", "OTLP", "/metrics", "JPEG"] {
             assert!(text.contains(what), "{what} not reported:\n{text}");
         }
         assert!(
@@ -339,5 +370,80 @@ mod tests {
             ))
             .short();
         assert!(!worker.join("\n").contains("JPEG"), "{worker:?}");
+    }
+
+    /// A topology in a temporary directory whose model `det` has the given fields, and a
+    /// manifest `m.yaml` there: the shipped PP-OCRv4 detector's, edited.
+    fn with_manifest(
+        model: &str,
+        edit: impl Fn(String) -> String,
+    ) -> (tempfile::TempDir, TopologyFile) {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shipped =
+            std::fs::read_to_string(repo.join("models/ppocr-v4-det.yaml")).expect("manifest");
+        let file = repo.join("models/files/ch_PP-OCRv4_det_infer.onnx");
+        let text = shipped.replace(
+            "file: files/ch_PP-OCRv4_det_infer.onnx",
+            &format!("file: {}", file.display()),
+        );
+        std::fs::write(dir.path().join("m.yaml"), edit(text)).expect("writable");
+        let topology = format!(
+            "models:\n  det:\n{model}\nstages:\n  - {{ id: pre, kind: operator, wasm: {} }}\n  - {{ id: d, kind: model, model: det }}\n  - {{ id: boxes, kind: postprocess, postprocessor: db }}\n",
+            repo.join("operators/dist/letterbox.wasm").display()
+        );
+        let t = TopologyFile::parse(&topology, "t.yaml", dir.path(), &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        (dir, t)
+    }
+
+    fn file_problems(t: &TopologyFile) -> Vec<String> {
+        t.diagnostics(files(t)).short()
+    }
+
+    #[test]
+    fn a_manifest_is_checked_against_its_model_at_its_line() {
+        let (_dir, t) = with_manifest("    manifest: m.yaml", |s| s);
+        assert_eq!(file_problems(&t), Vec::<String>::new());
+
+        let (_dir, t) = with_manifest("    manifest: m.yaml", |s| {
+            s.replace("name: sigmoid_0.tmp_0", "name: probabilities")
+        });
+        let found = file_problems(&t);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("t.yaml:3:") && found[0].contains("outputs[0].name"),
+            "{found:?}"
+        );
+
+        // A manifest that does not read is reported at the same place.
+        let (_dir, t) = with_manifest("    manifest: m.yaml", |s| s.replace("color:", "colour:"));
+        let found = file_problems(&t);
+        assert!(
+            found.len() == 1 && found[0].contains("t.yaml:3:") && found[0].contains("colour"),
+            "{found:?}"
+        );
+
+        // A sha256 in the topology that is not the manifest's: at `sha256`.
+        let zeros = "0".repeat(64);
+        let (_dir, t) = with_manifest(
+            &format!("    manifest: m.yaml\n    sha256: \"{zeros}\""),
+            |s| s,
+        );
+        let found = file_problems(&t);
+        assert!(
+            found.len() == 1 && found[0].contains("t.yaml:4:"),
+            "{found:?}"
+        );
+
+        // The manifest's own sha256 against the file: at `manifest`.
+        let (_dir, t) = with_manifest("    manifest: m.yaml", |s| {
+            s.replace("sha256: d2a7720d", "sha256: 00000000")
+        });
+        let found = file_problems(&t);
+        assert!(
+            found.len() == 1 && found[0].contains("t.yaml:3:") && found[0].contains("m.yaml"),
+            "{found:?}"
+        );
     }
 }

@@ -26,7 +26,7 @@ fn validate_accepts_the_examples_and_locates_every_problem() {
     let ok = panoptes(&[
         "validate",
         "topologies/quickstart.yaml",
-        "topologies/ocr-cascade.yaml",
+        "topologies/ocr.yaml",
     ]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert_eq!(

@@ -2,6 +2,7 @@
 //! frames, detection and event messages), the [`Stage`] trait stage crates
 //! implement, and the worker loop that moves frames from NATS through a chain of stages.
 
+pub mod batch;
 pub mod camera;
 pub mod detection;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod tensor;
 pub mod time;
 pub mod worker;
 
+pub use batch::{BatchPolicy, BatchStats, Batcher};
 pub use camera::{CameraId, InvalidCameraId};
 pub use detection::{Detection, DetectionMessage};
 pub use event::{Event, EventKind};

@@ -16,6 +16,12 @@ pub struct Item {
     /// the payload into tensors (operators get it as their `frame` resource). Cloning shares
     /// the pixel buffer.
     pub source: Option<Frame>,
+    /// Cascades: the boxes (original-frame pixels) that the rows of the current tensor were
+    /// cropped from, in row order. Postprocessors after a crop stage (CTC, top-k) attach their
+    /// result to these boxes, so one message carries each box with what was read in it.
+    pub regions: Option<Vec<Detection>>,
+    /// This frame's span; a batch span links to the span of every frame in the batch.
+    pub span: tracing::Span,
 }
 
 /// Facts about the source frame that every stage's output keeps.
@@ -47,6 +53,7 @@ impl Payload {
 
 impl Item {
     pub fn from_frame(frame: Frame) -> Self {
+        let (frame_camera, frame_seq) = (frame.camera.clone(), frame.seq);
         Self {
             frame: FrameMeta {
                 camera: frame.camera.clone(),
@@ -58,6 +65,8 @@ impl Item {
             source: Some(frame.clone()),
             payload: Payload::Frame(frame),
             transform: Transform::IDENTITY,
+            regions: None,
+            span: tracing::debug_span!("frame", camera = %frame_camera, seq = frame_seq),
         }
     }
 }
@@ -88,4 +97,17 @@ pub trait Stage: Send {
         None
     }
     fn process(&mut self, item: Item) -> Result<Item, StageError>;
+
+    /// Processes items of several frames (usually of different cameras) in one call; a model
+    /// stage runs them as one inference batch. Returns one result per item, in order, so a
+    /// failure loses only its own item. The default processes them one by one.
+    fn process_batch(&mut self, items: Vec<Item>) -> Vec<Result<Item, StageError>> {
+        items.into_iter().map(|item| self.process(item)).collect()
+    }
+
+    /// How this stage wants frames grouped; `None` (the default): it gains nothing from
+    /// batches. The worker gathers frames by the merged policy of all its stages.
+    fn batching(&self) -> Option<crate::batch::BatchPolicy> {
+        None
+    }
 }

@@ -138,13 +138,21 @@ pub enum OtlpProtocol {
     Http,
 }
 
-/// A model file stages refer to by name.
+/// A model stages refer to by name: an ONNX `file`, or a `manifest` that describes one (its
+/// file, sha256, inputs, normalisation, labels and postprocessor; see docs/models.md). Exactly
+/// one of the two.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The ONNX file, relative to the topology file.
-    pub file: PathBuf,
-    /// Expected sha256 of the file (hex); checked when the model loads.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// A model manifest (`models/<name>.yaml`), relative to the topology file; its `file` is
+    /// relative to the manifest.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// Expected sha256 of the file (hex); checked when the model loads. With a manifest that
+    /// declares one too, the two must agree.
     #[serde(default)]
     pub sha256: Option<String>,
     /// Largest batch the graph takes. Default: what its input shape declares.
@@ -424,6 +432,54 @@ pub struct CropConfig {
     /// Keep the box's aspect ratio and pad (true), or stretch to the size (false).
     #[serde(default = "yes")]
     pub keep_aspect: bool,
+    /// Let long boxes widen the crops up to this width instead of shrinking them (for models
+    /// with a dynamic input width, like PP-OCR recognisers): the crops of one call share the
+    /// width their longest box needs, in steps of 32.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 8192))]
+    pub max_width: Option<u32>,
+    /// At most this many boxes per frame are cropped (the highest-scoring).
+    #[serde(default = "default_max_crops")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_crops: u32,
+    /// Turn crops upright first: a text-line orientation classifier (PP-OCR's `cls` model,
+    /// classes 0° and 180°) runs on every crop, and crops it calls upside down are rotated.
+    #[serde(default)]
+    pub orientation: Option<OrientationConfig>,
+}
+
+fn default_max_crops() -> u32 {
+    64
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrientationConfig {
+    /// A name from the top-level `models` map: a classifier with outputs [N, 2] (0°, 180°).
+    pub model: String,
+    /// The classifier's input size.
+    #[serde(default = "default_orientation_width")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub width: u32,
+    #[serde(default = "default_orientation_height")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub height: u32,
+    /// Rotate a crop when the classifier says 180° with at least this probability.
+    #[serde(default = "default_orientation_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub threshold: f32,
+}
+
+fn default_orientation_width() -> u32 {
+    192
+}
+
+fn default_orientation_height() -> u32 {
+    48
+}
+
+fn default_orientation_threshold() -> f32 {
+    0.9
 }
 
 fn yes() -> bool {

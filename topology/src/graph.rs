@@ -197,6 +197,9 @@ fn stage_lines(stage: &StageConfig) -> Vec<String> {
                 detail.push(format!("batch {}", b.max_batch));
             }
             lines.push(detail.join(", "));
+            if let Some(o) = m.crops.as_ref().and_then(|c| c.orientation.as_ref()) {
+                lines.push(format!("upright by: {}", o.model));
+            }
         }
         StageConfig::Postprocess(p) => {
             lines.push(format!("postprocess: {}", spelling(&p.postprocessor)));

@@ -223,6 +223,33 @@ impl Checker<'_> {
         for e in models.entries() {
             self.token(&e.key, e.key_span, "model name");
             self.file_exists(Some(&e.value), "file", "model file");
+            self.file_exists(Some(&e.value), "manifest", "model manifest");
+            // Not a mapping: the schema check says so.
+            if matches!(e.value.value, crate::yaml::Value::Map(_)) {
+                match (e.value.entry("file"), e.value.entry("manifest")) {
+                    (Some(_), Some(m)) => self.out.push(
+                        Diagnostic::at(
+                            m.key_span,
+                            format!("model `{}` has both `file` and `manifest`", e.key),
+                        )
+                        .label("second source")
+                        .related(
+                            e.value.entry("file").map_or(m.key_span, |f| f.key_span),
+                            "`file` given here",
+                        )
+                        .help("the manifest names the file: keep one of the two"),
+                    ),
+                    (None, None) => self.out.push(
+                        Diagnostic::at(
+                            e.key_span,
+                            format!("model `{}` needs a `file` or a `manifest`", e.key),
+                        )
+                        .label("no model file")
+                        .help("e.g. `manifest: ../models/ppocr-v4-det.yaml` or `file: model.onnx`"),
+                    ),
+                    _ => {}
+                }
+            }
             if let Some((sha, span)) = str_at(Some(&e.value), "sha256")
                 && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
             {
@@ -393,6 +420,12 @@ impl Checker<'_> {
                     self.unknown_model(model, span, models);
                     return;
                 };
+                if let Some(orientation) = stage.get("crops").and_then(|c| c.get("orientation"))
+                    && let Some((name, span)) = str_at(Some(orientation), "model")
+                    && !models.contains_key(name)
+                {
+                    self.unknown_model(name, span, models);
+                }
                 let batching = stage.get("batching");
                 if let (Some(model_max), Some(b)) = (max, batching.and_then(|b| b.get("max_batch")))
                     && let Some(want) = b.as_u64()

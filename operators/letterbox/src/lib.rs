@@ -21,6 +21,18 @@ pub struct Config {
     pub mean: [f32; 3],
     /// Per-channel (R, G, B) standard deviation; must be non-zero.
     pub std: [f32; 3],
+    /// The 8-bit grey level of the padding (YOLO models are trained with 114); black by default.
+    pub pad: u8,
+    /// Channel order of the tensor: `rgb`, or `bgr` for models trained on OpenCV images.
+    pub channels: Channels,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    #[default]
+    Rgb,
+    Bgr,
 }
 
 impl Default for Config {
@@ -30,6 +42,8 @@ impl Default for Config {
             height: 640,
             mean: [0.5; 3],
             std: [0.5; 3],
+            pad: 0,
+            channels: Channels::Rgb,
         }
     }
 }
@@ -48,8 +62,10 @@ impl Config {
     pub fn build(&self) -> Result<Letterbox, String> {
         let norm = Normalize::new(self.mean, self.std)
             .map_err(|e| format!("invalid letterbox config: {e}"))?;
-        Letterbox::new(self.width, self.height, norm)
-            .map_err(|e| format!("invalid letterbox config: {e}"))
+        Ok(Letterbox::new(self.width, self.height, norm)
+            .map_err(|e| format!("invalid letterbox config: {e}"))?
+            .with_pad_value(self.pad)
+            .with_bgr(self.channels == Channels::Bgr))
     }
 }
 
@@ -139,6 +155,33 @@ mod tests {
         assert_eq!(c.std, [0.2, 0.3, 0.4]);
         let lb = c.build().unwrap();
         assert_eq!(lb.output_shape(), [1, 3, 640, 320]);
+        let c = Config::parse(r#"{"pad": 114, "channels": "bgr"}"#).unwrap();
+        assert_eq!((c.pad, c.channels), (114, Channels::Bgr));
+    }
+
+    #[test]
+    fn pads_with_the_grey_level_and_orders_planes_as_asked() {
+        // A 2x1 frame, red then green, into a 2x2 tensor: the bottom row is padding.
+        let src = [255, 0, 0, 0, 255, 0];
+        let raw = r#"{"width": 2, "height": 2, "mean": [0, 0, 0], "std": [1, 1, 1], "pad": 114"#;
+        let run = |json: String| {
+            let mut lb = Config::parse(&json).unwrap().build().unwrap();
+            let mut out = Vec::new();
+            lb.run(&src, 2, 1, &mut out).unwrap();
+            out
+        };
+        let rgb = run(format!("{raw}}}"));
+        // As Normalize computes it: v * (1 / 255) + 0.
+        let pad = 114.0 * (1.0f32 / 255.0);
+        assert_eq!(
+            rgb,
+            [1.0, 0.0, pad, pad, 0.0, 1.0, pad, pad, 0.0, 0.0, pad, pad]
+        );
+        let bgr = run(format!(r#"{raw}, "channels": "bgr"}}"#));
+        assert_eq!(
+            bgr,
+            [0.0, 0.0, pad, pad, 0.0, 1.0, pad, pad, 1.0, 0.0, pad, pad]
+        );
     }
 
     #[test]

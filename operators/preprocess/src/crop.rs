@@ -11,7 +11,7 @@
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::{Normalize, PreprocessError, Transform, append_chw, check_size};
+use crate::{Normalize, PreprocessError, Transform, append_chw_padded, check_size};
 
 /// A box clamped to the frame, in frame pixel coordinates (pixel `i` covers `[i, i + 1)`),
 /// with the whole pixels it touches.
@@ -99,6 +99,8 @@ pub struct Crop {
     dst_h: u32,
     keep_aspect: bool,
     norm: Normalize,
+    /// Padding per channel in normalised units (default: black, like the letterbox).
+    pad: [f32; 3],
     resizer: Resizer,
     scratch: Vec<u8>,
 }
@@ -128,10 +130,18 @@ impl Crop {
             dst_w,
             dst_h,
             keep_aspect,
+            pad: [norm.padding(0), norm.padding(1), norm.padding(2)],
             norm,
             resizer: Resizer::new(),
             scratch: Vec::new(),
         })
+    }
+
+    /// Pads with these normalised values instead of black (PaddleOCR's recognisers pad with
+    /// 0 after normalisation, i.e. mid-grey).
+    pub fn with_padding(mut self, pad: [f32; 3]) -> Self {
+        self.pad = pad;
+        self
     }
 
     /// Shape of a batch of `n` crops: `[n, 3, dst_h, dst_w]`.
@@ -202,13 +212,14 @@ impl Crop {
                 .resize(&window, &mut dst, &options)
                 .map_err(|e| resize_err(&e))?;
         }
-        append_chw(
+        append_chw_padded(
             resized,
             new_w as usize,
             new_h as usize,
             self.dst_w as usize,
             self.dst_h as usize,
             &self.norm,
+            self.pad,
             out,
         );
         let scale_x = f64::from(new_w) / region.width;

@@ -219,6 +219,10 @@ pub struct Letterbox {
     dst_w: u32,
     dst_h: u32,
     norm: Normalize,
+    /// Padding per channel, normalised (default: black).
+    pad: [f32; 3],
+    /// Emit B, G, R planes instead of R, G, B (models trained on OpenCV images).
+    bgr: bool,
     resizer: Resizer,
     options: ResizeOptions,
     resized: Vec<u8>,
@@ -243,11 +247,25 @@ impl Letterbox {
         Ok(Self {
             dst_w,
             dst_h,
+            pad: [norm.padding(0), norm.padding(1), norm.padding(2)],
+            bgr: false,
             norm,
             resizer: Resizer::new(),
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
             resized: Vec::new(),
         })
+    }
+
+    /// Pads with this 8-bit grey level instead of black (YOLO models are trained with 114).
+    pub fn with_pad_value(mut self, value: u8) -> Self {
+        self.pad = [0, 1, 2].map(|c| self.norm.apply(c, value));
+        self
+    }
+
+    /// Emits the planes in B, G, R order.
+    pub fn with_bgr(mut self, bgr: bool) -> Self {
+        self.bgr = bgr;
+        self
     }
 
     /// Shape of the tensors [`Letterbox::run`] produces: `[1, 3, dst_h, dst_w]`.
@@ -298,15 +316,19 @@ impl Letterbox {
         }
 
         out.clear();
-        append_chw(
+        append_chw_padded(
             resized,
             new_w as usize,
             new_h as usize,
             self.dst_w as usize,
             self.dst_h as usize,
             &self.norm,
+            self.pad,
             out,
         );
+        if self.bgr {
+            swap_red_blue_planes(out);
+        }
 
         Ok(Transform {
             scale_x: new_w as f32 / width as f32,
@@ -329,6 +351,29 @@ pub(crate) fn append_chw(
     norm: &Normalize,
     out: &mut Vec<f32>,
 ) {
+    let pad = [norm.padding(0), norm.padding(1), norm.padding(2)];
+    append_chw_padded(resized, new_w, new_h, dst_w, dst_h, norm, pad, out);
+}
+
+/// Turns CHW planes R, G, B (one image) into B, G, R.
+pub fn swap_red_blue_planes(chw: &mut [f32]) {
+    let plane = chw.len() / 3;
+    let (red, rest) = chw.split_at_mut(plane);
+    red.swap_with_slice(&mut rest[plane..2 * plane]);
+}
+
+/// [`append_chw`] with the padding value per channel given (in normalised units).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn append_chw_padded(
+    resized: &[u8],
+    new_w: usize,
+    new_h: usize,
+    dst_w: usize,
+    dst_h: usize,
+    norm: &Normalize,
+    pad: [f32; 3],
+    out: &mut Vec<f32>,
+) {
     debug_assert!(new_w <= dst_w && new_h <= dst_h && resized.len() >= new_w * new_h * 3);
     out.reserve(3 * dst_h * dst_w);
     // `as_chunks` yields `[u8; 3]` pixels, so the inner loop has no bounds checks and LLVM can
@@ -337,7 +382,7 @@ pub(crate) fn append_chw(
     for c in 0..3 {
         let scale = norm.scale[c];
         let bias = norm.bias[c];
-        let pad = norm.padding(c);
+        let pad = pad[c];
         for row in pixels.chunks_exact(new_w).take(new_h) {
             out.extend(row.iter().map(|px| f32::from(px[c]) * scale + bias));
             out.extend(std::iter::repeat_n(pad, dst_w - new_w));

@@ -2,6 +2,7 @@
 //! inputs and outputs, and run it on byte tensors from any thread. The model stage and the
 //! `wasi:nn` host both go through [`Graph`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use crate::tract_backend::TractGraph;
 /// Element types a tensor crossing the host API may have. `wasi:nn` also names f16, f64 and
 /// bf16; neither backend path here handles them, so they are refused with
 /// [`ModelError::Unsupported`] rather than converted behind the caller's back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ElementType {
     F32,
     U8,
@@ -249,6 +251,8 @@ pub(crate) struct Loaded {
     pub engine: Engine,
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
+    /// The file's `metadata_props` (custom key/value pairs), read once at load.
+    pub metadata: BTreeMap<String, String>,
 }
 
 struct Inner {
@@ -257,6 +261,7 @@ struct Inner {
     opts: GraphOptions,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
+    metadata: BTreeMap<String, String>,
     engine: Engine,
 }
 
@@ -311,6 +316,7 @@ impl Graph {
             engine,
             inputs,
             outputs,
+            metadata,
         } = loaded;
         if inputs.is_empty() || outputs.is_empty() {
             return Err(ModelError::Load {
@@ -338,6 +344,7 @@ impl Graph {
                 opts: *opts,
                 inputs,
                 outputs,
+                metadata,
                 engine,
             }),
         })
@@ -371,6 +378,18 @@ impl Graph {
         &self.inner.outputs
     }
 
+    /// A custom value from the ONNX file's `metadata_props` (e.g. `character`, the PP-OCR
+    /// recogniser's character list); `None` when the file has no such key. Read once at load,
+    /// the same for every backend.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.inner.metadata.get(key).cloned()
+    }
+
+    /// Every custom key of the file's `metadata_props`, sorted.
+    pub fn metadata_keys(&self) -> impl Iterator<Item = &str> {
+        self.inner.metadata.keys().map(String::as_str)
+    }
+
     /// Whether two handles share one loaded graph.
     pub fn ptr_eq(a: &Graph, b: &Graph) -> bool {
         Arc::ptr_eq(&a.inner, &b.inner)
@@ -400,11 +419,15 @@ impl Graph {
         Ok(out)
     }
 
-    /// Convenience for the f32 single-input / first-output case the model stage uses. The input
-    /// reaches ONNX Runtime without a copy; the first output is copied once.
+    /// Convenience for the f32 single-input / first-output case: the input reaches ONNX Runtime
+    /// without a copy; the first output is copied once.
     pub fn run_f32(&self, input: &Tensor) -> Result<Tensor, ModelError> {
-        let view = TensorView::from_f32(&input.shape, &input.data);
-        let ordered = self.check_inputs(&[("", view)])?;
+        self.run_first_f32(TensorView::from_f32(&input.shape, &input.data))
+    }
+
+    /// Runs a single-input graph on `input` and returns its first output (f32).
+    pub fn run_first_f32(&self, input: TensorView<'_>) -> Result<Tensor, ModelError> {
+        let ordered = self.check_inputs(&[("", input)])?;
         let mut first = None;
         self.run_ordered(&ordered, &mut |ix, shape, data| {
             if ix != 0 {

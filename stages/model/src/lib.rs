@@ -5,15 +5,23 @@
 //! host that Wasm model operators call both run graphs through it, and [`ModelRegistry`] loads
 //! each named model once per process and hands out clones of the same graph.
 
+mod crops;
 mod graph;
+mod manifest;
 mod ort_backend;
 mod registry;
 mod stage;
 mod tract_backend;
 
+pub use crops::{CropError, CropSpec, Crops, Orientation};
 pub use graph::{
     Backend, Device, ElementType, Graph, GraphOptions, HostTensor, TensorInfo, TensorView,
     compiled_devices,
+};
+pub use manifest::{
+    Align, BackendHints, ColorOrder, Dim, InputSpec, Labels, Layout, ManifestError, ModelManifest,
+    ModelSource, Normalization, Normalize, OutputSpec, PostprocessorKind, PostprocessorSpec,
+    Resize, ResizeMode, TractHints,
 };
 pub use ort_backend::{ORT_LIBRARY, environment, library_path};
 pub use registry::{ModelRegistry, load_checked, sha256_file};

@@ -3,6 +3,7 @@
 //! cargo feature.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -132,13 +133,31 @@ pub(crate) fn load(name: &str, path: &Path, opts: &GraphOptions) -> Result<Loade
     };
     let inputs = describe("input", session.inputs())?;
     let outputs = describe("output", session.outputs())?;
+    // The graph runs without its metadata; only what reads a key would miss it.
+    let metadata = custom_metadata(&session).unwrap_or_else(|e| {
+        tracing::warn!(model = %name, error = %e, "cannot read the model's metadata");
+        BTreeMap::new()
+    });
     Ok(Loaded {
         engine: Engine::Ort(OrtGraph {
             session: Mutex::new(session),
         }),
         inputs,
         outputs,
+        metadata,
     })
+}
+
+/// The model's custom metadata (`metadata_props`), every key read once.
+fn custom_metadata(session: &Session) -> ort::Result<BTreeMap<String, String>> {
+    let meta = session.metadata()?;
+    let mut out = BTreeMap::new();
+    for key in meta.custom_keys()? {
+        if let Some(value) = meta.custom(&key) {
+            out.insert(key, value);
+        }
+    }
+    Ok(out)
 }
 
 fn tensor_info(name: &str, dtype: &ValueType) -> Result<TensorInfo, String> {

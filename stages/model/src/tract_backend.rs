@@ -109,6 +109,12 @@ pub(crate) fn load(name: &str, path: &Path, opts: &GraphOptions) -> Result<Loade
         outputs
             .push(declared(name, proto_outputs).map_err(|m| unsupported(format!("output {m}")))?);
     }
+    // Later duplicates win, as in ONNX Runtime's custom metadata map.
+    let metadata = proto
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
     let typed = symbolic(&parsed, &inputs).and_then(|m| m.into_typed()?.into_decluttered());
 
     let source = match typed {
@@ -131,6 +137,7 @@ pub(crate) fn load(name: &str, path: &Path, opts: &GraphOptions) -> Result<Loade
         })),
         inputs,
         outputs,
+        metadata,
     })
 }
 

@@ -79,6 +79,8 @@ fn the_stage_replaces_the_tensor_with_the_first_output() {
         payload: Payload::Tensor(striped_bar(160, 320)),
         transform,
         source: None,
+        regions: None,
+        span: tracing::Span::none(),
     };
     let out = stage.process(item).expect("process");
     assert_eq!(out.transform, transform, "the transform passes through");

@@ -1,21 +1,87 @@
-//! The DB postprocessor as a pipeline stage: probability-map tensor in, detections in
-//! original-frame pixel coordinates out.
+//! Postprocessors as pipeline stages: [`build`] makes the one a topology names, and
+//! [`DbStage`] runs the DB text-box postprocessor (probability map in, boxes in original-frame
+//! pixels out).
 
 use panoptes_pipeline::detection::Detection;
 use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
 use serde::Deserialize;
 
+use crate::common;
+use crate::ctc::{CtcParams, CtcStage};
 use crate::db::{DbParams, DbPostProcessor};
+use crate::topk::{TopkParams, TopkStage};
+use crate::yolo::{YoloParams, YoloStage};
 
+/// Why a postprocessor stage could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum PostprocessError {
-    #[error("unknown postprocessor {0:?} (available: db)")]
+    #[error("unknown postprocessor {0:?} (available: db, yolo, topk, ctc)")]
     Unknown(String),
     #[error("invalid params for postprocessor {postprocessor:?}: {message}")]
     Params {
         postprocessor: String,
         message: String,
     },
+    #[error("the {postprocessor} postprocessor needs {what}")]
+    Missing {
+        postprocessor: &'static str,
+        what: &'static str,
+    },
+    #[error(
+        "the {postprocessor} postprocessor names each detection by its class (the model's \
+         labels); `label` does not apply to it"
+    )]
+    LabelNotUsed { postprocessor: &'static str },
+}
+
+/// Builds the stage for a topology's `postprocessor` (`db`, `yolo`, `topk` or `ctc`) with its
+/// `params` (`null` for none).
+///
+/// - `label`: `db`: the label of every box (default `"text"`); `ctc`: the label of whole-frame
+///   readings (default `"text"`; regions keep theirs); `yolo`: replaces the class name on every
+///   detection; `topk`: an error (the class is the label).
+/// - `labels`: the model's class names (`yolo`, `topk`: class `i` is `labels[i]`, or the
+///   number when there is none) or, for `ctc`, its character list (required); `db` ignores it.
+pub fn build(
+    id: &str,
+    postprocessor: &str,
+    params: &serde_json::Value,
+    label: Option<&str>,
+    labels: Option<Vec<String>>,
+) -> Result<Box<dyn Stage>, PostprocessError> {
+    let invalid = |postprocessor: &str, e: &dyn std::error::Error| PostprocessError::Params {
+        postprocessor: postprocessor.to_owned(),
+        message: e.to_string(),
+    };
+    Ok(match postprocessor {
+        "db" => Box::new(DbStage::from_config(id, postprocessor, params, label)?),
+        "yolo" => {
+            let p: YoloParams = common::parse_params(postprocessor, params)?;
+            let stage = YoloStage::new(id, p, labels, label.map(str::to_owned));
+            Box::new(stage.map_err(|e| invalid(postprocessor, &e))?)
+        }
+        "topk" => {
+            if label.is_some() {
+                return Err(PostprocessError::LabelNotUsed {
+                    postprocessor: "topk",
+                });
+            }
+            let p: TopkParams = common::parse_params(postprocessor, params)?;
+            Box::new(TopkStage::new(id, p, labels).map_err(|e| invalid(postprocessor, &e))?)
+        }
+        "ctc" => {
+            let p: CtcParams = common::parse_params(postprocessor, params)?;
+            let Some(charset) = labels else {
+                return Err(PostprocessError::Missing {
+                    postprocessor: "ctc",
+                    what: "the model's character list (labels)",
+                });
+            };
+            let stage = CtcStage::new(id, p, charset, label);
+            Box::new(stage.map_err(|e| invalid(postprocessor, &e))?)
+        }
+        other => return Err(PostprocessError::Unknown(other.to_owned())),
+    })
 }
 
 /// `params:` of a `postprocessor: db` stage; absent keys keep PaddleOCR's defaults.
@@ -51,11 +117,7 @@ impl DbStage {
             postprocessor: postprocessor.to_owned(),
             message,
         };
-        let cfg: DbParamsConfig = if params.is_null() {
-            DbParamsConfig::default()
-        } else {
-            serde_json::from_value(params.clone()).map_err(|e| fail(e.to_string()))?
-        };
+        let cfg: DbParamsConfig = common::parse_params(postprocessor, params)?;
         let d = DbParams::default();
         let params = DbParams {
             thresh: cfg.thresh.unwrap_or(d.thresh),
@@ -80,12 +142,7 @@ impl Stage for DbStage {
     }
 
     fn process(&mut self, mut item: Item) -> Result<Item, StageError> {
-        let Payload::Tensor(map) = &item.payload else {
-            return Err(StageError::WrongInput {
-                expected: "tensor",
-                got: item.payload.kind(),
-            });
-        };
+        let map = common::tensor(&item.payload)?;
         // [1, 1, H, W] (or [H, W]): one probability map.
         let (h, w) = match map.shape.as_slice() {
             [1, 1, h, w] | [1, h, w] | [h, w] => (*h, *w),
@@ -99,11 +156,7 @@ impl Stage for DbStage {
             .db
             .process(&map.data, h, w)
             .map_err(|e| StageError::InvalidInput(e.to_string()))?;
-        let (fw, fh) = (item.frame.width as f32, item.frame.height as f32);
-        let to_frame = |p: [f32; 2]| {
-            let [x, y] = item.transform.to_source(p);
-            [x.clamp(0.0, fw), y.clamp(0.0, fh)]
-        };
+        let to_frame = |p| common::to_frame_point(&item.transform, &item.frame, p);
         let detections = boxes
             .iter()
             .map(|b| {
@@ -207,5 +260,61 @@ mod tests {
                 .process(item_with_map(map, Transform::IDENTITY))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn build_makes_every_postprocessor_and_names_bad_config() {
+        let null = serde_json::Value::Null;
+        let chars = Some(vec!["a".to_owned()]);
+        for (name, params, labels) in [
+            ("db", null.clone(), None),
+            ("yolo", serde_json::json!({"layout": "v8"}), None),
+            ("topk", null.clone(), None),
+            ("ctc", serde_json::json!({"min_score": 0.3}), chars.clone()),
+        ] {
+            let stage = build("s", name, &params, None, labels).expect(name);
+            assert_eq!(stage.id(), "s");
+        }
+        let err = |name: &str, params: serde_json::Value, label, labels| {
+            build("s", name, &params, label, labels)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = err("ssd", null.clone(), None, None);
+        assert!(
+            e.contains("\"ssd\"") && e.contains("yolo, topk, ctc"),
+            "{e}"
+        );
+        let e = err("yolo", null.clone(), None, None);
+        assert!(e.contains("\"yolo\"") && e.contains("layout"), "{e}");
+        let e = err("yolo", serde_json::json!({"layout": "v9"}), None, None);
+        assert!(e.contains("v9"), "{e}");
+        let e = err(
+            "yolo",
+            serde_json::json!({"layout": "v5", "iou": 0.5}),
+            None,
+            None,
+        );
+        assert!(e.contains("\"yolo\"") && e.contains("`iou`"), "{e}");
+        let e = err(
+            "yolo",
+            serde_json::json!({"layout": "v5", "iou_threshold": 2.0}),
+            None,
+            None,
+        );
+        assert!(e.contains("iou_threshold"), "{e}");
+        let e = err("topk", serde_json::json!({"top": 2}), None, None);
+        assert!(e.contains("\"topk\"") && e.contains("`top`"), "{e}");
+        let e = err("topk", null.clone(), Some("kind"), None);
+        assert!(e.contains("`label`"), "{e}");
+        let e = err("ctc", null.clone(), None, None);
+        assert!(e.contains("needs the model's character list"), "{e}");
+        let e = err("ctc", serde_json::json!({"drop_score": 0.5}), None, chars);
+        assert!(e.contains("\"ctc\"") && e.contains("`drop_score`"), "{e}");
+        let e = err("ctc", null, None, Some(vec![]));
+        assert!(e.contains("character list"), "{e}");
+        let e = err("db", serde_json::json!({"tresh": 0.2}), None, None);
+        assert!(e.contains("\"db\"") && e.contains("`tresh`"), "{e}");
     }
 }

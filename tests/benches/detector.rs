@@ -1,0 +1,780 @@
+//! The PP-OCRv4 text detector as a pipeline stage, with and without adaptive batching across
+//! cameras, against the bare model measured in the same run.
+//!
+//! ```text
+//! source ~/.cache/panoptes/env.sh
+//! export CARGO_TARGET_DIR=/root/.cache/panoptes/target
+//! cargo bench -p panoptes-tests --bench detector                         # full: ort and tract
+//! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- --backend ort
+//! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- \
+//!     --backend tract --cameras 4 --batching off,adaptive
+//! ```
+//!
+//! Needs what scripts/setup.sh makes (the letterbox operator, the model file, a nats-server).
+//! Options (each also as an environment variable; the argument wins):
+//!
+//! | argument                   | variable                           | default                 |
+//! |----------------------------|------------------------------------|-------------------------|
+//! | `--quick`                  | `PANOPTES_BENCH_QUICK=1`           | off: 8 s warm-up, 10 s measured, 7 bare calls; quick: 3 s, 5 s, 3 |
+//! | `--backend ort,tract`      | `PANOPTES_BENCH_BACKENDS`          | `ort,tract`             |
+//! | `--cameras 1,4,8`          | `PANOPTES_BENCH_CAMERAS`           | `1,4,8`                 |
+//! | `--batching off,adaptive`  | `PANOPTES_BENCH_BATCHING`          | `off,adaptive`          |
+//! | `--fps 15`                 | `PANOPTES_BENCH_FPS`               | 15 per camera           |
+//! | `--warmup-s S`             | `PANOPTES_BENCH_WARMUP_S`          | see `--quick`           |
+//! | `--measure-s S`            | `PANOPTES_BENCH_MEASURE_S`         | see `--quick`           |
+//! | `--runs N`                 | `PANOPTES_BENCH_RUNS`              | bare-model timed calls  |
+//! | `--max-batch N`            | `PANOPTES_BENCH_MAX_BATCH`         | 8                       |
+//! | `--latency-target-ms MS`   | `PANOPTES_BENCH_LATENCY_TARGET_MS` | 4 × bare batch-1 median |
+//!
+//! What it measures:
+//!
+//! 1. **Floor**: `Graph::run_f32` on `[b, 3, 640, 640]` for b = 1, 4, 8, per backend (default
+//!    threads), median of the timed calls after one untimed call (tract plans the shape then).
+//!    Measured first, while nothing else of the benchmark runs.
+//! 2. **Pipeline**: a [`Worker`] built from a generated topology (letterbox Wasm operator →
+//!    `detect` model stage → `db` postprocess) on a real nats-server, fed by N synthetic cameras
+//!    that publish pre-encoded 640×480 RGB frames (rendered text plus noise) at a fixed rate
+//!    each. The rate is meant to be more than the worker can take: live delivery keeps the
+//!    newest frame per camera and counts the rest as dropped, so the worker always has work and
+//!    the throughput is its capacity. Per case: warm-up, then a measured window in which
+//!    detection messages received per second give the throughput, receive time − the frame's
+//!    `capture_ts_ns` (the publish time) gives the latency, and the worker's counters give the
+//!    mean batch (frames processed ÷ passes) and drops.
+//!
+//! Every worker, publisher and subscriber shares the machine with nats-server: on a 2-core box
+//! the transport of the dropped frames costs CPU too (it is what a live deployment pays).
+//! Numbers are medians and ratios to the floor of the same run; nothing here asserts a speed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use panoptes_ingest::TestPattern;
+use panoptes_model::{Backend, Graph, GraphOptions, ModelManifest};
+use panoptes_pipeline::frame::PixelBuffer;
+use panoptes_pipeline::time::now_ns;
+use panoptes_pipeline::worker::{StatsSnapshot, Worker};
+use panoptes_pipeline::{CameraId, DetectionMessage, Frame, PixelFormat, Subjects, Tensor};
+use panoptes_topology::TopologyFile;
+use tokio_util::sync::CancellationToken;
+
+/// The model's name in the generated topology and its manifest (relative to the repository).
+const MODEL: &str = "ppocr-v4-det";
+const MANIFEST: &str = "models/ppocr-v4-det.yaml";
+/// The detector's input side after the letterbox.
+const SIDE: usize = 640;
+const FRAME_WIDTH: u32 = 640;
+const FRAME_HEIGHT: u32 = 480;
+const BARE_BATCHES: [usize; 3] = [1, 4, 8];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Batching {
+    Off,
+    Adaptive,
+}
+
+impl Batching {
+    fn name(self) -> &'static str {
+        match self {
+            Batching::Off => "off",
+            Batching::Adaptive => "adaptive",
+        }
+    }
+}
+
+struct Config {
+    backends: Vec<Backend>,
+    cameras: Vec<usize>,
+    batching: Vec<Batching>,
+    fps: f64,
+    warmup: Duration,
+    measure: Duration,
+    runs: usize,
+    max_batch: usize,
+    latency_target_ms: Option<u64>,
+}
+
+impl Config {
+    /// Environment first, then arguments (`cargo bench` adds `--bench`, which is ignored).
+    fn load() -> anyhow::Result<Self> {
+        let mut opts: Vec<(String, String)> = [
+            ("quick", "PANOPTES_BENCH_QUICK"),
+            ("backend", "PANOPTES_BENCH_BACKENDS"),
+            ("cameras", "PANOPTES_BENCH_CAMERAS"),
+            ("batching", "PANOPTES_BENCH_BATCHING"),
+            ("fps", "PANOPTES_BENCH_FPS"),
+            ("warmup-s", "PANOPTES_BENCH_WARMUP_S"),
+            ("measure-s", "PANOPTES_BENCH_MEASURE_S"),
+            ("runs", "PANOPTES_BENCH_RUNS"),
+            ("max-batch", "PANOPTES_BENCH_MAX_BATCH"),
+            ("latency-target-ms", "PANOPTES_BENCH_LATENCY_TARGET_MS"),
+        ]
+        .into_iter()
+        .filter_map(|(key, var)| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (key.to_owned(), v))
+        })
+        .collect();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let Some(key) = arg.strip_prefix("--") else {
+                bail!(
+                    "unexpected argument {arg:?} (options are --name value; see the file's header)"
+                );
+            };
+            match key {
+                "bench" => {}
+                "quick" => opts.push(("quick".into(), "1".into())),
+                _ => {
+                    let (key, value) = match key.split_once('=') {
+                        Some((k, v)) => (k.to_owned(), v.to_owned()),
+                        None => (
+                            key.to_owned(),
+                            args.next()
+                                .with_context(|| format!("--{key} needs a value"))?,
+                        ),
+                    };
+                    opts.push((key, value));
+                }
+            }
+        }
+        let get = |key: &str| {
+            opts.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let known = [
+            "quick",
+            "backend",
+            "cameras",
+            "batching",
+            "fps",
+            "warmup-s",
+            "measure-s",
+            "runs",
+            "max-batch",
+            "latency-target-ms",
+        ];
+        if let Some((k, _)) = opts.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            bail!("unknown option --{k} (known: {})", known.join(", "));
+        }
+        let quick = get("quick").is_some_and(|v| v != "0");
+        let num = |key: &str, default: f64| -> anyhow::Result<f64> {
+            match get(key) {
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .with_context(|| format!("--{key} {v:?} is not a positive number")),
+                None => Ok(default),
+            }
+        };
+        let backends = get("backend")
+            .unwrap_or("ort,tract")
+            .split(',')
+            .map(|b| match b.trim() {
+                "ort" => Ok(Backend::Ort),
+                "tract" => Ok(Backend::Tract),
+                other => Err(anyhow!("unknown backend {other:?} (ort, tract)")),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cameras = get("cameras")
+            .unwrap_or("1,4,8")
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .with_context(|| format!("camera count {n:?} must be 1..=64"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let batching = get("batching")
+            .unwrap_or("off,adaptive")
+            .split(',')
+            .map(|b| match b.trim() {
+                "off" => Ok(Batching::Off),
+                "adaptive" => Ok(Batching::Adaptive),
+                other => Err(anyhow!("unknown batching {other:?} (off, adaptive)")),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (warmup, measure, runs) = if quick {
+            (3.0, 5.0, 3.0)
+        } else {
+            (8.0, 10.0, 7.0)
+        };
+        Ok(Self {
+            backends,
+            cameras,
+            batching,
+            fps: num("fps", 15.0)?,
+            warmup: Duration::from_secs_f64(num("warmup-s", warmup)?),
+            measure: Duration::from_secs_f64(num("measure-s", measure)?),
+            runs: num("runs", runs)? as usize,
+            max_batch: num("max-batch", 8.0)? as usize,
+            latency_target_ms: get("latency-target-ms")
+                .map(|_| num("latency-target-ms", 1.0).map(|v| v.ceil() as u64))
+                .transpose()?,
+        })
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A smooth deterministic pattern in [-1, 1] (values do not change the work a CNN does).
+fn input(batch: usize) -> Tensor {
+    let shape = vec![batch, 3, SIDE, SIDE];
+    let n: usize = shape.iter().product();
+    let data = (0..n).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
+    Tensor::new(shape, data).expect("the shape matches the data")
+}
+
+/// The bare model of one backend: median time per call for each batch size.
+struct Floor {
+    backend: Backend,
+    per_call: Vec<(usize, Duration)>,
+}
+
+impl Floor {
+    fn call(&self, batch: usize) -> Option<Duration> {
+        self.per_call
+            .iter()
+            .find(|(b, _)| *b == batch)
+            .map(|(_, d)| *d)
+    }
+
+    fn fps(&self, batch: usize) -> Option<f64> {
+        self.call(batch).map(|d| batch as f64 / d.as_secs_f64())
+    }
+}
+
+fn measure_floor(manifest: &ModelManifest, backend: Backend, runs: usize) -> anyhow::Result<Floor> {
+    let graph: Graph = manifest.load_model(&GraphOptions {
+        backend,
+        ..GraphOptions::default()
+    })?;
+    let mut per_call = Vec::new();
+    for batch in BARE_BATCHES {
+        let x = input(batch);
+        let started = Instant::now();
+        std::hint::black_box(graph.run_f32(&x)?);
+        let first = started.elapsed();
+        let times = (0..runs.max(1))
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(graph.run_f32(&x)?);
+                Ok(started.elapsed())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let m = median(times);
+        println!(
+            "{:<7} {:>5} {:>14.1} {:>12.1} {:>10.2}",
+            backend.to_string(),
+            batch,
+            ms(first),
+            ms(m),
+            batch as f64 / m.as_secs_f64()
+        );
+        per_call.push((batch, m));
+    }
+    Ok(Floor { backend, per_call })
+}
+
+/// One camera's frame, encoded once; [`Template::stamp`] writes a sequence number and capture
+/// time into a copy (one memcpy of the payload, as a real publisher makes per frame).
+#[derive(Clone)]
+struct Template {
+    camera: CameraId,
+    bytes: Bytes,
+    seq_at: usize,
+    ts_at: usize,
+}
+
+const SEQ_MARK: u64 = 0x5e9_5e9_5e9_5e9_5e9;
+const TS_MARK: u64 = 0x7a3_7a3_7a3_7a3_7a3;
+
+fn find_once(haystack: &[u8], needle: &[u8]) -> anyhow::Result<usize> {
+    let mut hits = haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i);
+    match (hits.next(), hits.next()) {
+        (Some(i), None) => Ok(i),
+        _ => bail!("the marker is not in the encoded frame exactly once"),
+    }
+}
+
+impl Template {
+    fn new(camera: CameraId, pixels: Vec<u8>) -> anyhow::Result<Self> {
+        let frame = Frame {
+            camera: camera.clone(),
+            seq: SEQ_MARK,
+            capture_ts_ns: TS_MARK,
+            width: FRAME_WIDTH,
+            height: FRAME_HEIGHT,
+            format: PixelFormat::Rgb8,
+            pixels: PixelBuffer::from(pixels),
+        };
+        let bytes = frame.encode()?;
+        let t = Self {
+            seq_at: find_once(&bytes, &SEQ_MARK.to_le_bytes())?,
+            ts_at: find_once(&bytes, &TS_MARK.to_le_bytes())?,
+            camera,
+            bytes,
+        };
+        // The patched copy must decode to what was written.
+        let check = Frame::decode(t.stamp(7, 42), Some(t.camera.as_str()))?;
+        anyhow::ensure!(
+            check.seq == 7 && check.capture_ts_ns == 42,
+            "patching the template failed"
+        );
+        Ok(t)
+    }
+
+    fn stamp(&self, seq: u64, capture_ts_ns: u64) -> Bytes {
+        let mut b = BytesMut::from(&self.bytes[..]);
+        b[self.seq_at..self.seq_at + 8].copy_from_slice(&seq.to_le_bytes());
+        b[self.ts_at..self.ts_at + 8].copy_from_slice(&capture_ts_ns.to_le_bytes());
+        b.freeze()
+    }
+}
+
+/// `n` cameras' frames: a line of text rendered by GStreamer (so the DB postprocessor finds
+/// boxes, as on a real feed) on a noisy background.
+fn templates(n: usize) -> anyhow::Result<Vec<Template>> {
+    panoptes_tests::gst();
+    let words = [
+        "TOTAL 42.00 EUR",
+        "Gate B12 Departures",
+        "PANOPTES ALPHA",
+        "CAMERA BRAVO 42",
+        "Platform 9 3/4",
+        "EXIT 17 NORTH",
+        "Parking Level -2",
+        "Dock 5 Loading",
+    ];
+    let mut state: u32 = 0x1234_5678;
+    (0..n)
+        .map(|i| {
+            let pattern = TestPattern {
+                text: format!("{} #{i}", words[i % words.len()]),
+                width: FRAME_WIDTH,
+                height: FRAME_HEIGHT,
+                font: "Sans Bold 28".into(),
+                xpos: 0.3 + 0.05 * (i % 8) as f64,
+                ypos: 0.2 + 0.08 * (i % 8) as f64,
+                background: 0xff20_3040 + ((i as u32 * 0x0010_0810) & 0x003f_3f3f),
+                live: false,
+                ..TestPattern::default()
+            };
+            let raw = panoptes_ingest::render_still(&pattern)
+                .map_err(|e| anyhow!("cannot render camera {i}'s frame: {e}"))?;
+            anyhow::ensure!(
+                raw.width == FRAME_WIDTH && raw.height == FRAME_HEIGHT,
+                "rendered {}x{}",
+                raw.width,
+                raw.height
+            );
+            let mut pixels = raw.data;
+            for p in &mut pixels {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = ((state >> 24) % 25) as i16 - 12;
+                *p = (i16::from(*p) + noise).clamp(0, 255) as u8;
+            }
+            Template::new(CameraId::new(&format!("cam-{i}"))?, pixels)
+        })
+        .collect()
+}
+
+fn topology_yaml(ns: &str, backend: Backend, batching: Option<(usize, u64)>) -> String {
+    let batching = match batching {
+        Some((max_batch, target_ms)) => {
+            format!("\n    batching: {{ max_batch: {max_batch}, latency_target_ms: {target_ms} }}")
+        }
+        None => String::new(),
+    };
+    format!(
+        r#"namespace: {ns}
+models:
+  {MODEL}: {{ manifest: ../{MANIFEST} }}
+stages:
+  - id: preprocess
+    kind: operator
+    wasm: ../operators/dist/letterbox.wasm
+    config: {{ width: {SIDE}, height: {SIDE}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] }}
+  - id: detect
+    kind: model
+    model: {MODEL}
+    backend: {backend}{batching}
+  - id: text-boxes
+    kind: postprocess
+    postprocessor: db
+    label: text
+"#
+    )
+}
+
+struct Case {
+    backend: Backend,
+    cameras: usize,
+    batching: Batching,
+    /// Adaptive only.
+    latency_target_ms: Option<u64>,
+}
+
+struct Outcome {
+    /// Detection messages received per second in the window.
+    fps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_batch: f64,
+    offered: f64,
+    received: f64,
+    dropped: f64,
+    failed: u64,
+    /// Frames the worker processed during the window (its own count).
+    processed: u64,
+}
+
+/// Runs one case. The worker runs in this process (not through `panoptes::runner`): the graph
+/// is built with `registry::build` exactly as the runner does, but before the clock starts, so
+/// the model's shapes can be planned (tract) on the very graph the stage uses, and the worker's
+/// counters are read directly at the window's edges without a control round-trip. A child
+/// process would only add its start-up to the warm-up and a second process to schedule.
+async fn run_case(
+    cfg: &Config,
+    case: &Case,
+    index: usize,
+    url: &str,
+    templates: &[Template],
+    root: &Path,
+) -> anyhow::Result<Outcome> {
+    let ns = format!("bench{index}");
+    let batching = case.latency_target_ms.map(|t| (cfg.max_batch, t));
+    let yaml = topology_yaml(&ns, case.backend, batching);
+    let topology = TopologyFile::parse(
+        &yaml,
+        "detector-bench.yaml",
+        &root.join("topologies"),
+        &panoptes_topology::process_env,
+    )
+    .map_err(|d| anyhow!("{d}"))?;
+    let largest = match case.batching {
+        Batching::Off => 1,
+        Batching::Adaptive => case.cameras.min(cfg.max_batch),
+    };
+    let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let built = panoptes::registry::build(&topology)?;
+        // Every batch size this case can form, once, on the stage's own (shared) graph: tract
+        // plans each input shape on first use, which would otherwise land in the warm-up.
+        let graph = built.models.get(MODEL)?;
+        for b in 1..=largest {
+            std::hint::black_box(graph.run_f32(&input(b))?);
+        }
+        Ok(built)
+    })
+    .await??;
+
+    let subjects = Subjects::new(ns.clone());
+    let worker = Worker::with_graph(panoptes::connect(url).await?, subjects.clone(), built.graph);
+    let stats = worker.stats();
+    let stop_worker = CancellationToken::new();
+    let worker = tokio::spawn(worker.run(stop_worker.clone()));
+
+    // Detections: a plain connection (default capacities) so the measuring side does not drop.
+    let sub_client = async_nats::ConnectOptions::new()
+        .name("detector-bench")
+        .connect(url)
+        .await?;
+    let mut sub = sub_client.subscribe(format!("{ns}.detections.>")).await?;
+    sub_client.flush().await?;
+    let stop_receiver = CancellationToken::new();
+    let receiver = {
+        let stop = stop_receiver.clone();
+        tokio::spawn(async move {
+            // (receive time, capture time), ns since the UNIX epoch.
+            let mut seen: Vec<(u64, u64)> = Vec::with_capacity(4096);
+            let mut unreadable = 0u64;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    msg = sub.next() => {
+                        let Some(msg) = msg else { break };
+                        let at = now_ns();
+                        match serde_json::from_slice::<DetectionMessage>(&msg.payload) {
+                            Ok(m) => seen.push((at, m.capture_ts_ns)),
+                            Err(_) => unreadable += 1,
+                        }
+                    }
+                }
+            }
+            (seen, unreadable)
+        })
+    };
+
+    // Cameras: each publishes at a fixed rate, phases spread over one period like independent
+    // cameras; a publisher that falls behind skips ticks instead of bursting.
+    let pub_client = panoptes::connect(url).await?;
+    let published = Arc::new(AtomicU64::new(0));
+    let stop_cameras = CancellationToken::new();
+    let period = Duration::from_secs_f64(1.0 / cfg.fps);
+    let mut cameras = Vec::new();
+    for (i, template) in templates.iter().take(case.cameras).enumerate() {
+        let template = template.clone();
+        let (client, published, stop) =
+            (pub_client.clone(), published.clone(), stop_cameras.clone());
+        let subject = subjects.frames(&template.camera);
+        let start = tokio::time::Instant::now() + period.mul_f64(i as f64 / case.cameras as f64);
+        cameras.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(start, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq = 0u64;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                seq += 1;
+                let payload = template.stamp(seq, now_ns());
+                if client.publish(subject.clone(), payload).await.is_ok() {
+                    published.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(cfg.warmup).await;
+    let (t0, s0, p0) = (
+        now_ns(),
+        stats.snapshot(),
+        published.load(Ordering::Relaxed),
+    );
+    tokio::time::sleep(cfg.measure).await;
+    let (t1, s1, p1) = (
+        now_ns(),
+        stats.snapshot(),
+        published.load(Ordering::Relaxed),
+    );
+
+    stop_cameras.cancel();
+    for c in cameras {
+        c.await?;
+    }
+    stop_worker.cancel();
+    let last: StatsSnapshot = worker.await?.context("the worker failed")?;
+    stop_receiver.cancel();
+    let (seen, unreadable) = receiver.await?;
+    if unreadable > 0 {
+        eprintln!("warning: {unreadable} detection messages could not be parsed");
+    }
+    if last.failed > 0 {
+        eprintln!(
+            "warning: {} frames failed in the worker (see tracing output)",
+            last.failed
+        );
+    }
+
+    let secs = (t1 - t0) as f64 / 1e9;
+    let mut latencies: Vec<u64> = seen
+        .iter()
+        .filter(|(at, _)| (t0..t1).contains(at))
+        .map(|(at, captured)| at.saturating_sub(*captured))
+        .collect();
+    latencies.sort_unstable();
+    let (p50_ms, p99_ms) = if latencies.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (
+            percentile(&latencies, 50.0) as f64 / 1e6,
+            percentile(&latencies, 99.0) as f64 / 1e6,
+        )
+    };
+    let frames = (s1.processed + s1.failed) - (s0.processed + s0.failed);
+    let batches = s1.batches - s0.batches;
+    Ok(Outcome {
+        fps: latencies.len() as f64 / secs,
+        p50_ms,
+        p99_ms,
+        mean_batch: if batches == 0 {
+            f64::NAN
+        } else {
+            frames as f64 / batches as f64
+        },
+        offered: (p1 - p0) as f64 / secs,
+        received: (s1.received - s0.received) as f64 / secs,
+        dropped: (s1.dropped - s0.dropped) as f64 / secs,
+        failed: s1.failed - s0.failed,
+        processed: s1.processed - s0.processed,
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cfg = Config::load()?;
+    let root = panoptes_tests::require_setup();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "detector bench: PP-OCRv4 det, {cores} cores, load average {} at start",
+        loadavg()
+    );
+    println!(
+        "pipeline: {} fps per camera offered, {:.0} s warm-up, {:.0} s measured; floor: median of {} calls",
+        cfg.fps,
+        cfg.warmup.as_secs_f64(),
+        cfg.measure.as_secs_f64(),
+        cfg.runs.max(1)
+    );
+
+    // 1. The floor, before anything else of the benchmark runs.
+    let manifest = ModelManifest::load(&root.join(MANIFEST))?;
+    println!(
+        "\n{:<7} {:>5} {:>14} {:>12} {:>10}",
+        "bare", "batch", "first call ms", "median ms", "frames/s"
+    );
+    let floors = cfg
+        .backends
+        .iter()
+        .map(|b| measure_floor(&manifest, *b, cfg.runs))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // 2. The pipeline.
+    let most = cfg.cameras.iter().copied().max().unwrap_or(1);
+    let templates = templates(most)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(1))
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        let server = tokio::task::spawn_blocking(panoptes_tests::nats_server).await?;
+        let url = server.url().to_owned();
+        let mut index = 0;
+        for floor in &floors {
+            let b1 = floor.call(1).context("no batch-1 floor")?;
+            let target = cfg
+                .latency_target_ms
+                .unwrap_or_else(|| (4.0 * ms(b1)).ceil() as u64);
+            for &cameras in &cfg.cameras {
+                for &batching in &cfg.batching {
+                    let case = Case {
+                        backend: floor.backend,
+                        cameras,
+                        batching,
+                        latency_target_ms: (batching == Batching::Adaptive).then_some(target),
+                    };
+                    let started = Instant::now();
+                    let outcome = run_case(&cfg, &case, index, &url, &templates, &root).await?;
+                    eprintln!(
+                        "  {} {cameras} cam {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)",
+                        floor.backend,
+                        batching.name(),
+                        outcome.fps,
+                        outcome.p50_ms,
+                        outcome.mean_batch,
+                        started.elapsed().as_secs_f64()
+                    );
+                    rows.push((case, outcome));
+                    index += 1;
+                }
+            }
+        }
+        tokio::task::spawn_blocking(move || server.stop()).await?;
+        anyhow::Ok(())
+    })?;
+
+    // 3. The table.
+    println!(
+        "\n{:<7} {:>4} {:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6}",
+        "backend",
+        "cams",
+        "batching",
+        "det/s",
+        "p50 ms",
+        "p99 ms",
+        "batch",
+        "÷b1",
+        "÷b8",
+        "offer/s",
+        "in/s",
+        "drop/s",
+        "failed"
+    );
+    for (case, o) in &rows {
+        let floor = floors
+            .iter()
+            .find(|f| f.backend == case.backend)
+            .context("floor")?;
+        let ratio = |batch: usize| {
+            floor
+                .fps(batch)
+                .map_or_else(|| "-".to_owned(), |f| format!("{:.2}", o.fps / f))
+        };
+        let batching = match case.latency_target_ms {
+            Some(t) => format!("adaptive {t}ms"),
+            None => case.batching.name().to_owned(),
+        };
+        println!(
+            "{:<7} {:>4} {:<15} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6}",
+            case.backend.to_string(),
+            case.cameras,
+            batching,
+            o.fps,
+            o.p50_ms,
+            o.p99_ms,
+            o.mean_batch,
+            ratio(1),
+            if case.batching == Batching::Adaptive {
+                ratio(8)
+            } else {
+                "-".to_owned()
+            },
+            o.offered,
+            o.received,
+            o.dropped,
+            o.failed
+        );
+        if o.processed == 0 {
+            eprintln!(
+                "warning: {} {} cameras {}: nothing processed in the window",
+                case.backend,
+                case.cameras,
+                case.batching.name()
+            );
+        }
+    }
+    println!(
+        "\ndet/s: detection messages received per second; latency: receive − capture (= publish) \
+         time; batch: frames per pass (worker counters); ÷b1 / ÷b8: det/s over the bare model's \
+         frames/s at batch 1 / 8 (same backend, same run); offer/s: frames published; in/s: \
+         frames the worker received; drop/s: pending frames replaced by newer ones (live \
+         delivery). Load average at end: {}",
+        loadavg()
+    );
+    Ok(())
+}
