@@ -10,9 +10,9 @@ use panoptes_model::{
     CropSpec, Crops, GraphOptions, ModelManifest, ModelRegistry, ModelStage, Orientation,
     load_checked,
 };
-use panoptes_pipeline::BatchPolicy;
 use panoptes_pipeline::StageGraph;
 use panoptes_pipeline::stage::Stage;
+use panoptes_pipeline::{BatchPolicy, BatchStats};
 use panoptes_topology::{Emits, FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
     Capabilities, DirGrant, EngineOptions, InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot,
@@ -293,6 +293,8 @@ pub struct Built {
     pub graph: StageGraph,
     pub operators: Vec<OperatorSlot>,
     pub models: Arc<ModelRegistry>,
+    /// Each model stage's inference-call counters, by stage ID.
+    pub batch_stats: Vec<(String, Arc<BatchStats>)>,
 }
 
 /// Like [`build_graph`], keeping the operator slots and models.
@@ -301,6 +303,7 @@ pub fn build(topology: &TopologyFile) -> anyhow::Result<Built> {
         engine: None,
         models: model_registry(topology)?,
         slots: Vec::new(),
+        batch_stats: Vec::new(),
     };
     let inputs = topology.stage_inputs();
     let mut graph = StageGraph::new();
@@ -351,6 +354,7 @@ pub fn build(topology: &TopologyFile) -> anyhow::Result<Built> {
         graph,
         operators: cx.slots,
         models: cx.models,
+        batch_stats: cx.batch_stats,
     })
 }
 
@@ -359,6 +363,7 @@ struct BuildContext {
     engine: Option<OperatorEngine>,
     models: Arc<ModelRegistry>,
     slots: Vec<OperatorSlot>,
+    batch_stats: Vec<(String, Arc<BatchStats>)>,
 }
 
 fn build_stage(
@@ -397,7 +402,11 @@ fn build_stage(
             cx.slots.push(slot);
             Box::new(stage)
         }
-        StageConfig::Model(m) => Box::new(model_stage(topology, m, cx)?),
+        StageConfig::Model(m) => {
+            let stage = model_stage(topology, m, cx)?;
+            cx.batch_stats.push((m.id.clone(), stage.stats()));
+            Box::new(stage)
+        }
         StageConfig::Postprocess(p) => {
             let id = &p.id;
             let name = postprocessor_name(p.postprocessor);
@@ -430,6 +439,13 @@ fn model_stage(
     let id = &m.id;
     let graph = model_graph(topology, &m.model, &graph_options(m), cx)
         .with_context(|| format!("stage {id:?}"))?;
+    // A manifest that disagrees with the file (names, ranks, fixed dims) would feed the model
+    // wrongly shaped or normalised input: refuse it at start, not only in `validate --env`.
+    if let Some(manifest) = resolve_model(topology, &m.model)?.manifest {
+        manifest
+            .check(&graph)
+            .with_context(|| format!("stage {id:?}: model `{}`", m.model))?;
+    }
     let mut stage = ModelStage::new(id.clone(), graph);
     if let Some(b) = &m.batching {
         stage = stage.with_batching(batch_policy(b));
@@ -498,6 +514,7 @@ fn model_graph(
 /// A topology's `batching:` as the worker's policy.
 pub fn batch_policy(b: &panoptes_topology::BatchingConfig) -> BatchPolicy {
     let mut policy = BatchPolicy::new(b.max_batch as usize);
+    policy.adaptive = b.adaptive;
     if let Some(ms) = b.max_wait_ms {
         policy.max_wait = Duration::from_millis(u64::from(ms));
     }

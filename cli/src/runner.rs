@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context as _, bail};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_pipeline::worker::{StatsSnapshot, Worker, WorkerError, WorkerStats};
-use panoptes_pipeline::{PartitionSet, Subjects};
+use panoptes_pipeline::{BatchStats, PartitionSet, Subjects};
 use panoptes_topology::{CameraConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,18 @@ struct RunningWorker {
     cancel: CancellationToken,
     control: tokio::task::JoinHandle<anyhow::Result<()>>,
     control_cancel: CancellationToken,
+    batch_stats: Vec<(String, Arc<BatchStats>)>,
+}
+
+/// The inference calls of one model stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageBatches {
+    pub stage: String,
+    pub calls: u64,
+    /// Rows (frames, or crops in a cascade) over all calls.
+    pub rows: u64,
+    /// `(rows in a call, calls)` for every size seen.
+    pub sizes: Vec<(usize, u64)>,
 }
 
 /// What a finished run did.
@@ -69,6 +81,8 @@ pub struct Summary {
     pub ingest_dropped: u64,
     /// Frames NATS refused (e.g. over the server's max_payload).
     pub ingest_failed: u64,
+    /// Per model stage of the worker.
+    pub batches: Vec<StageBatches>,
 }
 
 impl Running {
@@ -145,6 +159,7 @@ impl Running {
                 cancel,
                 control,
                 control_cancel,
+                batch_stats: built.batch_stats,
             })
         } else {
             None
@@ -189,8 +204,19 @@ impl Running {
             ingest_dropped += stats.dropped.load(Ordering::Relaxed);
             ingest_failed += stats.failed.load(Ordering::Relaxed);
         }
+        let mut batches = Vec::new();
         let worker = match self.worker {
             Some(w) => {
+                for (stage, stats) in &w.batch_stats {
+                    let b = StageBatches {
+                        stage: stage.clone(),
+                        calls: stats.batches.load(Ordering::Relaxed),
+                        rows: stats.items.load(Ordering::Relaxed),
+                        sizes: stats.histogram(),
+                    };
+                    tracing::info!(stage, calls = b.calls, rows = b.rows, mean = %format!("{:.2}", stats.mean_size()), sizes = ?b.sizes, "model stage batches");
+                    batches.push(b);
+                }
                 w.control_cancel.cancel();
                 if let Err(e) = w.control.await? {
                     tracing::warn!(error = %format!("{e:#}"), "the control subscription failed");
@@ -210,6 +236,7 @@ impl Running {
             published,
             ingest_dropped,
             ingest_failed,
+            batches,
         })
     }
 }

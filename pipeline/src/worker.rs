@@ -244,8 +244,8 @@ impl Slots {
     }
 
     /// The next batch of frames, one per camera: waits for the first, then takes what is
-    /// pending and keeps the batch open for more while `batcher` allows it and another active
-    /// camera may still deliver. Empty once closed.
+    /// pending, up to the size `batcher` chose, and keeps the batch open for more while
+    /// `batcher` allows it and another active camera may still deliver. Empty once closed.
     fn take_batch(&self, batcher: &Batcher) -> Vec<(String, Bytes)> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = Vec::new();
@@ -262,7 +262,7 @@ impl Slots {
                 .wait(inner)
                 .unwrap_or_else(PoisonError::into_inner);
         };
-        let max = batcher.policy().max_batch;
+        let max = batcher.size_limit();
         while batch.len() < max && !inner.closed {
             if let Some(next) = inner.pop() {
                 batch.push(next);
@@ -347,6 +347,7 @@ impl Chain {
                 max_batch: 1,
                 max_wait: Duration::ZERO,
                 latency_target: None,
+                adaptive: false,
             });
         Self {
             roots: graph.roots(),
@@ -549,6 +550,7 @@ mod tests {
             max_batch,
             max_wait: Duration::from_millis(max_wait_ms),
             latency_target: None,
+            adaptive: false,
         })
     }
 

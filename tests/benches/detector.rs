@@ -1,5 +1,7 @@
-//! The PP-OCRv4 text detector as a pipeline stage, with and without adaptive batching across
-//! cameras, against the bare model measured in the same run.
+//! The PP-OCRv4 text detector as a pipeline stage, without batching, with fixed batches (always
+//! up to `max_batch` within the latency target) and with adaptive batching (the controller
+//! learns the size with the lowest cost per frame), against the bare model measured in the same
+//! run.
 //!
 //! ```text
 //! source ~/.cache/panoptes/env.sh
@@ -18,7 +20,7 @@
 //! | `--quick`                  | `PANOPTES_BENCH_QUICK=1`           | off: 8 s warm-up, 10 s measured, 7 bare calls; quick: 3 s, 5 s, 3 |
 //! | `--backend ort,tract`      | `PANOPTES_BENCH_BACKENDS`          | `ort,tract`             |
 //! | `--cameras 1,4,8`          | `PANOPTES_BENCH_CAMERAS`           | `1,4,8`                 |
-//! | `--batching off,adaptive`  | `PANOPTES_BENCH_BATCHING`          | `off,adaptive`          |
+//! | `--batching off,fixed,adaptive` | `PANOPTES_BENCH_BATCHING`     | `off,fixed,adaptive`    |
 //! | `--fps 15`                 | `PANOPTES_BENCH_FPS`               | 15 per camera           |
 //! | `--warmup-s S`             | `PANOPTES_BENCH_WARMUP_S`          | see `--quick`           |
 //! | `--measure-s S`            | `PANOPTES_BENCH_MEASURE_S`         | see `--quick`           |
@@ -36,8 +38,10 @@
 //!    that publish pre-encoded 640×480 RGB frames (rendered text plus noise) at a fixed rate
 //!    each. The rate is meant to be more than the worker can take: live delivery keeps the
 //!    newest frame per camera and counts the rest as dropped, so the worker always has work and
-//!    the throughput is its capacity. Per case: warm-up, then a measured window in which
-//!    detection messages received per second give the throughput, receive time − the frame's
+//!    the throughput is its capacity. Per case: warm-up, then a measured window (at least 10
+//!    passes, quick: 4, of the case's largest batch at the bare model's speed, so that slow
+//!    batched cases are not judged on one or two bursts of results) in which detection
+//!    messages received per second give the throughput, receive time − the frame's
 //!    `capture_ts_ns` (the publish time) gives the latency, and the worker's counters give the
 //!    mean batch (frames processed ÷ passes) and drops.
 //!
@@ -74,6 +78,9 @@ const BARE_BATCHES: [usize; 3] = [1, 4, 8];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Batching {
     Off,
+    /// Always fill batches up to max_batch (within the latency target).
+    Fixed,
+    /// The controller learns the batch size with the lowest cost per frame.
     Adaptive,
 }
 
@@ -81,6 +88,7 @@ impl Batching {
     fn name(self) -> &'static str {
         match self {
             Batching::Off => "off",
+            Batching::Fixed => "fixed",
             Batching::Adaptive => "adaptive",
         }
     }
@@ -93,6 +101,9 @@ struct Config {
     fps: f64,
     warmup: Duration,
     measure: Duration,
+    /// A measured window lasts at least this many passes of the largest batch (at the bare
+    /// model's speed), so that slow batched cases are not counted in one or two bursts.
+    min_passes: u32,
     runs: usize,
     max_batch: usize,
     latency_target_ms: Option<u64>,
@@ -197,18 +208,19 @@ impl Config {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let batching = get("batching")
-            .unwrap_or("off,adaptive")
+            .unwrap_or("off,fixed,adaptive")
             .split(',')
             .map(|b| match b.trim() {
                 "off" => Ok(Batching::Off),
+                "fixed" => Ok(Batching::Fixed),
                 "adaptive" => Ok(Batching::Adaptive),
-                other => Err(anyhow!("unknown batching {other:?} (off, adaptive)")),
+                other => Err(anyhow!("unknown batching {other:?} (off, fixed, adaptive)")),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let (warmup, measure, runs) = if quick {
-            (3.0, 5.0, 3.0)
+        let (warmup, measure, runs, min_passes) = if quick {
+            (3.0, 5.0, 3.0, 4)
         } else {
-            (8.0, 10.0, 7.0)
+            (8.0, 10.0, 7.0, 10)
         };
         Ok(Self {
             backends,
@@ -217,6 +229,7 @@ impl Config {
             fps: num("fps", 15.0)?,
             warmup: Duration::from_secs_f64(num("warmup-s", warmup)?),
             measure: Duration::from_secs_f64(num("measure-s", measure)?),
+            min_passes,
             runs: num("runs", runs)? as usize,
             max_batch: num("max-batch", 8.0)? as usize,
             latency_target_ms: get("latency-target-ms")
@@ -261,6 +274,15 @@ impl Floor {
             .iter()
             .find(|(b, _)| *b == batch)
             .map(|(_, d)| *d)
+    }
+
+    /// The bare time of a call of `batch` frames: measured, else per frame from the nearest
+    /// measured size. Only sizes the measuring windows, never a result.
+    fn estimate(&self, batch: usize) -> Duration {
+        self.per_call
+            .iter()
+            .min_by_key(|(b, _)| b.abs_diff(batch))
+            .map_or(Duration::ZERO, |(b, d)| d.mul_f64(batch as f64 / *b as f64))
     }
 
     fn fps(&self, batch: usize) -> Option<f64> {
@@ -407,11 +429,11 @@ fn templates(n: usize) -> anyhow::Result<Vec<Template>> {
         .collect()
 }
 
-fn topology_yaml(ns: &str, backend: Backend, batching: Option<(usize, u64)>) -> String {
+fn topology_yaml(ns: &str, backend: Backend, batching: Option<(usize, u64, bool)>) -> String {
     let batching = match batching {
-        Some((max_batch, target_ms)) => {
-            format!("\n    batching: {{ max_batch: {max_batch}, latency_target_ms: {target_ms} }}")
-        }
+        Some((max_batch, target_ms, adaptive)) => format!(
+            "\n    batching: {{ max_batch: {max_batch}, latency_target_ms: {target_ms}, adaptive: {adaptive} }}"
+        ),
         None => String::new(),
     };
     format!(
@@ -441,6 +463,8 @@ struct Case {
     batching: Batching,
     /// Adaptive only.
     latency_target_ms: Option<u64>,
+    warmup: Duration,
+    window: Duration,
 }
 
 struct Outcome {
@@ -471,7 +495,9 @@ async fn run_case(
     root: &Path,
 ) -> anyhow::Result<Outcome> {
     let ns = format!("bench{index}");
-    let batching = case.latency_target_ms.map(|t| (cfg.max_batch, t));
+    let batching = case
+        .latency_target_ms
+        .map(|t| (cfg.max_batch, t, case.batching == Batching::Adaptive));
     let yaml = topology_yaml(&ns, case.backend, batching);
     let topology = TopologyFile::parse(
         &yaml,
@@ -482,7 +508,7 @@ async fn run_case(
     .map_err(|d| anyhow!("{d}"))?;
     let largest = match case.batching {
         Batching::Off => 1,
-        Batching::Adaptive => case.cameras.min(cfg.max_batch),
+        Batching::Fixed | Batching::Adaptive => case.cameras.min(cfg.max_batch),
     };
     let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let built = panoptes::registry::build(&topology)?;
@@ -564,13 +590,13 @@ async fn run_case(
         }));
     }
 
-    tokio::time::sleep(cfg.warmup).await;
+    tokio::time::sleep(case.warmup).await;
     let (t0, s0, p0) = (
         now_ns(),
         stats.snapshot(),
         published.load(Ordering::Relaxed),
     );
-    tokio::time::sleep(cfg.measure).await;
+    tokio::time::sleep(case.window).await;
     let (t1, s1, p1) = (
         now_ns(),
         stats.snapshot(),
@@ -644,10 +670,12 @@ fn main() -> anyhow::Result<()> {
         loadavg()
     );
     println!(
-        "pipeline: {} fps per camera offered, {:.0} s warm-up, {:.0} s measured; floor: median of {} calls",
+        "pipeline: {} fps per camera offered, warm-up ≥ {:.0} s, measured ≥ {:.0} s and ≥ {} passes \
+         of the largest batch at bare speed; floor: median of {} calls",
         cfg.fps,
         cfg.warmup.as_secs_f64(),
         cfg.measure.as_secs_f64(),
+        cfg.min_passes,
         cfg.runs.max(1)
     );
 
@@ -682,11 +710,18 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| (4.0 * ms(b1)).ceil() as u64);
             for &cameras in &cfg.cameras {
                 for &batching in &cfg.batching {
+                    // Passes of the largest batch this case forms (one frame per camera).
+                    let pass = floor.estimate(match batching {
+                        Batching::Off => 1,
+                        Batching::Fixed | Batching::Adaptive => cameras.min(cfg.max_batch),
+                    });
                     let case = Case {
                         backend: floor.backend,
                         cameras,
                         batching,
-                        latency_target_ms: (batching == Batching::Adaptive).then_some(target),
+                        latency_target_ms: (batching != Batching::Off).then_some(target),
+                        warmup: cfg.warmup.max(pass * 3),
+                        window: cfg.measure.max(pass * cfg.min_passes),
                     };
                     let started = Instant::now();
                     let outcome = run_case(&cfg, &case, index, &url, &templates, &root).await?;
@@ -710,7 +745,7 @@ fn main() -> anyhow::Result<()> {
 
     // 3. The table.
     println!(
-        "\n{:<7} {:>4} {:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6}",
+        "\n{:<7} {:>4} {:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
         "backend",
         "cams",
         "batching",
@@ -723,7 +758,8 @@ fn main() -> anyhow::Result<()> {
         "offer/s",
         "in/s",
         "drop/s",
-        "failed"
+        "failed",
+        "win s"
     );
     for (case, o) in &rows {
         let floor = floors
@@ -736,11 +772,11 @@ fn main() -> anyhow::Result<()> {
                 .map_or_else(|| "-".to_owned(), |f| format!("{:.2}", o.fps / f))
         };
         let batching = match case.latency_target_ms {
-            Some(t) => format!("adaptive {t}ms"),
+            Some(t) => format!("{} {t}ms", case.batching.name()),
             None => case.batching.name().to_owned(),
         };
         println!(
-            "{:<7} {:>4} {:<15} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6}",
+            "{:<7} {:>4} {:<15} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
             case.backend.to_string(),
             case.cameras,
             batching,
@@ -749,7 +785,7 @@ fn main() -> anyhow::Result<()> {
             o.p99_ms,
             o.mean_batch,
             ratio(1),
-            if case.batching == Batching::Adaptive {
+            if case.batching != Batching::Off {
                 ratio(8)
             } else {
                 "-".to_owned()
@@ -757,7 +793,8 @@ fn main() -> anyhow::Result<()> {
             o.offered,
             o.received,
             o.dropped,
-            o.failed
+            o.failed,
+            case.window.as_secs_f64()
         );
         if o.processed == 0 {
             eprintln!(
@@ -773,7 +810,7 @@ fn main() -> anyhow::Result<()> {
          time; batch: frames per pass (worker counters); ÷b1 / ÷b8: det/s over the bare model's \
          frames/s at batch 1 / 8 (same backend, same run); offer/s: frames published; in/s: \
          frames the worker received; drop/s: pending frames replaced by newer ones (live \
-         delivery). Load average at end: {}",
+         delivery); win s: the measured window. Load average at end: {}",
         loadavg()
     );
     Ok(())

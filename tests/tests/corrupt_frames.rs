@@ -1,5 +1,6 @@
 //! Bad frames on one camera's subject produce an error event naming that camera and the cause,
-//! while the worker keeps producing detections for the other camera.
+//! while the worker keeps producing detections for the other camera (with batching across
+//! cameras on, so bad frames share passes with good ones).
 
 use std::time::Duration;
 
@@ -15,6 +16,17 @@ async fn corrupt_frames_are_reported_and_other_cameras_go_on() {
     let mut topology = topology("quickstart");
     // cam-bravo streams for real; the test plays a broken third-party camera.
     topology.cameras.retain(|c| c.id.as_str() == "cam-bravo");
+    // Batching on: a bad frame gathered into a batch with good ones must fail alone.
+    for stage in &mut topology.stages {
+        if let panoptes_topology::StageConfig::Model(m) = stage {
+            m.batching = Some(panoptes_topology::BatchingConfig {
+                max_batch: 4,
+                max_wait_ms: Some(20),
+                latency_target_ms: None,
+                adaptive: false,
+            });
+        }
+    }
     let broken = CameraId::new("cam-broken").expect("valid");
 
     let server = nats_server();

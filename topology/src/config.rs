@@ -504,8 +504,9 @@ pub enum Device {
     Openvino,
 }
 
-/// Frames of several cameras in one inference call. A batch closes at `max_batch`, or when
-/// `max_wait_ms` (or the wait the `latency_target_ms` leaves) has passed.
+/// Frames of several cameras in one inference call. A batch closes at the size the controller
+/// chose (at most `max_batch`), or when `max_wait_ms` (or the wait the `latency_target_ms`
+/// leaves) has passed.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingConfig {
@@ -515,6 +516,10 @@ pub struct BatchingConfig {
     pub max_wait_ms: Option<u32>,
     #[serde(default)]
     pub latency_target_ms: Option<u32>,
+    /// Learn the batch size with the lowest measured cost per frame, starting unbatched (CPUs
+    /// rarely gain from batches; GPUs do). `false`: always fill batches up to `max_batch`.
+    #[serde(default = "yes")]
+    pub adaptive: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

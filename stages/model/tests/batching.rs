@@ -83,6 +83,7 @@ fn policy(max_batch: usize) -> BatchPolicy {
         max_batch,
         max_wait: Duration::from_millis(5),
         latency_target: None,
+        adaptive: false,
     }
 }
 
