@@ -444,7 +444,7 @@ stages:
   - id: preprocess
     kind: operator
     wasm: ../operators/dist/letterbox.wasm
-    config: {{ width: {SIDE}, height: {SIDE}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] }}
+    config: {{ width: {SIDE}, height: {SIDE}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
   - id: detect
     kind: model
     model: {MODEL}
