@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use panoptes_ingest::{SourceSpec, ink_bbox, render_still};
+use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};
+use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
+use panoptes_pipeline::stage::{Item, Payload};
+use panoptes_pipeline::{CameraId, Tensor};
 use panoptes_topology::{CameraConfig, TopologyFile};
 
 pub fn repo_root() -> PathBuf {
@@ -94,4 +97,24 @@ pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     let i = intersection(a, b);
     let u = area(a) + area(b) - i;
     if u > 0.0 { i / u } else { 0.0 }
+}
+
+/// A pipeline item for a rendered frame (camera `cam`, seq 1) whose payload is `tensor`: what a
+/// postprocess stage receives after the model ran on that frame.
+pub fn frame_item(frame: &RawFrame, tensor: Tensor) -> Item {
+    let camera = match CameraId::new("cam") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut item = Item::from_frame(Frame {
+        camera,
+        seq: 1,
+        capture_ts_ns: 0,
+        width: frame.width,
+        height: frame.height,
+        format: PixelFormat::Rgb8,
+        pixels: PixelBuffer::from_vec(frame.data.clone()),
+    });
+    item.payload = Payload::Tensor(tensor);
+    item
 }

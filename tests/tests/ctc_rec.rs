@@ -7,12 +7,10 @@
 use panoptes_ingest::{RawFrame, TestPattern, ink_bbox, render_still};
 use panoptes_model::{Graph, GraphOptions};
 use panoptes_op_preprocess::{Letterbox, Normalize, fit};
-use panoptes_pipeline::CameraId;
 use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
-use panoptes_pipeline::stage::{Item, Payload};
+use panoptes_pipeline::stage::Payload;
 use panoptes_pipeline::tensor::Tensor;
-use panoptes_tests::{gst, repo_root};
+use panoptes_tests::{frame_item, gst, repo_root};
 
 /// PP-OCR rec input: 48 rows, up to 320 columns.
 const REC_H: u32 = 48;
@@ -118,16 +116,7 @@ fn pp_ocr_v4_rec_reads_a_rendered_line() {
             score: 0.9,
             text: None,
         };
-        let mut item = Item::from_frame(Frame {
-            camera: CameraId::new("cam").expect("camera id"),
-            seq: 1,
-            capture_ts_ns: 0,
-            width: frame.width,
-            height: frame.height,
-            format: PixelFormat::Rgb8,
-            pixels: PixelBuffer::from_vec(frame.data.clone()),
-        });
-        item.payload = Payload::Tensor(out);
+        let mut item = frame_item(&frame, out);
         item.regions = Some(vec![region.clone()]);
         let out = stage.process(item).expect("process");
         let Payload::Detections(read) = out.payload else {

@@ -6,12 +6,10 @@
 use panoptes_ingest::{RawFrame, TestPattern, render_still};
 use panoptes_model::{Graph, GraphOptions};
 use panoptes_op_preprocess::{Letterbox, Normalize};
-use panoptes_pipeline::CameraId;
 use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::stage::{Item, Payload};
 use panoptes_pipeline::tensor::{Tensor, Transform};
-use panoptes_tests::{gst, iou, repo_root};
+use panoptes_tests::{frame_item, gst, iou, repo_root};
 
 /// common_det's input side.
 const SIDE: u32 = 416;
@@ -85,16 +83,7 @@ fn preprocess(frame: &RawFrame) -> (Tensor, Transform) {
 }
 
 fn item(frame: &RawFrame, tensor: Tensor, transform: Transform) -> Item {
-    let mut item = Item::from_frame(Frame {
-        camera: CameraId::new("cam").expect("camera id"),
-        seq: 1,
-        capture_ts_ns: 0,
-        width: frame.width,
-        height: frame.height,
-        format: PixelFormat::Rgb8,
-        pixels: PixelBuffer::from_vec(frame.data.clone()),
-    });
-    item.payload = Payload::Tensor(tensor);
+    let mut item = frame_item(frame, tensor);
     item.transform = transform;
     item
 }
