@@ -441,7 +441,8 @@ fn model_stage(
         .with_context(|| format!("stage {id:?}"))?;
     // A manifest that disagrees with the file (names, ranks, fixed dims) would feed the model
     // wrongly shaped or normalised input: refuse it at start, not only in `validate --env`.
-    if let Some(manifest) = resolve_model(topology, &m.model)?.manifest {
+    let manifest = resolve_model(topology, &m.model)?.manifest;
+    if let Some(manifest) = &manifest {
         manifest
             .check(&graph)
             .with_context(|| format!("stage {id:?}: model `{}`", m.model))?;
@@ -451,10 +452,9 @@ fn model_stage(
         stage = stage.with_batching(batch_policy(b));
     }
     if let Some(c) = &m.crops {
-        let resolved = resolve_model(topology, &m.model)?;
         let spec = crop_spec(
             &m.model,
-            resolved.manifest.as_deref(),
+            manifest.as_deref(),
             c.width,
             c.height,
             c.keep_aspect,
