@@ -32,7 +32,14 @@ pub async fn connect_with(
         // Capacities count messages, not bytes: keep them small for multi-megabyte frames so a
         // burst cannot queue seconds of video (DESIGN.md §10).
         .client_capacity(64)
-        .subscription_capacity(64);
+        .subscription_capacity(64)
+        // async-nats doubles its reconnect delay up to 4 s; a worker back a few seconds late
+        // after a server restart delays every camera it serves, so retry at least every second.
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis(100)
+                .saturating_mul(u32::try_from(attempts).unwrap_or(u32::MAX))
+                .min(std::time::Duration::from_secs(1))
+        });
     if let Some(auth) = &nats.auth {
         opts = with_auth(opts, auth, base_dir).await?;
     }

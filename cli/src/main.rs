@@ -160,8 +160,11 @@ async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
         running.nats_url,
         running.nats_url
     );
-    wait_for_shutdown().await;
-    eprintln!("panoptes: stopping");
+    let failed = running.failed.clone();
+    tokio::select! {
+        () = wait_for_shutdown() => eprintln!("panoptes: stopping"),
+        () = failed.cancelled() => eprintln!("panoptes: the worker failed; stopping"),
+    }
     let summary = running.stop().await?;
     eprintln!(
         "panoptes: published {} frames; worker received {}, produced {} detection messages, dropped {} (live mode keeps the newest), failed {}",

@@ -299,27 +299,103 @@ pub struct Built {
 
 /// Like [`build_graph`], keeping the operator slots and models.
 pub fn build(topology: &TopologyFile) -> anyhow::Result<Built> {
+    build_part(topology, None).map(|(built, _)| built)
+}
+
+/// The stages one worker process runs and what it reads: the topology's stages it runs are
+/// fused (items pass in memory); the stages outside it run in other processes, so the items
+/// they read are forwarded on `<ns>.<stage>.<camera>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    /// `frames`, or the stage (in another process) whose forwarded items this unit reads.
+    pub input: String,
+    /// Names the unit's leases and durable consumers: its stage IDs, joined by `_`.
+    pub name: String,
+}
+
+/// Builds the graph of the stages in `only` (all stages when `None`).
+pub fn build_part(
+    topology: &TopologyFile,
+    only: Option<&[String]>,
+) -> anyhow::Result<(Built, Unit)> {
+    let inputs = topology.stage_inputs();
+    let runs = |id: &str| only.is_none_or(|o| o.iter().any(|s| s == id));
+    if let Some(only) = only {
+        let known: Vec<&str> = topology
+            .stages
+            .iter()
+            .filter(|s| !matches!(s, StageConfig::Sink(_)))
+            .map(StageConfig::id)
+            .collect();
+        anyhow::ensure!(
+            !only.is_empty(),
+            "no stages selected (the topology has: {})",
+            known.join(", ")
+        );
+        for id in only {
+            anyhow::ensure!(
+                known.contains(&id.as_str()),
+                "the topology has no stage {id:?} to run (it has: {})",
+                known.join(", ")
+            );
+        }
+    }
+    // What the unit's first stages read: one input for all of them.
+    let mut entry: Vec<&str> = Vec::new();
+    for (i, cfg) in topology.stages.iter().enumerate() {
+        if matches!(cfg, StageConfig::Sink(_)) || !runs(cfg.id()) {
+            continue;
+        }
+        if (inputs[i] == FRAMES || !runs(inputs[i])) && !entry.contains(&inputs[i]) {
+            entry.push(inputs[i]);
+        }
+    }
+    anyhow::ensure!(
+        entry.len() == 1,
+        "the stages of one worker must start from one input; these start from {}: run them in separate workers",
+        entry
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    let unit = Unit {
+        input: entry[0].to_owned(),
+        name: topology
+            .stages
+            .iter()
+            .filter(|s| !matches!(s, StageConfig::Sink(_)) && runs(s.id()))
+            .map(StageConfig::id)
+            .collect::<Vec<_>>()
+            .join("_"),
+    };
     let mut cx = BuildContext {
         engine: None,
         models: model_registry(topology)?,
         slots: Vec::new(),
         batch_stats: Vec::new(),
     };
-    let inputs = topology.stage_inputs();
     let mut graph = StageGraph::new();
     // Node index of each stage (by ID) once added; a stage's input may come later in the file.
     let mut added: HashMap<&str, usize> = HashMap::new();
     let mut sinks = Vec::new();
-    let mut remaining: Vec<usize> = (0..topology.stages.len()).collect();
+    let mut remaining: Vec<usize> = (0..topology.stages.len())
+        .filter(|&i| {
+            matches!(topology.stages[i], StageConfig::Sink(_)) || runs(topology.stages[i].id())
+        })
+        .collect();
     while !remaining.is_empty() {
         let before = remaining.len();
         let mut still = Vec::new();
         for i in remaining {
             let cfg = &topology.stages[i];
             let input = match inputs[i] {
+                id if id == unit.input && !matches!(cfg, StageConfig::Sink(_)) => None,
                 FRAMES => None,
                 id => match added.get(id) {
                     Some(node) => Some(*node),
+                    // A sink of a stage another process runs: that process publishes it.
+                    None if !runs(id) => continue,
                     None => {
                         still.push(i);
                         continue;
@@ -350,12 +426,24 @@ pub fn build(topology: &TopologyFile) -> anyhow::Result<Built> {
         };
         graph.publish(node, sink.subject.clone(), sink.id.clone())?;
     }
-    Ok(Built {
-        graph,
-        operators: cx.slots,
-        models: cx.models,
-        batch_stats: cx.batch_stats,
-    })
+    // Stages of this unit read by stages that run elsewhere forward their items.
+    for (i, cfg) in topology.stages.iter().enumerate() {
+        if matches!(cfg, StageConfig::Sink(_)) || runs(cfg.id()) {
+            continue;
+        }
+        if let Some(&node) = added.get(inputs[i]) {
+            graph.forward(node)?;
+        }
+    }
+    Ok((
+        Built {
+            graph,
+            operators: cx.slots,
+            models: cx.models,
+            batch_stats: cx.batch_stats,
+        },
+        unit,
+    ))
 }
 
 /// What stages of one topology share while being built.

@@ -20,8 +20,20 @@ pub struct WorkerArgs {
     pub nats: Option<String>,
     /// Serve only these partitions, e.g. `0-3,7` (default: all). A camera's partition is
     /// FNV-1a-32(camera ID) mod the topology's `partitions`, as in NATS's `partition()` mapping.
+    /// Without it, the worker leases partitions in the NATS KV bucket `<namespace>-leases`,
+    /// sharing them with the other workers of the same stages and taking over a dead one's.
     #[arg(long, env = "PANOPTES_PARTITIONS", value_name = "LIST")]
     pub partitions: Option<String>,
+    /// Run only these stages, comma-separated (default: all). Stages run by one worker are
+    /// fused (no NATS hop between them); a stage read by a stage of another worker publishes
+    /// its items on `<namespace>.<stage>.<camera>`.
+    #[arg(
+        long,
+        env = "PANOPTES_STAGES",
+        value_name = "ID,ID",
+        value_delimiter = ','
+    )]
+    pub stages: Option<Vec<String>>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,23 +66,36 @@ pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> any
         })
         .transpose()?;
     let serving = partitions.as_ref().map_or_else(
-        || "all partitions".to_owned(),
+        || "leased partitions".to_owned(),
         |p| format!("partitions {p}"),
     );
-    let running =
-        Running::start(&topology, args.nats.as_deref(), Role::Worker { partitions }).await?;
+    let stages = args.stages.map(|ids| {
+        ids.into_iter()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .collect::<Vec<_>>()
+    });
+    let running = Running::start(
+        &topology,
+        args.nats.as_deref(),
+        Role::Worker { partitions, stages },
+    )
+    .await?;
     eprintln!(
         "panoptes: worker for {} ({} stage(s), {serving}) on {}\n  stop: Ctrl-C",
         args.topology.display(),
         topology.stages.len(),
         running.nats_url
     );
-    shutdown.await;
-    eprintln!("panoptes: stopping");
+    let failed = running.failed.clone();
+    tokio::select! {
+        () = shutdown => eprintln!("panoptes: stopping"),
+        () = failed.cancelled() => eprintln!("panoptes: the worker failed; stopping"),
+    }
     let w = running.stop().await?.worker;
     eprintln!(
-        "panoptes: worker received {} frames, produced {} detection messages, dropped {} (live mode keeps the newest), failed {}, skipped {} (other partitions)",
-        w.received, w.processed, w.dropped, w.failed, w.skipped
+        "panoptes: worker received {} frames, produced {} detection messages, dropped {} (live mode keeps the newest), failed {}, skipped {} (other partitions), handed back {} (partitions moved), lost {} (published while their partition had no live worker)",
+        w.received, w.processed, w.dropped, w.failed, w.skipped, w.handed_back, w.lost
     );
     Ok(())
 }

@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use panoptes_pipeline::durable::DurableConfig;
+use panoptes_pipeline::lease::{LeaseConfig, LeaseManager, Ownership};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_pipeline::worker::{StatsSnapshot, Worker, WorkerError, WorkerStats};
+use panoptes_pipeline::worker::{Delivery, StatsSnapshot, Worker, WorkerError, WorkerStats};
 use panoptes_pipeline::{BatchStats, PartitionSet, Subjects};
 use panoptes_topology::{CameraConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
@@ -19,8 +22,12 @@ use crate::ingest_node::IngestNode;
 pub enum Role {
     /// Everything the topology declares; starts a local nats-server when no URL is configured.
     All,
-    /// Only the stage worker, serving the cameras of `partitions` (`None`: every camera).
-    Worker { partitions: Option<PartitionSet> },
+    /// Only the stage worker: the stages in `stages` (`None`: all of them), for the cameras of
+    /// `partitions` (`None`: the partitions it leases, shared with the unit's other workers).
+    Worker {
+        partitions: Option<PartitionSet>,
+        stages: Option<Vec<String>>,
+    },
     /// Only ingest nodes, for the cameras named (`None`: every camera of the topology).
     Ingest { cameras: Option<Vec<String>> },
 }
@@ -43,6 +50,8 @@ impl Role {
 /// A topology (or part of one) running in this process. Stop it with [`Running::stop`].
 pub struct Running {
     pub nats_url: String,
+    /// Cancelled when the worker stopped on its own because of an error.
+    pub failed: CancellationToken,
     pub subjects: Subjects,
     pub client: async_nats::Client,
     worker: Option<RunningWorker>,
@@ -52,6 +61,9 @@ pub struct Running {
 
 struct RunningWorker {
     task: tokio::task::JoinHandle<Result<StatsSnapshot, WorkerError>>,
+    /// Renews the partition leases; cancelled first at stop, so partitions are handed back
+    /// while the worker still finishes the frames it holds.
+    leases: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     stats: Arc<WorkerStats>,
     cancel: CancellationToken,
     control: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -112,10 +124,12 @@ impl Running {
                 bail!("{joiner} joins an existing NATS server: give --nats or set nats.url")
             }
             (None, None) => {
-                let server =
-                    tokio::task::spawn_blocking(
-                        || NatsServer::start(&NatsServerOptions::default()),
-                    )
+                // The server partitions frames itself, as docs/nats.md asks of users' servers.
+                let options = NatsServerOptions {
+                    partition_mapping: Some((topology.namespace.clone(), topology.partitions)),
+                    ..NatsServerOptions::default()
+                };
+                let server = tokio::task::spawn_blocking(move || NatsServer::start(&options))
                     .await?
                     .context("cannot start the embedded nats-server")?;
                 let url = server.url().to_owned();
@@ -129,10 +143,21 @@ impl Running {
         };
         let subjects = Subjects::new(topology.namespace.clone());
 
+        let failed = CancellationToken::new();
         let worker = if role.runs_worker() {
-            let built = {
+            let only = match &role {
+                Role::Worker {
+                    stages: Some(stages),
+                    ..
+                } => Some(stages.clone()),
+                _ => None,
+            };
+            let (built, unit) = {
                 let topology = topology.clone();
-                tokio::task::spawn_blocking(move || crate::registry::build(&topology)).await??
+                tokio::task::spawn_blocking(move || {
+                    crate::registry::build_part(&topology, only.as_deref())
+                })
+                .await??
             };
             let control_cancel = CancellationToken::new();
             // Subscribed before `start` returns, so a reload sent right after start is heard.
@@ -143,18 +168,78 @@ impl Running {
                 built.operators,
                 control_cancel.clone(),
             ));
-            let mut worker = Worker::with_graph(client.clone(), subjects.clone(), built.graph);
-            if let Role::Worker {
-                partitions: Some(partitions),
-            } = &role
-            {
-                worker = worker.with_partitions(partitions.clone());
-            }
+            let delivery = match topology.delivery {
+                panoptes_topology::Delivery::Live => Delivery::Live,
+                panoptes_topology::Delivery::Durable => Delivery::Durable(DurableConfig {
+                    ack_wait: Duration::from_millis(topology.workers.ack_wait_ms),
+                    max_bytes: i64::try_from(
+                        topology.workers.stream_max_mib.saturating_mul(1 << 20),
+                    )
+                    .unwrap_or(i64::MAX),
+                    ..DurableConfig::default()
+                }),
+            };
+            let (ownership, leases) = match &role {
+                Role::Worker {
+                    partitions: Some(partitions),
+                    ..
+                } => (Arc::new(Ownership::fixed(partitions)), None),
+                _ => {
+                    let ownership = Arc::new(Ownership::leased(topology.partitions));
+                    let config = LeaseConfig {
+                        ttl: Duration::from_millis(topology.workers.lease_ttl_ms),
+                    };
+                    match LeaseManager::open(
+                        &client,
+                        &topology.namespace,
+                        &unit.name,
+                        config,
+                        ownership.clone(),
+                    )
+                    .await
+                    {
+                        Ok(manager) => {
+                            tracing::info!(worker = manager.worker(), unit = %unit.name, "leasing partitions");
+                            let cancel = CancellationToken::new();
+                            let task = tokio::spawn(manager.run(cancel.clone()));
+                            (ownership, Some((task, cancel)))
+                        }
+                        // `panoptes run` alone on a server without JetStream still works: it
+                        // is the only worker, so it serves everything.
+                        Err(e)
+                            if matches!(role, Role::All)
+                                && topology.delivery == panoptes_topology::Delivery::Live =>
+                        {
+                            tracing::warn!(error = %e, "no leases; this process serves every partition");
+                            let all = PartitionSet::all(topology.partitions)?;
+                            (Arc::new(Ownership::fixed(&all)), None)
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            let worker = Worker::with_graph(client.clone(), subjects.clone(), built.graph)
+                .with_ownership(ownership)
+                .with_delivery(delivery)
+                .with_input(unit.input, unit.name);
             let stats = worker.stats();
             let cancel = CancellationToken::new();
-            let task = tokio::spawn(worker.run(cancel.clone()));
+            // A worker that fails (e.g. JetStream refuses its streams) says so at once and ends
+            // the process, instead of leaving it running without serving anything.
+            let task = {
+                let (cancel, failed) = (cancel.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let result = worker.run(cancel).await;
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "the worker stopped");
+                        failed.cancel();
+                    }
+                    result
+                })
+            };
             Some(RunningWorker {
                 task,
+                leases,
                 stats,
                 cancel,
                 control,
@@ -176,6 +261,7 @@ impl Running {
         }
         tracing::info!(nats = %url, ?role, cameras = ingest.len(), stages = topology.stages.len(), "topology running");
         Ok(Self {
+            failed,
             nats_url: url,
             subjects,
             client,
@@ -216,6 +302,10 @@ impl Running {
                     };
                     tracing::info!(stage, calls = b.calls, rows = b.rows, mean = %format!("{:.2}", stats.mean_size()), sizes = ?b.sizes, "model stage batches");
                     batches.push(b);
+                }
+                if let Some((task, cancel)) = w.leases {
+                    cancel.cancel();
+                    let _ = task.await;
                 }
                 w.control_cancel.cancel();
                 if let Err(e) = w.control.await? {

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use panoptes_model::{Graph, GraphOptions, ManifestError};
 use panoptes_topology::{
-    Backend, Delivery, Diagnostic, PathSeg, SinkFormat, SourceConfig, StageConfig, TopologyFile,
-    WireEncoding,
+    Backend, Diagnostic, PathSeg, SinkFormat, SourceConfig, StageConfig, TopologyFile, WireEncoding,
 };
 use panoptes_wasm::{OperatorEngine, WasmError};
 
@@ -40,12 +39,6 @@ pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
             format!("this build of panoptes does not run {what} yet"),
         ));
     };
-    if t.delivery == Delivery::Durable {
-        not_yet(
-            vec!["delivery".into()],
-            "durable delivery (JetStream)".into(),
-        );
-    }
     if t.telemetry.otlp_endpoint.is_some() {
         not_yet(
             vec!["telemetry".into(), "otlp_endpoint".into()],
@@ -352,7 +345,7 @@ mod tests {
         let t = example("distributed");
         let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
         let text = found.join("\n");
-        for what in ["durable delivery", "OTLP", "/metrics", "JPEG"] {
+        for what in ["OTLP", "/metrics", "JPEG"] {
             assert!(text.contains(what), "{what} not reported:\n{text}");
         }
         assert!(

@@ -11,6 +11,9 @@ pub enum EventKind {
     FrameError,
     /// Frames were dropped to keep up (live delivery keeps the newest frame per camera).
     FramesDropped,
+    /// Live delivery: frames published while their partition had no live owner (a worker died
+    /// and its lease had not yet expired), counted by the worker that took the partition over.
+    FramesLost,
     CameraUp,
     CameraDown,
 }

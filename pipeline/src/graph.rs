@@ -32,6 +32,9 @@ pub(crate) struct Node {
 pub struct Output {
     pub pattern: String,
     pub name: String,
+    /// The whole item goes to a stage in another process (`<ns>.<stage>.<camera>`), not
+    /// detections to a result subject.
+    pub forward: bool,
 }
 
 impl Output {
@@ -118,8 +121,36 @@ impl StageGraph {
         n.outputs.push(Output {
             pattern: pattern.into(),
             name: name.into(),
+            forward: false,
         });
         Ok(())
+    }
+
+    /// Sends `node`'s output items to `<ns>.<stage>.<camera>`, for the stages reading it that
+    /// run in another process (stages not fused with this one).
+    pub fn forward(&mut self, node: usize) -> Result<(), GraphError> {
+        let n = self
+            .nodes
+            .get_mut(node)
+            .ok_or(GraphError::NoSuchNode(node))?;
+        let name = n.stage.id().to_owned();
+        if !n.outputs.iter().any(|o| o.forward) {
+            n.outputs.push(Output {
+                pattern: "{namespace}.{stage}.{camera}".to_owned(),
+                name,
+                forward: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// The stages whose output this graph forwards to other processes.
+    pub fn forwarded(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().filter(|o| o.forward))
+            .map(|o| o.name.clone())
+            .collect()
     }
 
     /// Gives every leaf without a sink the default result subject.
@@ -130,6 +161,7 @@ impl StageGraph {
                 n.outputs.push(Output {
                     pattern: DEFAULT_RESULT_SUBJECT.to_owned(),
                     name,
+                    forward: false,
                 });
             }
         }

@@ -5,10 +5,14 @@
 pub mod batch;
 pub mod camera;
 pub mod detection;
+pub mod durable;
+pub mod envelope;
 pub mod event;
 pub mod frame;
 pub mod graph;
 pub mod headers;
+mod ipc_check;
+pub mod lease;
 pub mod nats_server;
 pub mod partition;
 pub mod paths;

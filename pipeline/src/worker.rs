@@ -1,23 +1,27 @@
-//! The stage worker: subscribes to every camera's frames, keeps the newest pending frame per
-//! camera (live delivery), runs each frame through the stage chain on a dedicated thread, and
-//! publishes detections and events. A failing frame is reported and only that frame is lost.
-//! A worker given a [`PartitionSet`] serves only the cameras hashed into it.
+//! The stage worker: takes the frames of the partitions it serves (live: core NATS, newest frame
+//! per camera; durable: JetStream consumers, every frame, acknowledged once its results are
+//! published), runs batches of them through the stage graph on a dedicated thread, and publishes
+//! detections, forwarded items and events. A failing frame is reported and only that frame is lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
+use async_nats::jetstream::message::{AckKind, Acker};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Activity, BatchPolicy, Batcher};
 use crate::detection::{DETECTIONS_SCHEMA, DetectionMessage};
+use crate::durable::{self, DurableConfig};
 use crate::event::{Event, EventKind};
 use crate::frame::Frame;
 use crate::graph::StageGraph;
+use crate::lease::Ownership;
 use crate::partition::PartitionSet;
 use crate::stage::{Item, Payload, Stage, StageError};
 use crate::subjects::Subjects;
@@ -26,6 +30,8 @@ use crate::subjects::Subjects;
 pub enum WorkerError {
     #[error("cannot subscribe to {subject}: {message}")]
     Subscribe { subject: String, message: String },
+    #[error(transparent)]
+    Durable(#[from] durable::DurableError),
     #[error("the processing thread panicked")]
     Panicked,
 }
@@ -35,12 +41,19 @@ pub enum WorkerError {
 pub struct WorkerStats {
     pub received: AtomicU64,
     pub processed: AtomicU64,
+    /// Live delivery: frames replaced by a newer one of their camera before they were processed.
     pub dropped: AtomicU64,
     pub failed: AtomicU64,
     /// Frames of cameras outside this worker's partitions: another worker's, not a loss.
     pub skipped: AtomicU64,
     /// Passes through the stages; each carries a batch of frames (one, without batching).
     pub batches: AtomicU64,
+    /// Frames whose partition moved to another worker while they were here: live, their
+    /// results were not published; durable, they were handed back for redelivery.
+    pub handed_back: AtomicU64,
+    /// Live delivery: frames published while their partition had no live owner (between a
+    /// worker's death and the takeover), counted by the worker that took the partition over.
+    pub lost: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +64,8 @@ pub struct StatsSnapshot {
     pub failed: u64,
     pub skipped: u64,
     pub batches: u64,
+    pub handed_back: u64,
+    pub lost: u64,
 }
 
 impl WorkerStats {
@@ -62,14 +77,60 @@ impl WorkerStats {
             failed: self.failed.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
+            handed_back: self.handed_back.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
         }
     }
 }
 
-/// Messages the processing thread hands to the async publisher.
+/// How frames reach the worker.
+#[derive(Clone, Debug, Default)]
+pub enum Delivery {
+    /// Core NATS: the newest frame per camera wins under overload; drops are counted.
+    #[default]
+    Live,
+    /// JetStream: every frame, at least once, acknowledged after its results are published.
+    Durable(DurableConfig),
+}
+
+/// One frame (or forwarded item) between intake and publication.
+struct Pending {
+    camera: String,
+    partition: u32,
+    payload: Bytes,
+    /// Durable delivery: acknowledges the message once its results are out.
+    acker: Option<Acker>,
+    /// Durable delivery: bounds the frames held in the worker.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A message for one publication on the async side.
 enum Outbound {
-    Detections(String, Bytes),
+    /// One frame's results; the frame is acknowledged (durable) after they are published.
+    Frame {
+        pending: Pending,
+        /// The frame's sequence number, when it could be decoded.
+        seq: Option<u64>,
+        results: Results,
+    },
+    /// A frame not processed here: its partition moved (durable: redeliver it elsewhere).
+    HandBack(Pending),
     Event(String, Bytes),
+}
+
+/// A publication a frame produced.
+enum Publication {
+    Detections {
+        subject: String,
+        id: String,
+        body: Bytes,
+    },
+    /// An item for a stage in another process (`<ns>.<stage>.<camera>`).
+    Forward {
+        subject: String,
+        id: String,
+        body: Bytes,
+    },
 }
 
 pub struct Worker {
@@ -77,7 +138,12 @@ pub struct Worker {
     subjects: Subjects,
     graph: StageGraph,
     stats: Arc<WorkerStats>,
-    partitions: Option<PartitionSet>,
+    ownership: Arc<Ownership>,
+    delivery: Delivery,
+    /// `frames`, or the stage whose forwarded items this worker's first stages read.
+    input: String,
+    /// Names this worker's consumers (durable) and leases: the stages it runs.
+    unit: String,
 }
 
 impl Worker {
@@ -89,22 +155,44 @@ impl Worker {
         Self::with_graph(client, subjects, StageGraph::chain(stages))
     }
 
-    /// A worker running stages wired as a tree (fan-out, sinks); see [`StageGraph`].
+    /// A worker running stages wired as a tree (fan-out, sinks); see [`StageGraph`]. It serves
+    /// every camera until given partitions or leased ownership.
     pub fn with_graph(client: async_nats::Client, subjects: Subjects, graph: StageGraph) -> Self {
+        let all = PartitionSet::all(1).map(|s| Ownership::fixed(&s));
         Self {
             client,
             subjects,
             graph,
             stats: Arc::default(),
-            partitions: None,
+            ownership: Arc::new(all.unwrap_or_else(|_| Ownership::leased(1))),
+            delivery: Delivery::Live,
+            input: "frames".to_owned(),
+            unit: "worker".to_owned(),
         }
     }
 
-    /// Serves only cameras in `partitions`; other cameras' frames are skipped (counted in
-    /// [`WorkerStats::skipped`], not as drops). The worker still receives them: it subscribes
-    /// to every camera, so this splits the work, not the network traffic.
-    pub fn with_partitions(mut self, partitions: PartitionSet) -> Self {
-        self.partitions = Some(partitions);
+    /// Serves only cameras in `partitions`, fixed for the worker's lifetime; other cameras'
+    /// frames are skipped (counted in [`WorkerStats::skipped`], not as drops).
+    pub fn with_partitions(self, partitions: PartitionSet) -> Self {
+        self.with_ownership(Arc::new(Ownership::fixed(&partitions)))
+    }
+
+    /// Serves the partitions `ownership` says, as they change (leases, see [`crate::lease`]).
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    pub fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// Reads `<ns>.<input>.<camera>` (`frames`, or a stage run by another process) and names
+    /// this worker's unit (its consumers and leases).
+    pub fn with_input(mut self, input: impl Into<String>, unit: impl Into<String>) -> Self {
+        self.input = input.into();
+        self.unit = unit.into();
         self
     }
 
@@ -112,32 +200,114 @@ impl Worker {
         self.stats.clone()
     }
 
-    /// Serves until `cancel` fires, then drains what it already took and flushes.
+    /// Serves until `cancel` fires, then finishes the frames it holds and flushes.
     pub async fn run(self, cancel: CancellationToken) -> Result<StatsSnapshot, WorkerError> {
         let Worker {
             client,
             subjects,
             graph,
             stats,
-            partitions,
+            ownership,
+            delivery,
+            input,
+            unit,
         } = self;
-        let subject = subjects.all_frames();
-        let mut sub =
-            client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| WorkerError::Subscribe {
-                    subject: subject.clone(),
-                    message: e.to_string(),
-                })?;
-        let serving = partitions
-            .as_ref()
-            .map_or_else(|| "all".to_owned(), PartitionSet::to_string);
-        tracing::info!(%subject, stages = %graph.describe(), partitions = %serving, "worker subscribed");
+        let js = jetstream::new(client.clone());
+        let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(64);
+        let sources = CancellationToken::new();
+        let durable = match &delivery {
+            Delivery::Durable(config) => Some(*config),
+            Delivery::Live => None,
+        };
+        let intake = match durable {
+            None => {
+                spawn_live(
+                    &client,
+                    &subjects,
+                    &input,
+                    ownership.clone(),
+                    in_tx,
+                    sources.clone(),
+                )
+                .await?
+            }
+            Some(config) => {
+                durable::check_server(&client)?;
+                let stream = durable::with_retries(|| {
+                    durable::ensure_input_stream(&js, &subjects, &input, ownership.total(), &config)
+                })
+                .await?;
+                durable::with_retries(|| durable::ensure_detections_stream(&js, &subjects)).await?;
+                // Streams for what this worker forwards, so its first publications are kept
+                // even before the next stage's workers start.
+                for stage in graph.forwarded() {
+                    durable::with_retries(|| {
+                        durable::ensure_input_stream(
+                            &js,
+                            &subjects,
+                            &stage,
+                            ownership.total(),
+                            &config,
+                        )
+                    })
+                    .await?;
+                }
+                // Every partition's consumer exists from the start: interest retention keeps
+                // frames only for consumers that exist.
+                for p in 0..ownership.total() {
+                    durable::with_retries(|| {
+                        durable::ensure_consumer(&stream, &subjects, &input, &unit, p, &config)
+                    })
+                    .await?;
+                }
+                spawn_durable(DurableIntake {
+                    stream,
+                    subjects: subjects.clone(),
+                    input: input.clone(),
+                    unit: unit.clone(),
+                    config,
+                    ownership: ownership.clone(),
+                    tx: in_tx,
+                    cancel: sources.clone(),
+                    permits: Arc::new(Semaphore::new(DURABLE_IN_WORKER)),
+                })
+            }
+        };
+        tracing::info!(input = %format!("{}.{input}.*", subjects.namespace()), %unit, stages = %graph.describe(), delivery = if durable.is_some() { "durable" } else { "live" }, "worker subscribed");
 
-        let slots = Arc::new(Slots::default());
-        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(256);
-        let chain = Chain::new(graph, subjects.clone(), stats.clone(), out_tx.clone());
+        // Live delivery records each camera's last published frame, so that a worker taking a
+        // partition over can count what was lost in between. Optional: without JetStream the
+        // worker runs, uncounted.
+        let progress = match durable {
+            Some(_) => None,
+            None => match js
+                .create_or_update_key_value(jetstream::kv::Config {
+                    bucket: crate::lease::progress_bucket(subjects.namespace()),
+                    description: "panoptes: last published frame per camera (live delivery)".into(),
+                    history: 1,
+                    max_age: Duration::from_secs(24 * 3600),
+                    storage: jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => Some(kv),
+                Err(e) => {
+                    tracing::info!(error = %e, "no progress bucket: frames lost in a failover are not counted");
+                    None
+                }
+            },
+        };
+        let slots = Arc::new(Slots::new(durable.is_none()));
+        let (out_tx, out_rx) = mpsc::channel::<Outbound>(256);
+        let chain = Chain::new(
+            graph,
+            subjects.clone(),
+            stats.clone(),
+            ownership.clone(),
+            input.clone(),
+            out_tx.clone(),
+        );
         let processor = {
             let slots = slots.clone();
             std::thread::Builder::new()
@@ -145,51 +315,92 @@ impl Worker {
                 .spawn(move || chain.run(&slots))
                 .map_err(|_| WorkerError::Panicked)?
         };
-        let publisher = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                while let Some(out) = out_rx.recv().await {
-                    let (subject, body) = match out {
-                        Outbound::Detections(s, b) | Outbound::Event(s, b) => (s, b),
-                    };
-                    if let Err(e) = client.publish(subject.clone(), body).await {
-                        tracing::warn!(%subject, error = %e, "publish failed");
-                    }
-                }
-                let _ = client.flush().await;
-            })
-        };
+        let publisher = tokio::spawn(publish_loop(
+            Publisher {
+                client: client.clone(),
+                js,
+                subjects: subjects.clone(),
+                ownership: ownership.clone(),
+                stats: stats.clone(),
+                durable: durable.is_some(),
+                progress: progress.as_ref().map(|_| {
+                    format!(
+                        "$KV.{}.{}.",
+                        crate::lease::progress_bucket(subjects.namespace()),
+                        crate::lease::token(&unit)
+                    )
+                }),
+            },
+            out_rx,
+        ));
+        let mut tenure: HashMap<String, u64> = HashMap::new();
 
         let mut drops = DropReporter::default();
         loop {
-            tokio::select! {
+            let incoming = tokio::select! {
                 () = cancel.cancelled() => break,
-                msg = sub.next() => {
-                    let Some(msg) = msg else { break };
-                    stats.received.fetch_add(1, Ordering::Relaxed);
-                    let Some(camera) = subjects.camera_of(&msg.subject).map(str::to_owned) else {
-                        tracing::warn!(subject = %msg.subject, "frame on a subject without a camera token");
-                        continue;
-                    };
-                    if partitions.as_ref().is_some_and(|p| !p.owns(&camera)) {
-                        stats.skipped.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if slots.put(camera.clone(), msg.payload) {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        if let Some(count) = drops.dropped(&camera) {
-                            let event = Event::new(&camera, EventKind::FramesDropped,
-                                format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"))
-                                .stage("worker").count(count);
-                            if let Ok(body) = serde_json::to_vec(&event) {
-                                let _ = out_tx.send(Outbound::Event(subjects.events_for(&camera), body.into())).await;
-                            }
-                        }
+                m = in_rx.recv() => m,
+            };
+            let Some(incoming) = incoming else { break };
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            let Some((camera, mapped)) = camera_token(&subjects, &input, &incoming.subject) else {
+                tracing::warn!(subject = %incoming.subject, "message on a subject without a camera token");
+                if let Some(acker) = incoming.acker {
+                    let _ = acker.ack_with(AckKind::Term).await;
+                }
+                continue;
+            };
+            let partition = mapped.unwrap_or_else(|| ownership.partition_of(&camera));
+            if !ownership.accepts(partition) {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+                if let Some(acker) = incoming.acker {
+                    // Another worker's now: redeliver at once rather than after ack_wait.
+                    let _ = acker.ack_with(AckKind::Nak(None)).await;
+                }
+                continue;
+            }
+            if let Some(kv) = &progress {
+                let epoch = ownership.epoch(partition);
+                if tenure.insert(camera.clone(), epoch) != Some(epoch)
+                    && let Some(seq) = seq_of(&input, &incoming.payload)
+                {
+                    tokio::spawn(count_lost(LostCheck {
+                        kv: kv.clone(),
+                        key: format!("{}.{camera}", crate::lease::token(&unit)),
+                        camera: camera.clone(),
+                        partition,
+                        seq,
+                        events: subjects.events_for(&camera),
+                        client: client.clone(),
+                        stats: stats.clone(),
+                    }));
+                }
+            }
+            ownership.enter(partition);
+            let pending = Pending {
+                camera: camera.clone(),
+                partition,
+                payload: incoming.payload,
+                acker: incoming.acker,
+                _permit: incoming.permit,
+            };
+            if let Some(replaced) = slots.put(pending) {
+                ownership.leave(replaced.partition);
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(count) = drops.dropped(&camera) {
+                    let event = Event::new(&camera, EventKind::FramesDropped,
+                        format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"))
+                        .stage("worker").count(count);
+                    if let Ok(body) = serde_json::to_vec(&event) {
+                        let _ = out_tx
+                            .send(Outbound::Event(subjects.events_for(&camera), body.into()))
+                            .await;
                     }
                 }
             }
         }
-        let _ = sub.unsubscribe().await;
+        sources.cancel();
+        let _ = intake.await;
         slots.close();
         drop(out_tx);
         let joined = tokio::task::spawn_blocking(move || processor.join()).await;
@@ -201,61 +412,512 @@ impl Worker {
     }
 }
 
-/// Pending frames: at most one per camera (the newest), served round-robin across cameras.
-#[derive(Default)]
+/// The sequence number of a frame or forwarded item (decoding only its metadata for frames).
+fn seq_of(input: &str, payload: &Bytes) -> Option<u64> {
+    if input == "frames" {
+        Frame::decode(payload.clone(), None).ok().map(|f| f.seq)
+    } else {
+        crate::envelope::decode(payload.clone(), None)
+            .ok()
+            .map(|i| i.frame.seq)
+    }
+}
+
+struct LostCheck {
+    kv: jetstream::kv::Store,
+    key: String,
+    camera: String,
+    partition: u32,
+    seq: u64,
+    events: String,
+    client: async_nats::Client,
+    stats: Arc<WorkerStats>,
+}
+
+/// First frame of a camera since this worker acquired its partition: the frames between the
+/// last one any worker published and this one were lost in the handover.
+async fn count_lost(c: LostCheck) {
+    let last = match c.kv.get(c.key.as_str()).await {
+        Ok(Some(v)) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok()),
+        _ => None,
+    };
+    let Some(last) = last else { return };
+    // A camera that restarted counts from 1 again: nothing to count.
+    if c.seq <= last.saturating_add(1) {
+        return;
+    }
+    let lost = c.seq - last - 1;
+    c.stats.lost.fetch_add(lost, Ordering::Relaxed);
+    let event = Event::new(
+        &c.camera,
+        EventKind::FramesLost,
+        format!(
+            "{lost} frames ({}..={}) were published while partition {} had no live worker (a worker stopped or died); live delivery does not keep them",
+            last + 1,
+            c.seq - 1,
+            c.partition
+        ),
+    )
+    .stage("worker")
+    .count(lost);
+    tracing::warn!(camera = %c.camera, partition = c.partition, lost, "frames lost in a partition handover");
+    if let Ok(body) = serde_json::to_vec(&event) {
+        let _ = c.client.publish(c.events, body.into()).await;
+    }
+}
+
+/// Frames a durable worker holds at once (pulled, not yet acknowledged), over all partitions.
+const DURABLE_IN_WORKER: usize = 32;
+
+/// A message as a source hands it to the intake loop.
+struct Incoming {
+    subject: String,
+    payload: Bytes,
+    acker: Option<Acker>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The camera of `<ns>.<input>.<camera>` and, for subjects a server mapping or stream
+/// transform partitioned (`<ns>.<input>.<camera>.<partition>`), the partition.
+fn camera_token(subjects: &Subjects, input: &str, subject: &str) -> Option<(String, Option<u32>)> {
+    let rest = subject
+        .strip_prefix(subjects.namespace())?
+        .strip_prefix('.')?
+        .strip_prefix(input)?
+        .strip_prefix('.')?;
+    match rest.split_once('.') {
+        None if !rest.is_empty() => Some((rest.to_owned(), None)),
+        Some((camera, partition)) if !camera.is_empty() && !partition.contains('.') => {
+            Some((camera.to_owned(), Some(partition.parse().ok()?)))
+        }
+        _ => None,
+    }
+}
+
+/// Live intake: one subscription to `<ns>.<input>.*` (servers without a partition mapping),
+/// plus one to `<ns>.<input>.*.<p>` for every partition accepted (servers with one: only the
+/// served partitions' frames cross the network).
+async fn spawn_live(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    input: &str,
+    ownership: Arc<Ownership>,
+    tx: mpsc::Sender<Incoming>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, WorkerError> {
+    let subscribe = |subject: String| {
+        let client = client.clone();
+        async move {
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| WorkerError::Subscribe {
+                    subject,
+                    message: e.to_string(),
+                })
+        }
+    };
+    let ns = subjects.namespace().to_owned();
+    let all = subscribe(format!("{ns}.{input}.*")).await?;
+    let forward = |mut sub: async_nats::Subscriber,
+                   tx: mpsc::Sender<Incoming>,
+                   cancel: CancellationToken| async move {
+        loop {
+            let msg = tokio::select! {
+                () = cancel.cancelled() => break,
+                m = sub.next() => m,
+            };
+            let Some(msg) = msg else { break };
+            let incoming = Incoming {
+                subject: msg.subject.to_string(),
+                payload: msg.payload,
+                acker: None,
+                permit: None,
+            };
+            if tx.send(incoming).await.is_err() {
+                break;
+            }
+        }
+        let _ = sub.unsubscribe().await;
+    };
+    let mut tasks = vec![tokio::spawn(forward(all, tx.clone(), cancel.clone()))];
+    let client = client.clone();
+    let input = input.to_owned();
+    tasks.push(tokio::spawn(async move {
+        let mut accepting = ownership.watch_accepting();
+        let mut per_partition: HashMap<u32, CancellationToken> = HashMap::new();
+        loop {
+            let want: Vec<u32> = accepting.borrow_and_update().clone();
+            per_partition.retain(|p, token| {
+                let keep = want.contains(p);
+                if !keep {
+                    token.cancel();
+                }
+                keep
+            });
+            for p in want {
+                if per_partition.contains_key(&p) {
+                    continue;
+                }
+                let subject = format!("{ns}.{input}.*.{p}");
+                match client.subscribe(subject.clone()).await {
+                    Ok(sub) => {
+                        let token = cancel.child_token();
+                        tokio::spawn(forward(sub, tx.clone(), token.clone()));
+                        per_partition.insert(p, token);
+                    }
+                    Err(e) => tracing::warn!(%subject, error = %e, "cannot subscribe"),
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                changed = accepting.changed() => if changed.is_err() { break },
+            }
+        }
+    }));
+    Ok(tokio::spawn(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    }))
+}
+
+struct DurableIntake {
+    stream: jetstream::stream::Stream,
+    subjects: Subjects,
+    input: String,
+    unit: String,
+    config: DurableConfig,
+    ownership: Arc<Ownership>,
+    tx: mpsc::Sender<Incoming>,
+    cancel: CancellationToken,
+    permits: Arc<Semaphore>,
+}
+
+/// Durable intake: one pull consumer per accepted partition, started and stopped as the
+/// partition's lease comes and goes.
+fn spawn_durable(d: DurableIntake) -> tokio::task::JoinHandle<()> {
+    let d = Arc::new(d);
+    tokio::spawn(async move {
+        let mut accepting = d.ownership.watch_accepting();
+        let mut running: HashMap<u32, (CancellationToken, tokio::task::JoinHandle<()>)> =
+            HashMap::new();
+        loop {
+            let want: Vec<u32> = accepting.borrow_and_update().clone();
+            let stopped: Vec<u32> = running
+                .keys()
+                .filter(|p| !want.contains(p))
+                .copied()
+                .collect();
+            for p in stopped {
+                if let Some((token, task)) = running.remove(&p) {
+                    token.cancel();
+                    let _ = task.await;
+                }
+            }
+            for p in want {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(p) {
+                    let token = d.cancel.child_token();
+                    let task = tokio::spawn(pull_partition(d.clone(), p, token.clone()));
+                    slot.insert((token, task));
+                }
+            }
+            tokio::select! {
+                () = d.cancel.cancelled() => break,
+                changed = accepting.changed() => if changed.is_err() { break },
+            }
+        }
+        for (_, (token, task)) in running {
+            token.cancel();
+            let _ = task.await;
+        }
+    })
+}
+
+/// Pulls one partition's frames until `cancel`, reconnecting the consumer when it fails.
+async fn pull_partition(d: Arc<DurableIntake>, partition: u32, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let consumer = match durable::ensure_consumer(
+            &d.stream,
+            &d.subjects,
+            &d.input,
+            &d.unit,
+            partition,
+            &d.config,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "consumer unavailable; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        // Short pull requests: after a partition moves away, a request still open on the
+        // server could hand this worker frames nobody acknowledges until `ack_wait`.
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(4)
+            .expires(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(400))
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot pull; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            // A permit before the next message: the worker holds a bounded number of frames,
+            // and JetStream keeps the rest (backpressure).
+            let permit = tokio::select! {
+                () = cancel.cancelled() => return,
+                p = d.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let next = tokio::select! {
+                () = cancel.cancelled() => return,
+                m = messages.next() => m,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let (msg, acker) = msg.split();
+                    let incoming = Incoming {
+                        subject: msg.subject.to_string(),
+                        payload: msg.payload,
+                        acker: Some(acker),
+                        permit: Some(permit),
+                    };
+                    if d.tx.send(incoming).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(partition, error = %e, "pull interrupted; resubscribing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// What the publishing task needs.
+struct Publisher {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    ownership: Arc<Ownership>,
+    stats: Arc<WorkerStats>,
+    durable: bool,
+    /// Live delivery: the subject prefix progress records go to (`$KV.<bucket>.<unit>.`).
+    progress: Option<String>,
+}
+
+/// Publishes what the processing thread produced. Results of a partition this worker no longer
+/// holds are not published (the new owner publishes them), so two workers never both publish
+/// one camera's results; durable frames are acknowledged only after their results are stored.
+async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
+    let Publisher {
+        client,
+        js,
+        subjects,
+        ownership,
+        stats,
+        durable,
+        progress,
+    } = p;
+    let detections_prefix = format!("{}.detections.", subjects.namespace());
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outbound::Event(subject, body) => {
+                if let Err(e) = client.publish(subject.clone(), body).await {
+                    tracing::warn!(%subject, error = %e, "publish failed");
+                }
+            }
+            Outbound::HandBack(pending) => {
+                hand_back(&stats, &ownership, pending).await;
+            }
+            Outbound::Frame {
+                pending,
+                seq,
+                results,
+            } => {
+                if !ownership.holds(pending.partition) {
+                    hand_back(&stats, &ownership, pending).await;
+                    continue;
+                }
+                let mut stored = true;
+                let mut acks = Vec::new();
+                for result in results {
+                    match result {
+                        Ok(publication) => {
+                            let (subject, id, body, forward) = match publication {
+                                Publication::Detections { subject, id, body } => {
+                                    (subject, id, body, false)
+                                }
+                                Publication::Forward { subject, id, body } => {
+                                    (subject, id, body, true)
+                                }
+                            };
+                            // Durable results go through JetStream (deduplicated by id) when a
+                            // stream takes their subject; other sinks' subjects stay core NATS.
+                            if durable && (forward || subject.starts_with(&detections_prefix)) {
+                                let mut headers = async_nats::HeaderMap::new();
+                                headers.insert(durable::MSG_ID, id.as_str());
+                                match js
+                                    .publish_with_headers(subject.clone(), headers, body)
+                                    .await
+                                {
+                                    Ok(ack) => acks.push((subject, ack)),
+                                    Err(e) => {
+                                        stored = false;
+                                        tracing::warn!(%subject, error = %e, "durable publish failed");
+                                    }
+                                }
+                            } else if let Err(e) = client.publish(subject.clone(), body).await {
+                                tracing::warn!(%subject, error = %e, "publish failed");
+                            }
+                        }
+                        Err(event) => {
+                            if let Ok(body) = serde_json::to_vec(&event) {
+                                let subject = subjects.events_for(&pending.camera);
+                                if let Err(e) = client.publish(subject.clone(), body.into()).await {
+                                    tracing::warn!(%subject, error = %e, "publish failed");
+                                }
+                            }
+                        }
+                    }
+                }
+                for (subject, ack) in acks {
+                    if let Err(e) = ack.await {
+                        stored = false;
+                        tracing::warn!(%subject, error = %e, "JetStream did not store the result");
+                    }
+                }
+                if let (Some(prefix), Some(seq)) = (&progress, seq) {
+                    // A plain publish onto the bucket's subject: a KV put without waiting for
+                    // the acknowledgement, one small message per frame.
+                    let subject = format!("{prefix}{}", pending.camera);
+                    let _ = client.publish(subject, seq.to_string().into()).await;
+                }
+                if let Some(acker) = &pending.acker {
+                    // Not stored: let JetStream deliver the frame again rather than lose it.
+                    let kind = if stored {
+                        AckKind::Ack
+                    } else {
+                        AckKind::Nak(None)
+                    };
+                    if let Err(e) = acker.ack_with(kind).await {
+                        tracing::warn!(camera = %pending.camera, error = %e, "cannot acknowledge frame");
+                    }
+                }
+                ownership.leave(pending.partition);
+            }
+        }
+    }
+    let _ = client.flush().await;
+}
+
+async fn hand_back(stats: &WorkerStats, ownership: &Ownership, pending: Pending) {
+    stats.handed_back.fetch_add(1, Ordering::Relaxed);
+    if let Some(acker) = &pending.acker {
+        let _ = acker.ack_with(AckKind::Nak(None)).await;
+    }
+    ownership.leave(pending.partition);
+}
+
+/// Pending frames per camera, served round-robin across cameras. Live: at most one per
+/// camera (the newest); durable: a queue per camera (bounded by the intake's permits).
 struct Slots {
     inner: Mutex<SlotsInner>,
     ready: Condvar,
+    newest_only: bool,
 }
 
 #[derive(Default)]
 struct SlotsInner {
-    pending: HashMap<String, Bytes>,
+    pending: HashMap<String, VecDeque<Pending>>,
     order: VecDeque<String>,
     activity: Activity,
     closed: bool,
 }
 
 impl SlotsInner {
-    fn pop(&mut self) -> Option<(String, Bytes)> {
+    fn pop(&mut self) -> Option<Pending> {
         while let Some(camera) = self.order.pop_front() {
-            if let Some(payload) = self.pending.remove(&camera) {
-                return Some((camera, payload));
+            let Some(queue) = self.pending.get_mut(&camera) else {
+                continue;
+            };
+            let Some(next) = queue.pop_front() else {
+                continue;
+            };
+            if queue.is_empty() {
+                self.pending.remove(&camera);
+            } else {
+                // More of this camera wait; it goes to the back of the round.
+                self.order.push_back(camera);
             }
+            return Some(next);
         }
         None
     }
 }
 
 impl Slots {
-    /// Stores the newest frame of `camera`; true if it replaced one not yet processed.
-    fn put(&self, camera: String, payload: Bytes) -> bool {
+    fn new(newest_only: bool) -> Self {
+        Self {
+            inner: Mutex::default(),
+            ready: Condvar::new(),
+            newest_only,
+        }
+    }
+
+    /// Stores a frame; live delivery returns the one of its camera it replaced.
+    fn put(&self, pending: Pending) -> Option<Pending> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let camera = pending.camera.clone();
         inner.activity.saw(&camera, Instant::now());
-        let replaced = match inner.pending.insert(camera.clone(), payload) {
-            Some(_) => true,
-            None => {
-                inner.order.push_back(camera);
-                false
-            }
+        let queue = inner.pending.entry(camera.clone()).or_default();
+        let replaced = if self.newest_only {
+            queue.pop_front()
+        } else {
+            None
         };
+        let was_empty = queue.is_empty();
+        queue.push_back(pending);
+        if was_empty {
+            inner.order.push_back(camera);
+        }
         self.ready.notify_one();
         replaced
     }
 
     /// The next batch of frames, one per camera: waits for the first, then takes what is
     /// pending, up to the size `batcher` chose, and keeps the batch open for more while
-    /// `batcher` allows it and another active camera may still deliver. Empty once closed.
-    fn take_batch(&self, batcher: &Batcher) -> Vec<(String, Bytes)> {
+    /// `batcher` allows it and another active camera may still deliver. Empty once closed
+    /// and drained.
+    fn take_batch(&self, batcher: &Batcher) -> Vec<Pending> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = Vec::new();
+        let mut batch: Vec<Pending> = Vec::new();
         let opened = loop {
-            if inner.closed {
-                return batch;
-            }
             if let Some(first) = inner.pop() {
                 batch.push(first);
                 break Instant::now();
+            }
+            if inner.closed {
+                return batch;
             }
             inner = self
                 .ready
@@ -263,10 +925,22 @@ impl Slots {
                 .unwrap_or_else(PoisonError::into_inner);
         };
         let max = batcher.size_limit();
-        while batch.len() < max && !inner.closed {
+        let mut deferred = Vec::new();
+        while batch.len() < max {
             if let Some(next) = inner.pop() {
+                // One frame per camera per pass keeps each camera's frames in order.
+                if batch.iter().any(|b| b.camera == next.camera) {
+                    deferred.push(next);
+                    if inner.order.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
                 batch.push(next);
                 continue;
+            }
+            if inner.closed {
+                break;
             }
             let now = Instant::now();
             let deadline = opened + batcher.wait_budget(batch.len());
@@ -279,6 +953,16 @@ impl Slots {
                 .wait_timeout(inner, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+        // Back at the front of their queues, still first in line.
+        for p in deferred.into_iter().rev() {
+            let camera = p.camera.clone();
+            let inner = &mut *inner;
+            let queue = inner.pending.entry(camera.clone()).or_default();
+            if queue.is_empty() {
+                inner.order.push_front(camera);
+            }
+            queue.push_front(p);
         }
         batch
     }
@@ -317,16 +1001,19 @@ impl DropReporter {
 }
 
 /// One frame's publications (or the reasons they failed), in the order they were made.
-type Results = Vec<Result<(String, DetectionMessage), Box<Event>>>;
+type Results = Vec<Result<Publication, Box<Event>>>;
 
 /// The stage graph and where its results go; runs on its own thread because stages block.
 struct Chain {
     graph: StageGraph,
-    /// Nodes reading camera frames, where every frame starts.
+    /// Nodes reading the worker's input, where every frame starts.
     roots: Vec<usize>,
     batcher: Batcher,
     subjects: Subjects,
     stats: Arc<WorkerStats>,
+    ownership: Arc<Ownership>,
+    /// `frames`: payloads are frames; otherwise items forwarded by another process.
+    input: String,
     out: mpsc::Sender<Outbound>,
 }
 
@@ -335,6 +1022,8 @@ impl Chain {
         mut graph: StageGraph,
         subjects: Subjects,
         stats: Arc<WorkerStats>,
+        ownership: Arc<Ownership>,
+        input: String,
         out: mpsc::Sender<Outbound>,
     ) -> Self {
         graph.finish();
@@ -355,53 +1044,56 @@ impl Chain {
             batcher: Batcher::new(policy),
             subjects,
             stats,
+            ownership,
+            input,
             out,
         }
     }
 
     fn run(mut self, slots: &Slots) {
         loop {
-            let batch = slots.take_batch(&self.batcher);
-            if batch.is_empty() {
+            let taken = slots.take_batch(&self.batcher);
+            if taken.is_empty() {
                 return;
             }
+            // A partition that moved away while its frames waited: the new owner serves them.
+            let (batch, moved): (Vec<Pending>, Vec<Pending>) = taken
+                .into_iter()
+                .partition(|p| self.ownership.holds(p.partition));
+            for pending in moved {
+                self.send(Outbound::HandBack(pending));
+            }
+            if batch.is_empty() {
+                continue;
+            }
             let (size, started) = (batch.len(), Instant::now());
-            let cameras: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
-            let results = self.process(batch);
+            let payloads: Vec<(String, Bytes)> = batch
+                .iter()
+                .map(|p| (p.camera.clone(), p.payload.clone()))
+                .collect();
+            let results = self.process(payloads);
             self.batcher.observe(size, started.elapsed());
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            for (camera, results) in cameras.iter().zip(results) {
-                self.publish(camera, results);
-            }
-        }
-    }
-
-    fn publish(&self, camera: &str, results: Results) {
-        let mut failed = false;
-        for result in results {
-            match result {
-                Ok((subject, message)) => match serde_json::to_vec(&message) {
-                    Ok(body) => self.send(Outbound::Detections(subject, body.into())),
-                    Err(e) => tracing::error!(error = %e, "cannot encode detections"),
-                },
-                Err(event) => {
-                    failed = true;
-                    tracing::warn!(camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
-                    if let Ok(body) = serde_json::to_vec(&event) {
-                        self.send(Outbound::Event(
-                            self.subjects.events_for(camera),
-                            body.into(),
-                        ));
+            for (pending, (seq, results)) in batch.into_iter().zip(results) {
+                let failed = results.iter().any(Result::is_err);
+                for result in &results {
+                    if let Err(event) = result {
+                        tracing::warn!(camera = %pending.camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
                     }
                 }
+                let counter = if failed {
+                    &self.stats.failed
+                } else {
+                    &self.stats.processed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.send(Outbound::Frame {
+                    pending,
+                    seq,
+                    results,
+                });
             }
         }
-        let counter = if failed {
-            &self.stats.failed
-        } else {
-            &self.stats.processed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn send(&self, out: Outbound) {
@@ -409,27 +1101,38 @@ impl Chain {
         let _ = self.out.blocking_send(out);
     }
 
+    fn decode(&self, camera: &str, payload: Bytes) -> Result<Item, String> {
+        if self.input == "frames" {
+            Frame::decode(payload, Some(camera))
+                .map(Item::from_frame)
+                .map_err(|e| format!("corrupt frame: {e}"))
+        } else {
+            crate::envelope::decode(payload, Some(camera))
+                .map_err(|e| format!("corrupt item from stage {:?}: {e}", self.input))
+        }
+    }
+
     /// Runs a batch of frames (one per camera) through every branch, each stage seeing the
     /// whole batch in one call. Returns each frame's results; a failing stage loses only that
     /// frame's branch.
-    fn process(&mut self, batch: Vec<(String, Bytes)>) -> Vec<Results> {
+    fn process(&mut self, batch: Vec<(String, Bytes)>) -> Vec<(Option<u64>, Results)> {
         let started = Instant::now();
+        let mut seqs: Vec<Option<u64>> = Vec::with_capacity(batch.len());
         let mut results: Vec<Results> = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         for (i, (camera, payload)) in batch.into_iter().enumerate() {
-            match Frame::decode(payload, Some(&camera)) {
-                Ok(frame) => {
+            match self.decode(&camera, payload) {
+                Ok(item) => {
+                    seqs.push(Some(item.frame.seq));
                     results.push(Vec::new());
-                    items.push((i, Item::from_frame(frame)));
+                    items.push((i, item));
                 }
-                Err(e) => results.push(vec![Err(Box::new(
-                    Event::new(
-                        &camera,
-                        EventKind::FrameError,
-                        format!("corrupt frame: {e}"),
-                    )
-                    .stage("decode"),
-                ))]),
+                Err(message) => {
+                    seqs.push(None);
+                    results.push(vec![Err(Box::new(
+                        Event::new(&camera, EventKind::FrameError, message).stage("decode"),
+                    ))]);
+                }
             }
         }
         let mut pending: Vec<(usize, Vec<(usize, Item)>)> = if items.is_empty() {
@@ -481,6 +1184,22 @@ impl Chain {
                     }
                 };
                 for output in &n.outputs {
+                    let subject = output.subject(&self.subjects, &camera);
+                    if output.forward {
+                        // The next stage runs in another process: the whole item goes on.
+                        match crate::envelope::encode(&item) {
+                            Ok(body) => results[origin].push(Ok(Publication::Forward {
+                                subject,
+                                id: crate::durable::message_id(&camera, seq, &n.path),
+                                body,
+                            })),
+                            Err(e) => results[origin].push(Err(fail(format!(
+                                "cannot encode the output of {:?} for the next process: {e}",
+                                n.stage.id()
+                            )))),
+                        }
+                        continue;
+                    }
                     let Payload::Detections(detections) = &item.payload else {
                         results[origin].push(Err(fail(format!(
                             "branch {} ended with a {}, not detections",
@@ -497,21 +1216,27 @@ impl Chain {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "frame processed"
                     );
-                    results[origin].push(Ok((
-                        output.subject(&self.subjects, &camera),
-                        DetectionMessage {
-                            schema: DETECTIONS_SCHEMA.to_owned(),
-                            camera: camera.clone(),
-                            seq,
-                            capture_ts_ns: item.frame.capture_ts_ns,
-                            published_ts_ns: crate::time::now_ns(),
-                            width: item.frame.width,
-                            height: item.frame.height,
-                            pipeline: n.path.clone(),
-                            model: n.model.clone(),
-                            detections: detections.clone(),
-                        },
-                    )));
+                    let message = DetectionMessage {
+                        schema: DETECTIONS_SCHEMA.to_owned(),
+                        camera: camera.clone(),
+                        seq,
+                        capture_ts_ns: item.frame.capture_ts_ns,
+                        published_ts_ns: crate::time::now_ns(),
+                        width: item.frame.width,
+                        height: item.frame.height,
+                        pipeline: n.path.clone(),
+                        model: n.model.clone(),
+                        detections: detections.clone(),
+                    };
+                    match serde_json::to_vec(&message) {
+                        Ok(body) => results[origin].push(Ok(Publication::Detections {
+                            subject,
+                            id: crate::durable::message_id(&camera, seq, &n.path),
+                            body: body.into(),
+                        })),
+                        Err(e) => results[origin]
+                            .push(Err(fail(format!("cannot encode detections: {e}")))),
+                    }
                 }
                 next.push((origin, item));
             }
@@ -519,7 +1244,7 @@ impl Chain {
                 pending.extend(fan_out(&n.children, next));
             }
         }
-        results
+        seqs.into_iter().zip(results).collect()
     }
 }
 
@@ -554,15 +1279,25 @@ mod tests {
         })
     }
 
-    fn cameras(batch: &[(String, Bytes)]) -> Vec<&str> {
-        batch.iter().map(|(c, _)| c.as_str()).collect()
+    fn cameras(batch: &[Pending]) -> Vec<&str> {
+        batch.iter().map(|p| p.camera.as_str()).collect()
+    }
+
+    fn frame(camera: &str, payload: &'static [u8]) -> Pending {
+        Pending {
+            camera: camera.to_owned(),
+            partition: 0,
+            payload: Bytes::from_static(payload),
+            acker: None,
+            _permit: None,
+        }
     }
 
     #[test]
     fn pending_frames_batch_at_once_up_to_max_batch() {
-        let slots = Slots::default();
+        let slots = Slots::new(true);
         for cam in ["a", "b", "c"] {
-            slots.put(cam.into(), Bytes::from_static(b"f"));
+            slots.put(frame(cam, b"f"));
         }
         // Every active camera is already in the batch: it closes instead of waiting a minute
         // for a fourth frame.
@@ -571,7 +1306,7 @@ mod tests {
             ["a", "b", "c"]
         );
         for cam in ["a", "b", "c"] {
-            slots.put(cam.into(), Bytes::from_static(b"f"));
+            slots.put(frame(cam, b"f"));
         }
         assert_eq!(cameras(&slots.take_batch(&batcher(2, 0))), ["a", "b"]);
         assert_eq!(cameras(&slots.take_batch(&batcher(2, 0))), ["c"]);
@@ -579,30 +1314,83 @@ mod tests {
 
     #[test]
     fn a_batch_waits_for_an_active_camera_within_max_wait() {
-        let slots = Arc::new(Slots::default());
-        slots.put("a".into(), Bytes::from_static(b"1"));
-        slots.put("b".into(), Bytes::from_static(b"1"));
+        let slots = Arc::new(Slots::new(true));
+        slots.put(frame("a", b"1"));
+        slots.put(frame("b", b"1"));
         assert_eq!(slots.take_batch(&batcher(2, 0)).len(), 2);
         // Both cameras are active; only `a` has a frame. `b` delivers while the batch waits.
-        slots.put("a".into(), Bytes::from_static(b"2"));
+        slots.put(frame("a", b"2"));
         let late = {
             let slots = slots.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
-                slots.put("b".into(), Bytes::from_static(b"2"));
+                slots.put(frame("b", b"2"));
             })
         };
         let batch = slots.take_batch(&batcher(4, 60_000));
         late.join().expect("join");
         assert_eq!(cameras(&batch), ["a", "b"]);
         // Without a wait the batch closes with what is there.
-        slots.put("a".into(), Bytes::from_static(b"3"));
+        slots.put(frame("a", b"3"));
         assert_eq!(cameras(&slots.take_batch(&batcher(4, 0))), ["a"]);
     }
 
     #[test]
+    fn durable_slots_keep_every_frame_in_order_one_per_camera_per_batch() {
+        let slots = Slots::new(false);
+        for payload in [b"1", b"2", b"3"] {
+            assert!(
+                slots.put(frame("a", payload)).is_none(),
+                "nothing is replaced"
+            );
+        }
+        assert!(slots.put(frame("b", b"1")).is_none());
+        let payloads = |batch: &[Pending]| -> Vec<(String, Vec<u8>)> {
+            batch
+                .iter()
+                .map(|p| (p.camera.clone(), p.payload.to_vec()))
+                .collect()
+        };
+        let first = slots.take_batch(&batcher(8, 0));
+        assert_eq!(
+            payloads(&first),
+            [("a".into(), b"1".to_vec()), ("b".into(), b"1".to_vec())]
+        );
+        assert_eq!(
+            payloads(&slots.take_batch(&batcher(8, 0))),
+            [("a".into(), b"2".to_vec())]
+        );
+        assert_eq!(
+            payloads(&slots.take_batch(&batcher(8, 0))),
+            [("a".into(), b"3".to_vec())]
+        );
+        slots.close();
+        assert!(slots.take_batch(&batcher(8, 0)).is_empty());
+    }
+
+    #[test]
+    fn camera_tokens_with_and_without_a_partition() {
+        let s = Subjects::new("ns");
+        assert_eq!(
+            camera_token(&s, "frames", "ns.frames.cam-1"),
+            Some(("cam-1".into(), None))
+        );
+        assert_eq!(
+            camera_token(&s, "frames", "ns.frames.cam-1.7"),
+            Some(("cam-1".into(), Some(7)))
+        );
+        assert_eq!(
+            camera_token(&s, "preprocess", "ns.preprocess.cam-1"),
+            Some(("cam-1".into(), None))
+        );
+        assert_eq!(camera_token(&s, "frames", "ns.frames.cam-1.x"), None);
+        assert_eq!(camera_token(&s, "frames", "ns.frames."), None);
+        assert_eq!(camera_token(&s, "frames", "other.frames.cam"), None);
+    }
+
+    #[test]
     fn closing_ends_a_waiting_batch() {
-        let slots = Arc::new(Slots::default());
+        let slots = Arc::new(Slots::new(true));
         let closer = {
             let slots = slots.clone();
             std::thread::spawn(move || {

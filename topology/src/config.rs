@@ -27,6 +27,9 @@ pub struct Topology {
     #[serde(default = "default_partitions")]
     #[schemars(range(min = 1, max = 1024))]
     pub partitions: u32,
+    /// How workers share partitions (leases) and how much durable delivery keeps.
+    #[serde(default)]
+    pub workers: WorkersConfig,
     /// Tracing export and the metrics endpoint.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -88,6 +91,49 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     #[serde(default)]
     pub key: Option<PathBuf>,
+}
+
+/// Workers of one stage unit hold their partitions through leases in the NATS KV bucket
+/// `<namespace>-leases`; a worker that stops renewing (crashed, cut off) loses them after
+/// `lease_ttl_ms` and the others take them over.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Takeover time after a worker dies: its leases expire this long after its last renewal
+    /// (renewals happen three times per TTL).
+    #[serde(default = "default_lease_ttl_ms")]
+    #[schemars(range(min = 300, max = 600000))]
+    pub lease_ttl_ms: u64,
+    /// Durable delivery: a frame delivered to a worker that does not acknowledge it within this
+    /// time (it died mid-frame) is delivered again.
+    #[serde(default = "default_ack_wait_ms")]
+    #[schemars(range(min = 1000, max = 3600000))]
+    pub ack_wait_ms: u64,
+    /// Durable delivery: the most a stream of frames keeps, in MiB. When workers fall this far
+    /// behind, JetStream refuses further frames (backpressure on the publishers).
+    #[serde(default = "default_stream_max_mib")]
+    #[schemars(range(min = 1))]
+    pub stream_max_mib: u64,
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    3000
+}
+fn default_ack_wait_ms() -> u64 {
+    10_000
+}
+fn default_stream_max_mib() -> u64 {
+    1024
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: default_lease_ttl_ms(),
+            ack_wait_ms: default_ack_wait_ms(),
+            stream_max_mib: default_stream_max_mib(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -1,0 +1,500 @@
+//! Which partitions this worker serves: fixed (`--partitions`), or leased in a NATS KV bucket so
+//! that workers of one stage unit share the partitions, rebalance as they join and leave, and take
+//! over a dead worker's partitions once its leases expire.
+//!
+//! Every worker of a unit registers a member key and computes the same assignment: each
+//! partition goes to the live member with the highest rendezvous score, so a join or leave moves
+//! only the partitions that must move. A worker serves a partition only while it holds that
+//! partition's lease key (created with compare-and-set, renewed before the bucket's `max_age`
+//! expires it), and publishes a partition's results only while the lease is valid by its own
+//! clock, which runs out before the server can hand the key to anyone else.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::partition::{PartitionSet, fnv1a_32, partition_of};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "cannot open the lease bucket {bucket:?}: {message} (leases need JetStream on the NATS server; enable it, or give the worker fixed --partitions)"
+    )]
+    Bucket { bucket: String, message: String },
+}
+
+/// Lease timing.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseConfig {
+    /// How long a lease outlives its last renewal: the takeover time after a crash.
+    pub ttl: Duration,
+}
+
+impl LeaseConfig {
+    /// Renewals happen three times per TTL, so one lost renewal does not lose the lease.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// The part of the TTL this worker trusts its lease for, counted from when it sent the
+    /// renewal: the server starts its own count later, so ours ends first.
+    fn trusted(&self) -> Duration {
+        self.ttl.mul_f64(0.8)
+    }
+}
+
+/// Per partition: whether this worker takes new frames of it, until when it may publish its
+/// results, and how many of its frames are between intake and publication.
+#[derive(Debug)]
+pub struct Ownership {
+    total: u32,
+    state: Mutex<Vec<PartitionState>>,
+    in_flight: Vec<AtomicU64>,
+    /// Bumped each time this worker acquires the partition, so the intake can tell the first
+    /// frame of a camera after a takeover.
+    epochs: Vec<AtomicU64>,
+    accepting: watch::Sender<Vec<u32>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PartitionState {
+    accepting: bool,
+    /// `None`: not held. Fixed ownership never expires.
+    valid_until: Option<Instant>,
+}
+
+impl Ownership {
+    fn with(total: u32, state: Vec<PartitionState>) -> Self {
+        let accepting = accepting_of(&state);
+        Self {
+            total,
+            in_flight: (0..total).map(|_| AtomicU64::new(0)).collect(),
+            epochs: (0..total).map(|_| AtomicU64::new(1)).collect(),
+            state: Mutex::new(state),
+            accepting: watch::Sender::new(accepting),
+        }
+    }
+
+    /// Partitions assigned by hand: held for as long as the worker runs.
+    pub fn fixed(set: &PartitionSet) -> Self {
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let state = (0..set.total())
+            .map(|p| PartitionState {
+                accepting: set.contains(p),
+                valid_until: set.contains(p).then_some(far),
+            })
+            .collect();
+        Self::with(set.total(), state)
+    }
+
+    /// None held yet: a [`LeaseManager`] acquires them.
+    pub fn leased(total: u32) -> Self {
+        Self::with(
+            total.max(1),
+            vec![PartitionState::default(); total.max(1) as usize],
+        )
+    }
+
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    pub fn partition_of(&self, camera: &str) -> u32 {
+        partition_of(camera, self.total)
+    }
+
+    /// Whether new frames of `partition` are taken.
+    pub fn accepts(&self, partition: u32) -> bool {
+        self.lock()
+            .get(partition as usize)
+            .is_some_and(|s| s.accepting && s.valid_until.is_some_and(|t| t > Instant::now()))
+    }
+
+    /// Whether results of `partition` may be published now: the lease is valid.
+    pub fn holds(&self, partition: u32) -> bool {
+        self.lock()
+            .get(partition as usize)
+            .and_then(|s| s.valid_until)
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    /// The partitions whose frames are taken, as they change (for per-partition subscriptions).
+    pub fn watch_accepting(&self) -> watch::Receiver<Vec<u32>> {
+        self.accepting.subscribe()
+    }
+
+    pub fn accepting(&self) -> Vec<u32> {
+        accepting_of(&self.lock())
+    }
+
+    /// A frame of `partition` entered the worker.
+    pub fn enter(&self, partition: u32) {
+        if let Some(n) = self.in_flight.get(partition as usize) {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A frame of `partition` left the worker (published, dropped or handed back).
+    pub fn leave(&self, partition: u32) {
+        if let Some(n) = self.in_flight.get(partition as usize) {
+            // Never below zero, even if a caller leaves twice.
+            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+        }
+    }
+
+    /// Which tenure of `partition` this is: changes whenever this worker acquires it anew.
+    pub fn epoch(&self, partition: u32) -> u64 {
+        self.epochs
+            .get(partition as usize)
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    fn in_flight(&self, partition: u32) -> u64 {
+        self.in_flight
+            .get(partition as usize)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PartitionState>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, partition: u32, f: impl FnOnce(&mut PartitionState)) {
+        let accepting = {
+            let mut state = self.lock();
+            let Some(s) = state.get_mut(partition as usize) else {
+                return;
+            };
+            f(s);
+            accepting_of(&state)
+        };
+        self.accepting.send_if_modified(|current| {
+            let changed = *current != accepting;
+            *current = accepting;
+            changed
+        });
+    }
+
+    /// Stops serving everything at once (the connection is gone or the worker stops).
+    fn expire_all(&self) {
+        for p in 0..self.total {
+            self.update(p, |s| *s = PartitionState::default());
+        }
+    }
+}
+
+fn accepting_of(state: &[PartitionState]) -> Vec<u32> {
+    (0u32..)
+        .zip(state)
+        .filter(|(_, s)| s.accepting && s.valid_until.is_some())
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The member among `members` that owns `partition`: highest rendezvous score. Every worker
+/// computes the same answer from the same member list, so no coordinator is needed.
+pub fn owner_of(partition: u32, members: &[String]) -> Option<&str> {
+    members
+        .iter()
+        .max_by_key(|m| (score(m, partition), m.as_str()))
+        .map(String::as_str)
+}
+
+fn score(member: &str, partition: u32) -> u64 {
+    // FNV-1a of "member/partition" alone clusters for similar names; a 64-bit finaliser
+    // (splitmix64's) spreads it so partitions divide evenly.
+    let mut z = u64::from(fnv1a_32(format!("{member}/{partition}").as_bytes()))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A name for this process that is one KV key token: host, pid and start time.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let nanos = crate::time::now_ns() % 1_000_000_000;
+    token(&format!("{host}-{}-{nanos}", std::process::id()))
+}
+
+/// `s` with everything but letters, digits, `-` and `_` replaced, so it is one key token.
+pub fn token(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The lease bucket of a namespace.
+pub fn bucket_name(namespace: &str) -> String {
+    format!("{}-leases", token(namespace))
+}
+
+/// The bucket where live workers record each camera's last published sequence number, so a
+/// worker taking a partition over can count the frames lost in between.
+pub fn progress_bucket(namespace: &str) -> String {
+    format!("{}-progress", token(namespace))
+}
+
+/// Acquires, renews and releases this worker's partition leases for one stage unit.
+pub struct LeaseManager {
+    kv: kv::Store,
+    unit: String,
+    me: String,
+    config: LeaseConfig,
+    ownership: std::sync::Arc<Ownership>,
+    revisions: BTreeMap<u32, u64>,
+    member_revision: Option<u64>,
+}
+
+impl LeaseManager {
+    /// Opens (or creates) the namespace's lease bucket, whose `max_age` is the lease TTL.
+    pub async fn open(
+        client: &async_nats::Client,
+        namespace: &str,
+        unit: &str,
+        config: LeaseConfig,
+        ownership: std::sync::Arc<Ownership>,
+    ) -> Result<Self, LeaseError> {
+        let js = async_nats::jetstream::new(client.clone());
+        let bucket = bucket_name(namespace);
+        let kv = js
+            .create_or_update_key_value(kv::Config {
+                bucket: bucket.clone(),
+                description: "panoptes partition leases and worker membership".into(),
+                history: 1,
+                max_age: config.ttl,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LeaseError::Bucket {
+                bucket: bucket.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            kv,
+            unit: token(unit),
+            me: worker_id(),
+            config,
+            ownership,
+            revisions: BTreeMap::new(),
+            member_revision: None,
+        })
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.me
+    }
+
+    fn member_prefix(&self) -> String {
+        format!("member.{}.", self.unit)
+    }
+
+    fn lease_key(&self, partition: u32) -> String {
+        format!("lease.{}.{partition}", self.unit)
+    }
+
+    /// Renews and rebalances every `renew_every` until `cancel`, then hands every partition
+    /// back (after the frames in flight are published, within one TTL) and leaves.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.renew_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.round().await {
+                tracing::warn!(unit = %self.unit, error = %e, "lease round failed; leases lapse unless renewed in time");
+            }
+        }
+        self.leave().await;
+    }
+
+    /// One round: announce this member, compute the assignment, release what moved away,
+    /// renew what stays, try to take what is ours and free.
+    async fn round(&mut self) -> Result<(), async_nats::Error> {
+        let started = Instant::now();
+        let member_key = format!("{}{}", self.member_prefix(), self.me);
+        self.member_revision = Some(self.kv.put(&member_key, self.me.clone().into()).await?);
+        let mut members = Vec::new();
+        let prefix = self.member_prefix();
+        let mut keys = self.kv.keys().await?;
+        while let Some(key) = keys.next().await {
+            if let Some(m) = key?.strip_prefix(&prefix) {
+                members.push(m.to_owned());
+            }
+        }
+        if !members.contains(&self.me) {
+            members.push(self.me.clone());
+        }
+        members.sort();
+        for p in 0..self.ownership.total() {
+            let mine = owner_of(p, &members) == Some(self.me.as_str());
+            match (self.revisions.contains_key(&p), mine) {
+                (true, false) => self.release(p).await,
+                (true, true) => self.renew(p, started).await,
+                (false, true) => self.acquire(p, started).await,
+                (false, false) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn acquire(&mut self, p: u32, sent: Instant) {
+        let key = self.lease_key(p);
+        match self.kv.create(&key, self.me.clone().into()).await {
+            Ok(revision) => {
+                self.revisions.insert(p, revision);
+                let until = sent + self.config.trusted();
+                if let Some(e) = self.ownership.epochs.get(p as usize) {
+                    e.fetch_add(1, Ordering::AcqRel);
+                }
+                self.ownership.update(p, |s| {
+                    s.accepting = true;
+                    s.valid_until = Some(until);
+                });
+                tracing::info!(unit = %self.unit, partition = p, worker = %self.me, "partition acquired");
+            }
+            // Held by someone else until they see the new membership and let go, or it expires.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => tracing::debug!(partition = p, error = %e, "cannot take lease"),
+        }
+    }
+
+    async fn renew(&mut self, p: u32, sent: Instant) {
+        let key = self.lease_key(p);
+        let Some(&revision) = self.revisions.get(&p) else {
+            return;
+        };
+        match self.kv.update(&key, self.me.clone().into(), revision).await {
+            Ok(revision) => {
+                self.revisions.insert(p, revision);
+                let until = sent + self.config.trusted();
+                self.ownership.update(p, |s| {
+                    s.accepting = true;
+                    s.valid_until = Some(until);
+                });
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // The lease expired (we were cut off or stalled) and someone else took it.
+                self.revisions.remove(&p);
+                self.ownership.update(p, |s| *s = PartitionState::default());
+                tracing::warn!(unit = %self.unit, partition = p, "lease lost to another worker");
+            }
+            // Unreachable server: keep serving until our own view of the lease runs out.
+            Err(e) => tracing::debug!(partition = p, error = %e, "cannot renew lease"),
+        }
+    }
+
+    /// Stops taking frames of `p`, lets the ones in flight finish (within one TTL), then
+    /// deletes the lease so the new owner can take it at once.
+    async fn release(&mut self, p: u32) {
+        self.ownership.update(p, |s| s.accepting = false);
+        let deadline = Instant::now() + self.config.trusted();
+        while self.ownership.in_flight(p) > 0
+            && self.ownership.holds(p)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.ownership.update(p, |s| *s = PartitionState::default());
+        if let Some(revision) = self.revisions.remove(&p) {
+            let key = self.lease_key(p);
+            if let Err(e) = self.kv.delete_expect_revision(&key, Some(revision)).await {
+                tracing::debug!(partition = p, error = %e, "lease not deleted; it expires");
+            }
+        }
+        tracing::info!(unit = %self.unit, partition = p, worker = %self.me, "partition released");
+    }
+
+    async fn leave(&mut self) {
+        let member_key = format!("{}{}", self.member_prefix(), self.me);
+        // Leave the membership first so the others start taking over while we drain.
+        if let Err(e) = self.kv.delete(&member_key).await {
+            tracing::debug!(error = %e, "member key not deleted; it expires");
+        }
+        let held: Vec<u32> = self.revisions.keys().copied().collect();
+        for p in &held {
+            self.ownership.update(*p, |s| s.accepting = false);
+        }
+        for p in held {
+            self.release(p).await;
+        }
+        self.ownership.expire_all();
+        tracing::info!(unit = %self.unit, worker = %self.me, "left; partitions handed back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_assignment_is_balanced_and_moves_little() {
+        let three: Vec<String> = ["w-a", "w-b", "w-c"].map(String::from).to_vec();
+        // Rendezvous hashing balances in expectation: over many partitions each member gets
+        // close to a third; over 16 the split is binomial (e.g. 8/2/6), but nobody gets none.
+        let mut counts = BTreeMap::new();
+        for p in 0..3000 {
+            *counts
+                .entry(owner_of(p, &three).expect("owner"))
+                .or_insert(0) += 1;
+        }
+        assert!(
+            counts.values().all(|&n| (900..=1100).contains(&n)),
+            "{counts:?}"
+        );
+        let mut small = BTreeMap::new();
+        for p in 0..16 {
+            *small
+                .entry(owner_of(p, &three).expect("owner"))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(small.len(), 3, "{small:?}");
+        // Removing a member moves only its partitions.
+        let two: Vec<String> = ["w-a", "w-c"].map(String::from).to_vec();
+        for p in 0..16 {
+            let before = owner_of(p, &three).expect("owner");
+            if before != "w-b" {
+                assert_eq!(owner_of(p, &two), Some(before), "partition {p} moved");
+            }
+        }
+        assert_eq!(owner_of(3, &[]), None);
+    }
+
+    #[test]
+    fn fixed_ownership_accepts_its_partitions_only() {
+        let set = PartitionSet::parse("0-3", 8).expect("valid");
+        let o = Ownership::fixed(&set);
+        assert!(o.accepts(2) && o.holds(2));
+        assert!(!o.accepts(4) && !o.holds(4));
+        assert_eq!(o.accepting(), [0, 1, 2, 3]);
+        o.enter(1);
+        o.leave(1);
+        o.leave(1);
+        assert_eq!(o.in_flight(1), 0);
+    }
+
+    #[test]
+    fn tokens_are_key_safe() {
+        assert_eq!(token("host.example.com-12"), "host_example_com-12");
+        assert_eq!(bucket_name("site1"), "site1-leases");
+    }
+}
