@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
 use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::{CameraId, DetectionMessage};
-use panoptes_tests::{nats_server, repo_root, require_setup};
+use panoptes_tests::{WorkerProcesses, detector_topology, nats_server};
 
 const NS: &str = "scale";
 const CAMERAS: usize = 8;
@@ -24,94 +24,29 @@ const LEASE_TTL_MS: u64 = 1500;
 /// Failure guard only: how long any wait may take before the test gives up.
 const GUARD: Duration = Duration::from_secs(120);
 
-/// Worker processes, killed and reaped when the test ends (also when it fails).
-struct Workers {
-    children: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
+type Workers = WorkerProcesses;
 
-impl Workers {
-    fn start(n: usize, topology: &Path, url: &str, dir: &Path) -> Self {
-        let mut w = Workers {
-            children: Vec::new(),
-            logs: Vec::new(),
-        };
-        for i in 0..n {
-            let log = dir.join(format!("worker-{i}.log"));
-            let file = std::fs::File::create(&log).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_panoptes"))
-                .current_dir(repo_root())
-                .args(["worker", &topology.display().to_string(), "--nats", url])
-                .env("RUST_LOG", "info,panoptes_pipeline::lease=debug")
-                .env_remove("PANOPTES_PARTITIONS")
-                .env_remove("PANOPTES_STAGES")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(file)
-                .spawn()
-                .expect("spawn panoptes worker");
-            w.children.push(child);
-            w.logs.push(log);
-        }
-        w
+fn start_workers(n: usize, topology: &Path, url: &str, dir: &Path) -> Workers {
+    let mut w = Workers::new();
+    for i in 0..n {
+        w.spawn(
+            Path::new(env!("CARGO_BIN_EXE_panoptes")),
+            topology,
+            url,
+            &[],
+            "info,panoptes_pipeline::lease=debug",
+            (dir, &format!("worker-{i}")),
+        )
+        .expect("spawn panoptes worker");
     }
-
-    fn pid(&self, i: usize) -> u32 {
-        self.children[i].id()
-    }
-
-    fn logs(&self) -> String {
-        self.logs
-            .iter()
-            .map(|l| {
-                format!(
-                    "--- {}\n{}",
-                    l.display(),
-                    std::fs::read_to_string(l).unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    w
 }
 
 fn write_topology(dir: &Path, delivery: &str) -> PathBuf {
-    let root = require_setup();
-    let text = format!(
-        r#"namespace: {NS}
-delivery: {delivery}
-partitions: 16
-workers: {{ lease_ttl_ms: {LEASE_TTL_MS}, ack_wait_ms: 4000 }}
-models:
-  det: {{ manifest: {root}/models/ppocr-v4-det.yaml }}
-stages:
-  - id: preprocess
-    kind: operator
-    wasm: {root}/operators/dist/letterbox.wasm
-    config: {{ width: 160, height: 160, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
-    timeout_ms: 5000
-  - id: detect
-    kind: model
-    model: det
-    threads: 1
-  - id: text-boxes
-    kind: postprocess
-    postprocessor: db
-    label: text
-"#,
-        root = root.display()
+    let header = format!(
+        "namespace: {NS}\ndelivery: {delivery}\npartitions: 16\nworkers: {{ lease_ttl_ms: {LEASE_TTL_MS}, ack_wait_ms: 4000 }}"
     );
-    let path = dir.join("scale.yaml");
-    std::fs::write(&path, text).expect("write topology");
-    path
+    detector_topology(dir, "scale", &header, 160, 1)
 }
 
 fn camera(i: usize) -> String {
@@ -166,29 +101,10 @@ async fn wait_for_leases(
 ) -> BTreeMap<u32, u32> {
     let start = Instant::now();
     loop {
-        if let Ok(kv) = js.get_key_value(format!("{NS}-leases")).await {
-            let mut leases = BTreeMap::new();
-            let mut count_members = 0;
-            if let Ok(mut keys) = kv.keys().await {
-                while let Some(Ok(key)) = keys.next().await {
-                    if key.starts_with("member.") {
-                        count_members += 1;
-                    } else if let Some(p) = key.rsplit('.').next().and_then(|p| p.parse().ok())
-                        && let Ok(Some(owner)) = kv.get(&key).await
-                    {
-                        // Worker IDs are `<host>-<pid>-<nanos>`.
-                        let owner = String::from_utf8_lossy(&owner).to_string();
-                        let pid = owner.rsplit('-').nth(1).and_then(|p| p.parse().ok());
-                        if let Some(pid) = pid {
-                            leases.insert(p, pid);
-                        }
-                    }
-                }
-            }
-            let owners: std::collections::BTreeSet<u32> = leases.values().copied().collect();
-            if count_members == members && leases.len() == 16 && owners.len() == members {
-                return leases;
-            }
+        let (count_members, leases) = panoptes_tests::lease_holders(js, NS).await;
+        let owners: std::collections::BTreeSet<u32> = leases.values().copied().collect();
+        if count_members == members && leases.len() == 16 && owners.len() == members {
+            return leases;
         }
         assert!(
             start.elapsed() < GUARD,
@@ -224,7 +140,7 @@ async fn publish_and_kill(
         .max_by_key(|(_, c)| c.len())
         .expect("some worker owns cameras");
     let victim = (0..workers.children.len())
-        .find(|&i| workers.pid(i) == victim_pid)
+        .find(|&i| workers.pids()[i] == victim_pid)
         .expect("victim is one of ours");
     let mut killed_at = Instant::now();
     let start = Instant::now();
@@ -302,7 +218,7 @@ async fn durable_failover_loses_and_duplicates_nothing() {
     let topology = write_topology(dir.path(), "durable");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
-    let mut workers = Workers::start(3, &topology, server.url(), dir.path());
+    let mut workers = start_workers(3, &topology, server.url(), dir.path());
     let leases = wait_for_leases(&js, &workers, 3).await;
     // Interest retention keeps frames only once the consumers exist.
     let start = Instant::now();
@@ -415,7 +331,7 @@ async fn live_failover_resumes_every_camera_with_bounded_loss() {
         .subscribe(format!("{NS}.events.*"))
         .await
         .expect("subscribe");
-    let mut workers = Workers::start(3, &topology, server.url(), dir.path());
+    let mut workers = start_workers(3, &topology, server.url(), dir.path());
     let leases = wait_for_leases(&js, &workers, 3).await;
     let run = publish_and_kill(&client, &js, false, &mut workers, &leases).await;
 
@@ -566,7 +482,7 @@ async fn workers_resume_after_a_nats_server_restart() {
     let topology = write_topology(dir.path(), "durable");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
-    let mut workers = Workers::start(2, &topology, server.url(), dir.path());
+    let mut workers = start_workers(2, &topology, server.url(), dir.path());
     wait_for_leases(&js, &workers, 2).await;
     let start = Instant::now();
     while js.get_stream(format!("{NS}-frames")).await.is_err() {
@@ -609,26 +525,6 @@ async fn collect(sub: &mut async_nats::Subscriber) -> BTreeMap<(String, u64), De
     out
 }
 
-fn worker_with_stages(topology: &Path, url: &str, stages: &str, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_panoptes"))
-        .current_dir(repo_root())
-        .args([
-            "worker",
-            &topology.display().to_string(),
-            "--nats",
-            url,
-            "--stages",
-            stages,
-        ])
-        .env("RUST_LOG", "info")
-        .env_remove("PANOPTES_PARTITIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn panoptes worker")
-}
-
 /// Unfused stages: one process runs the operator and forwards its tensors on
 /// `<ns>.preprocess.<camera>`, another runs the model and postprocessor. The boxes equal those
 /// of a fused worker on the same frames. The split namespace's frames are partitioned by the
@@ -665,20 +561,22 @@ async fn unfused_stages_over_nats_give_the_fused_results() {
         .await
         .expect("sub");
     let mut fused_out = client.subscribe("fused.detections.*").await.expect("sub");
-    let mut workers = Workers {
-        children: Vec::new(),
-        logs: Vec::new(),
-    };
+    let mut workers = Workers::new();
     for (name, topology, stages) in [
         ("pre", &split, "preprocess"),
         ("model", &split, "detect,text-boxes"),
         ("fused", &fused, "preprocess,detect,text-boxes"),
     ] {
-        let log = dir.path().join(format!("{name}.log"));
         workers
-            .children
-            .push(worker_with_stages(topology, server.url(), stages, &log));
-        workers.logs.push(log);
+            .spawn(
+                Path::new(env!("CARGO_BIN_EXE_panoptes")),
+                topology,
+                server.url(),
+                &["--stages", stages],
+                "info",
+                (dir.path(), name),
+            )
+            .expect("spawn panoptes worker");
     }
     // Publish until both namespaces answer, then the frames that are compared.
     let start = Instant::now();

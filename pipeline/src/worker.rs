@@ -401,6 +401,21 @@ impl Worker {
         }
         sources.cancel();
         let _ = intake.await;
+        // Drops since each camera's last event would otherwise go unreported.
+        for (camera, count) in drops.unreported() {
+            let event = Event::new(
+                &camera,
+                EventKind::FramesDropped,
+                format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"),
+            )
+            .stage("worker")
+            .count(count);
+            if let Ok(body) = serde_json::to_vec(&event) {
+                let _ = out_tx
+                    .send(Outbound::Event(subjects.events_for(&camera), body.into()))
+                    .await;
+            }
+        }
         slots.close();
         drop(out_tx);
         let joined = tokio::task::spawn_blocking(move || processor.join()).await;
@@ -758,6 +773,14 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                     hand_back(&stats, &ownership, pending).await;
                     continue;
                 }
+                // Counted here, not where it ran: a frame whose partition moved meanwhile is
+                // handed back instead, and counts only as that.
+                let counter = if results.iter().any(Result::is_err) {
+                    &stats.failed
+                } else {
+                    &stats.processed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let mut stored = true;
                 let mut acks = Vec::new();
                 for result in results {
@@ -983,6 +1006,15 @@ struct DropReporter {
 }
 
 impl DropReporter {
+    /// Counts not yet reported, per camera, clearing them.
+    fn unreported(&mut self) -> Vec<(String, u64)> {
+        self.since
+            .iter_mut()
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(camera, (_, n))| (camera.clone(), std::mem::take(n)))
+            .collect()
+    }
+
     fn dropped(&mut self, camera: &str) -> Option<u64> {
         let now = Instant::now();
         let entry = self
@@ -1075,18 +1107,11 @@ impl Chain {
             self.batcher.observe(size, started.elapsed());
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             for (pending, (seq, results)) in batch.into_iter().zip(results) {
-                let failed = results.iter().any(Result::is_err);
                 for result in &results {
                     if let Err(event) = result {
                         tracing::warn!(camera = %pending.camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
                     }
                 }
-                let counter = if failed {
-                    &self.stats.failed
-                } else {
-                    &self.stats.processed
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
                 self.send(Outbound::Frame {
                     pending,
                     seq,

@@ -118,3 +118,158 @@ pub fn frame_item(frame: &RawFrame, tensor: Tensor) -> Item {
     item.payload = Payload::Tensor(tensor);
     item
 }
+
+/// Writes `<dir>/<name>.yaml`: the detector chain the scale-out tests and benchmarks run
+/// (letterbox Wasm operator to `side`×`side` → PP-OCRv4 det with `threads` intra-op threads →
+/// DB), the repository's files named by absolute path. `header` is YAML put first (namespace,
+/// delivery, partitions, workers).
+pub fn detector_topology(
+    dir: &Path,
+    name: &str,
+    header: &str,
+    side: u32,
+    threads: usize,
+) -> PathBuf {
+    let root = require_setup();
+    let root = root.canonicalize().unwrap_or(root);
+    let text = format!(
+        r#"{header}
+models:
+  det: {{ manifest: {root}/models/ppocr-v4-det.yaml }}
+stages:
+  - id: preprocess
+    kind: operator
+    wasm: {root}/operators/dist/letterbox.wasm
+    config: {{ width: {side}, height: {side}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
+    timeout_ms: 5000
+  - id: detect
+    kind: model
+    model: det
+    threads: {threads}
+  - id: text-boxes
+    kind: postprocess
+    postprocessor: db
+    label: text
+"#,
+        root = root.display()
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("cannot write {}: {e}", path.display());
+    }
+    path
+}
+
+/// `panoptes worker` child processes, each logging to its own file; killed and reaped when
+/// dropped (also when a test fails).
+pub struct WorkerProcesses {
+    pub children: Vec<std::process::Child>,
+    pub logs: Vec<PathBuf>,
+}
+
+impl WorkerProcesses {
+    pub fn new() -> Self {
+        Self {
+            children: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    /// Starts `binary worker <topology> --nats <url> <extra…>` with `RUST_LOG=<log>`, logging
+    /// to `<dir>/<name>.log`.
+    pub fn spawn(
+        &mut self,
+        binary: &Path,
+        topology: &Path,
+        url: &str,
+        extra: &[&str],
+        log: &str,
+        (dir, name): (&Path, &str),
+    ) -> std::io::Result<()> {
+        let path = dir.join(format!("{name}.log"));
+        let child = std::process::Command::new(binary)
+            .current_dir(repo_root())
+            .arg("worker")
+            .arg(topology)
+            .args(["--nats", url])
+            .args(extra)
+            .env("RUST_LOG", log)
+            .env_remove("PANOPTES_PARTITIONS")
+            .env_remove("PANOPTES_STAGES")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&path)?)
+            .spawn()?;
+        self.children.push(child);
+        self.logs.push(path);
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(std::process::Child::id).collect()
+    }
+
+    /// Every worker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| {
+                format!(
+                    "--- {}\n{}",
+                    l.display(),
+                    std::fs::read_to_string(l).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Default for WorkerProcesses {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What the namespace's lease bucket says now: how many workers are members, and the pid of
+/// the worker holding each partition (worker IDs are `<host>-<pid>-<nanos>`). Empty while the
+/// bucket does not exist yet.
+pub async fn lease_holders(
+    js: &async_nats::jetstream::Context,
+    namespace: &str,
+) -> (usize, std::collections::BTreeMap<u32, u32>) {
+    use futures::StreamExt;
+    let mut leases = std::collections::BTreeMap::new();
+    let mut members = 0;
+    let Ok(kv) = js.get_key_value(format!("{namespace}-leases")).await else {
+        return (members, leases);
+    };
+    let Ok(mut keys) = kv.keys().await else {
+        return (members, leases);
+    };
+    while let Some(Ok(key)) = keys.next().await {
+        if key.starts_with("member.") {
+            members += 1;
+        } else if key.starts_with("lease.")
+            && let Some(p) = key.rsplit('.').next().and_then(|p| p.parse().ok())
+            && let Ok(Some(owner)) = kv.get(&key).await
+            && let Some(pid) = String::from_utf8_lossy(&owner)
+                .rsplit('-')
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+        {
+            leases.insert(p, pid);
+        }
+    }
+    (members, leases)
+}
