@@ -54,6 +54,14 @@ pub struct IngestArgs {
     pub cameras: Option<Vec<String>>,
 }
 
+/// A comma-separated ID list as given: trimmed, empty items left out.
+fn id_list(ids: Vec<String>) -> Vec<String> {
+    ids.into_iter()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
 /// Runs the stage worker until `shutdown` completes, then prints a summary on stderr.
 pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let topology = TopologyFile::load(&args.topology)?;
@@ -69,12 +77,7 @@ pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> any
         || "leased partitions".to_owned(),
         |p| format!("partitions {p}"),
     );
-    let stages = args.stages.map(|ids| {
-        ids.into_iter()
-            .map(|id| id.trim().to_owned())
-            .filter(|id| !id.is_empty())
-            .collect::<Vec<_>>()
-    });
+    let stages = args.stages.map(id_list);
     let running = Running::start(
         &topology,
         args.nats.as_deref(),
@@ -103,12 +106,7 @@ pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> any
 /// Runs the ingest nodes until `shutdown` completes, then prints a summary on stderr.
 pub async fn ingest(args: IngestArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let topology = TopologyFile::load(&args.topology)?;
-    let cameras = args.cameras.map(|ids| {
-        ids.into_iter()
-            .map(|id| id.trim().to_owned())
-            .filter(|id| !id.is_empty())
-            .collect::<Vec<_>>()
-    });
+    let cameras = args.cameras.map(id_list);
     let count = cameras.as_ref().map_or(topology.cameras.len(), Vec::len);
     let running = Running::start(&topology, args.nats.as_deref(), Role::Ingest { cameras }).await?;
     eprintln!(

@@ -112,49 +112,21 @@ struct Config {
 impl Config {
     /// Environment first, then arguments (`cargo bench` adds `--bench`, which is ignored).
     fn load() -> anyhow::Result<Self> {
-        let mut opts: Vec<(String, String)> = [
-            ("quick", "PANOPTES_BENCH_QUICK"),
-            ("backend", "PANOPTES_BENCH_BACKENDS"),
-            ("cameras", "PANOPTES_BENCH_CAMERAS"),
-            ("batching", "PANOPTES_BENCH_BATCHING"),
-            ("fps", "PANOPTES_BENCH_FPS"),
-            ("warmup-s", "PANOPTES_BENCH_WARMUP_S"),
-            ("measure-s", "PANOPTES_BENCH_MEASURE_S"),
-            ("runs", "PANOPTES_BENCH_RUNS"),
-            ("max-batch", "PANOPTES_BENCH_MAX_BATCH"),
-            ("latency-target-ms", "PANOPTES_BENCH_LATENCY_TARGET_MS"),
-        ]
-        .into_iter()
-        .filter_map(|(key, var)| {
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| (key.to_owned(), v))
-        })
-        .collect();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let Some(key) = arg.strip_prefix("--") else {
-                bail!(
-                    "unexpected argument {arg:?} (options are --name value; see the file's header)"
-                );
-            };
-            match key {
-                "bench" => {}
-                "quick" => opts.push(("quick".into(), "1".into())),
-                _ => {
-                    let (key, value) = match key.split_once('=') {
-                        Some((k, v)) => (k.to_owned(), v.to_owned()),
-                        None => (
-                            key.to_owned(),
-                            args.next()
-                                .with_context(|| format!("--{key} needs a value"))?,
-                        ),
-                    };
-                    opts.push((key, value));
-                }
-            }
-        }
+        let opts = panoptes_tests::bench_options(
+            &[
+                ("quick", "PANOPTES_BENCH_QUICK"),
+                ("backend", "PANOPTES_BENCH_BACKENDS"),
+                ("cameras", "PANOPTES_BENCH_CAMERAS"),
+                ("batching", "PANOPTES_BENCH_BATCHING"),
+                ("fps", "PANOPTES_BENCH_FPS"),
+                ("warmup-s", "PANOPTES_BENCH_WARMUP_S"),
+                ("measure-s", "PANOPTES_BENCH_MEASURE_S"),
+                ("runs", "PANOPTES_BENCH_RUNS"),
+                ("max-batch", "PANOPTES_BENCH_MAX_BATCH"),
+                ("latency-target-ms", "PANOPTES_BENCH_LATENCY_TARGET_MS"),
+            ],
+            &["quick"],
+        )?;
         let get = |key: &str| {
             opts.iter()
                 .rev()

@@ -69,37 +69,14 @@ struct Config {
 
 impl Config {
     fn load() -> anyhow::Result<Self> {
-        let mut opts: Vec<(String, String)> = [
-            ("messages", "PANOPTES_BENCH_MESSAGES"),
-            ("window", "PANOPTES_BENCH_WINDOW"),
-            ("quality", "PANOPTES_BENCH_QUALITY"),
-        ]
-        .into_iter()
-        .filter_map(|(key, var)| {
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| (key.to_owned(), v))
-        })
-        .collect();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let Some(key) = arg.strip_prefix("--") else {
-                bail!("unexpected argument {arg:?} (options are --name value; see the header)");
-            };
-            if key == "bench" {
-                continue;
-            }
-            let (key, value) = match key.split_once('=') {
-                Some((k, v)) => (k.to_owned(), v.to_owned()),
-                None => (
-                    key.to_owned(),
-                    args.next()
-                        .with_context(|| format!("--{key} needs a value"))?,
-                ),
-            };
-            opts.push((key, value));
-        }
+        let opts = panoptes_tests::bench_options(
+            &[
+                ("messages", "PANOPTES_BENCH_MESSAGES"),
+                ("window", "PANOPTES_BENCH_WINDOW"),
+                ("quality", "PANOPTES_BENCH_QUALITY"),
+            ],
+            &[],
+        )?;
         let known = ["messages", "window", "quality"];
         if let Some((k, _)) = opts.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             bail!("unknown option --{k} (known: {})", known.join(", "));

@@ -273,3 +273,48 @@ pub async fn lease_holders(
     }
     (members, leases)
 }
+
+/// A benchmark's options as `(name, value)` pairs, later ones winning: each `(name, VAR)` of
+/// `env` whose variable is set, then the arguments (`--name value` or `--name=value`; a name in
+/// `switches` takes no value and reads as `"1"`; `--bench`, which `cargo bench` adds, is
+/// ignored).
+pub fn bench_options(
+    env: &[(&str, &str)],
+    switches: &[&str],
+) -> anyhow::Result<Vec<(String, String)>> {
+    use anyhow::Context as _;
+    let mut opts: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|(key, var)| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| ((*key).to_owned(), v))
+        })
+        .collect();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let Some(key) = arg.strip_prefix("--") else {
+            anyhow::bail!(
+                "unexpected argument {arg:?} (options are --name value; see the file's header)"
+            );
+        };
+        if key == "bench" {
+            continue;
+        }
+        if switches.contains(&key) {
+            opts.push((key.to_owned(), "1".to_owned()));
+            continue;
+        }
+        let (key, value) = match key.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (
+                key.to_owned(),
+                args.next()
+                    .with_context(|| format!("--{key} needs a value"))?,
+            ),
+        };
+        opts.push((key, value));
+    }
+    Ok(opts)
+}
