@@ -172,18 +172,15 @@ struct Workers(panoptes_tests::WorkerProcesses);
 
 impl Workers {
     fn start(n: usize, topology: &Path, url: &str, dir: &Path) -> anyhow::Result<Self> {
-        let mut w = panoptes_tests::WorkerProcesses::new();
-        for i in 0..n {
-            w.spawn(
-                Path::new(env!("CARGO_BIN_EXE_panoptes")),
-                topology,
-                url,
-                &[],
-                "warn",
-                (dir, &format!("worker-{i}")),
-            )
-            .context("cannot start `panoptes worker`")?;
-        }
+        let w = panoptes_tests::WorkerProcesses::start(
+            Path::new(env!("CARGO_BIN_EXE_panoptes")),
+            n,
+            topology,
+            url,
+            "warn",
+            dir,
+        )
+        .context("cannot start `panoptes worker`")?;
         Ok(Self(w))
     }
 
@@ -503,12 +500,6 @@ async fn run_config(
     })
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn main() -> anyhow::Result<()> {
     let fps = env_num("SCALE_FPS", 15.0)?;
     let window = Duration::from_secs_f64(env_num("SCALE_WINDOW_S", 10.0)?);
@@ -517,7 +508,7 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "scale bench: PP-OCRv4 det behind letterbox 640, live delivery, {CAMERAS} cameras × {fps} fps of {FRAME_WIDTH}x{FRAME_HEIGHT} RGB offered, {cores} cores, load average {} at start",
-        loadavg()
+        panoptes_tests::loadavg()
     );
     println!(
         "per configuration: {:.0} s warm-up, {windows} windows of {:.0} s (median det/s)",
@@ -573,7 +564,7 @@ fn main() -> anyhow::Result<()> {
             );
             rows.push(row);
         }
-        eprintln!("load average at the end: {}", loadavg());
+        eprintln!("load average at the end: {}", panoptes_tests::loadavg());
         anyhow::Ok(rows)
     })?;
 

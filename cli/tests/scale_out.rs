@@ -31,19 +31,15 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 type Workers = WorkerProcesses;
 
 fn start_workers(n: usize, topology: &Path, url: &str, dir: &Path) -> Workers {
-    let mut w = Workers::new();
-    for i in 0..n {
-        w.spawn(
-            Path::new(env!("CARGO_BIN_EXE_panoptes")),
-            topology,
-            url,
-            &[],
-            "info,panoptes_pipeline::lease=debug",
-            (dir, &format!("worker-{i}")),
-        )
-        .expect("spawn panoptes worker");
-    }
-    w
+    Workers::start(
+        Path::new(env!("CARGO_BIN_EXE_panoptes")),
+        n,
+        topology,
+        url,
+        "info,panoptes_pipeline::lease=debug",
+        dir,
+    )
+    .expect("spawn panoptes worker")
 }
 
 fn write_topology(dir: &Path, delivery: &str) -> PathBuf {

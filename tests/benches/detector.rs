@@ -627,19 +627,13 @@ async fn run_case(
     })
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn main() -> anyhow::Result<()> {
     let cfg = Config::load()?;
     let root = panoptes_tests::require_setup();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "detector bench: PP-OCRv4 det, {cores} cores, load average {} at start",
-        loadavg()
+        panoptes_tests::loadavg()
     );
     println!(
         "pipeline: {} fps per camera offered, warm-up ≥ {:.0} s, measured ≥ {:.0} s and ≥ {} passes \
@@ -783,7 +777,7 @@ fn main() -> anyhow::Result<()> {
          frames/s at batch 1 / 8 (same backend, same run); offer/s: frames published; in/s: \
          frames the worker received; drop/s: pending frames replaced by newer ones (live \
          delivery); win s: the measured window. Load average at end: {}",
-        loadavg()
+        panoptes_tests::loadavg()
     );
     Ok(())
 }

@@ -303,12 +303,6 @@ async fn measure_remote(cfg: &Config, url: &str, codec: &Codec) -> anyhow::Resul
     })
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn main() -> anyhow::Result<()> {
     let cfg = Config::load()?;
     let bench_started = Instant::now();
@@ -319,7 +313,7 @@ fn main() -> anyhow::Result<()> {
         cfg.messages,
         cfg.window,
         cfg.quality,
-        loadavg()
+        panoptes_tests::loadavg()
     );
 
     let rgb = scene();
@@ -444,7 +438,7 @@ fn main() -> anyhow::Result<()> {
         cfg.quality,
         ms(jpeg_encode),
         bench_started.elapsed().as_secs_f64(),
-        loadavg()
+        panoptes_tests::loadavg()
     );
     Ok(())
 }

@@ -205,6 +205,29 @@ impl WorkerProcesses {
         Ok(())
     }
 
+    /// `n` workers of one topology, logging to `<dir>/worker-<i>.log`.
+    pub fn start(
+        binary: &Path,
+        n: usize,
+        topology: &Path,
+        url: &str,
+        log: &str,
+        dir: &Path,
+    ) -> std::io::Result<Self> {
+        let mut w = Self::new();
+        for i in 0..n {
+            w.spawn(
+                binary,
+                topology,
+                url,
+                &[],
+                log,
+                (dir, &format!("worker-{i}")),
+            )?;
+        }
+        Ok(w)
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().map(std::process::Child::id).collect()
     }
@@ -317,4 +340,11 @@ pub fn bench_options(
         opts.push((key, value));
     }
     Ok(opts)
+}
+
+/// The 1, 5 and 15 minute load averages, for benchmark headers ("unknown" off Linux).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
