@@ -40,6 +40,27 @@ pub async fn connect_with(
                 .saturating_mul(u32::try_from(attempts).unwrap_or(u32::MAX))
                 .min(std::time::Duration::from_secs(1))
         });
+    // The first `Connected` is the initial connection; every later one is a reconnect.
+    let connected_before = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts = opts.event_callback(move |event| {
+        let connected_before = connected_before.clone();
+        async move {
+            use panoptes_pipeline::meter;
+            match event {
+                async_nats::Event::Connected => {
+                    if connected_before.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        metrics::counter!(meter::NATS_RECONNECTS).increment(1);
+                        tracing::info!("reconnected to NATS");
+                    }
+                }
+                async_nats::Event::Disconnected => {
+                    metrics::counter!(meter::NATS_DISCONNECTS).increment(1);
+                    tracing::warn!("disconnected from NATS");
+                }
+                other => tracing::debug!(event = %other, "NATS connection event"),
+            }
+        }
+    });
     if let Some(auth) = &nats.auth {
         opts = with_auth(opts, auth, base_dir).await?;
     }

@@ -12,11 +12,25 @@ pub struct EncodedFrame {
     pub seq: u64,
     pub capture_ts_ns: u64,
     pub payload: Bytes,
+    /// The frame's root span (`ingest`) from encoding to publication; its trace context goes
+    /// in the message headers, so every process that handles the frame continues its trace.
+    pub span: tracing::Span,
 }
 
 impl EncodedFrame {
     /// Encodes `raw` (packed RGB) as frame `seq` of `camera`.
     pub fn encode(camera: &CameraId, seq: u64, raw: RawFrame) -> Result<Self, FrameError> {
+        // A root: the sampling decision for the frame's whole trace is made here.
+        let span = tracing::info_span!(
+            target: "panoptes::trace",
+            parent: None,
+            "ingest",
+            camera = %camera,
+            seq = seq,
+            width = raw.width,
+            height = raw.height,
+            outcome = tracing::field::Empty,
+        );
         let frame = Frame {
             camera: camera.clone(),
             seq,
@@ -29,7 +43,8 @@ impl EncodedFrame {
         Ok(Self {
             seq,
             capture_ts_ns: raw.capture_ts_ns,
-            payload: frame.encode()?,
+            payload: span.in_scope(|| frame.encode())?,
+            span,
         })
     }
 }
@@ -99,6 +114,13 @@ impl FramePublisher {
         for (name, value) in pairs {
             map.insert(name, value);
             header_len += name.len() + ": \r\n".len() + value.len();
+        }
+        if panoptes_pipeline::trace::inject(&frame.span, &mut map) {
+            for name in [headers::TRACEPARENT, headers::TRACESTATE] {
+                if let Some(value) = map.get(name) {
+                    header_len += name.len() + ": \r\n".len() + value.as_str().len();
+                }
+            }
         }
         let size = header_len + frame.payload.len();
         // 0 means the server did not say; the client then enforces nothing either.

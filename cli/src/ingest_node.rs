@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use panoptes_ingest::{Framerate, Ingest, RawFrame, SourceSpec, SourceStatus, TestPattern};
+use panoptes_pipeline::meter::{self, count_camera};
 use panoptes_pipeline::{CameraId, Event, EventKind, Subjects};
 use panoptes_topology::{CameraConfig, SourceConfig};
 use tokio::sync::mpsc;
@@ -102,8 +103,12 @@ impl IngestNode {
             let seq = seq.fetch_add(1, Ordering::Relaxed);
             match EncodedFrame::encode(&frame_camera, seq, raw) {
                 Ok(frame) => {
-                    if frame_tx.try_send(Out::Frame(frame)).is_err() {
+                    if let Err(e) = frame_tx.try_send(Out::Frame(frame)) {
+                        if let mpsc::error::TrySendError::Full(Out::Frame(f)) = &e {
+                            f.span.record("outcome", "dropped");
+                        }
                         frame_stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        count_camera(meter::INGEST_DROPPED, frame_camera.as_str(), 1);
                     }
                 }
                 Err(e) => {
@@ -181,9 +186,11 @@ async fn publish_loop(
             Out::Frame(frame) => match frames.publish(frame).await {
                 Ok(()) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
+                    count_camera(meter::INGEST_FRAMES, camera.as_str(), 1);
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    count_camera(meter::INGEST_FAILED, camera.as_str(), 1);
                     // Every frame of a camera has the same size: say it once, not at frame rate.
                     let too_large = matches!(e, PublishFrameError::TooLarge { .. });
                     if !too_large || !too_large_reported {

@@ -4,7 +4,8 @@
 //! [`connect`](mod@connect) opens NATS connections with the topology's credentials and TLS;
 //! [`sources`] turns camera sources into GStreamer pipelines; [`frame_out`] publishes frames as
 //! contract v1 says; [`publish`] and [`roles`] are the `publish`, `worker` and `ingest`
-//! subcommands; [`operator_cmd`] is `operator` (signing keys and module signatures).
+//! subcommands; [`operator_cmd`] is `operator` (signing keys and module signatures);
+//! [`telemetry`] sets up OTLP trace export and the `/metrics` endpoint.
 
 pub mod connect;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod registry;
 pub mod roles;
 pub mod runner;
 pub mod sources;
+pub mod telemetry;
 pub mod validate;
 
 pub use connect::{connect, connect_with};

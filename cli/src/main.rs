@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use panoptes::runner::{Role, Running};
+use panoptes::telemetry::{ServiceRole, metrics_address, trace_export};
 use panoptes_pipeline::{CameraId, Subjects};
 use panoptes_sink::{DetectionSubscriber, Received};
-use panoptes_topology::TopologyFile;
+use panoptes_topology::{TelemetryConfig, TopologyFile};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,10 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Serve Prometheus metrics on http://ADDR/metrics (run, worker, ingest); default:
+    /// the topology's `telemetry.metrics`. Each process needs its own address.
+    #[arg(long, global = true, env = "PANOPTES_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,17 +102,48 @@ enum Command {
     Operator(panoptes::operator_cmd::OperatorCommand),
 }
 
-/// `RUST_LOG` wins; otherwise `default` (commands that print reports keep logs quiet).
-fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Logs on stderr (`RUST_LOG` wins; otherwise `default`: commands that print reports keep logs
+/// quiet) and, when configured, frame spans exported over OTLP. Frame spans (target
+/// `panoptes::trace`) are for the exporter, not the log, unless `RUST_LOG` names them.
+fn init_logging(format: LogFormat, default: &str, traces: Option<BoxedLayer>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let mut directives = from_env.unwrap_or_else(|| default.to_owned());
+    if !directives.contains(panoptes_pipeline::trace::TARGET) {
+        directives.push_str(",panoptes::trace=off");
     }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt: BoxedLayer = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    };
+    let mut layers = vec![fmt];
+    layers.extend(traces);
+    tracing_subscriber::registry().with(layers).init();
+}
+
+/// The telemetry settings of the topology a command runs, if it runs one (read leniently: a
+/// topology that does not load is reported by the command itself).
+fn telemetry_of(command: &Command) -> (Option<ServiceRole>, Option<TelemetryConfig>) {
+    let (role, path) = match command {
+        Command::Run { topology, .. } => (ServiceRole::All, Some(topology)),
+        Command::Worker(args) => (ServiceRole::Worker, Some(&args.topology)),
+        Command::Ingest(args) => (ServiceRole::Ingest, Some(&args.topology)),
+        Command::Publish(_) => (ServiceRole::Publish, None),
+        _ => return (None, None),
+    };
+    let config = path
+        .and_then(|p| TopologyFile::load(p).ok())
+        .map(|t| t.telemetry.clone());
+    (Some(role), config)
 }
 
 #[tokio::main]
@@ -117,8 +153,40 @@ async fn main() -> anyhow::Result<()> {
         cli.command,
         Command::Validate { .. } | Command::Schema | Command::Graph(_) | Command::Operator(_)
     );
-    init_logging(cli.log_format, if quiet { "warn" } else { "info,ort=warn" });
-    match cli.command {
+    let (role, telemetry) = telemetry_of(&cli.command);
+    let export = match role {
+        Some(role) => trace_export(telemetry.as_ref(), role, |k| std::env::var(k).ok())?,
+        None => None,
+    };
+    let (traces, tracing_guard) = match &export {
+        Some(export) => {
+            let (layer, guard) = panoptes::telemetry::trace_layer(export)?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    init_logging(
+        cli.log_format,
+        if quiet { "warn" } else { "info,ort=warn" },
+        traces,
+    );
+    if let Some(export) = &export {
+        tracing::info!(endpoint = %export.endpoint, protocol = ?export.protocol, sampler = ?export.sampler, service = %export.service, "exporting traces over OTLP");
+    }
+    if role.is_some_and(|r| r != ServiceRole::Publish)
+        && let Some(addr) = metrics_address(cli.metrics.as_deref(), telemetry.as_ref())?
+    {
+        panoptes::telemetry::serve_metrics(addr)?;
+    }
+    let result = dispatch(cli.command).await;
+    if let Some(guard) = tracing_guard {
+        guard.shutdown().await;
+    }
+    result
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run { topology, nats } => run(&topology, nats.as_deref()).await,
         Command::Validate {
             topologies,

@@ -394,7 +394,8 @@ pub fn decode(payload: Bytes, subject_camera: Option<&str>) -> Result<Item, Enve
         .map(|r| from_json(col::REGIONS, r.value(0)))
         .transpose()?;
 
-    let span = tracing::debug_span!("frame", camera = %meta.camera, seq = meta.seq);
+    // The receiving worker gives the item its frame span (continuing the sender's trace).
+    let span = tracing::Span::none();
     Ok(Item {
         frame: meta,
         payload,

@@ -13,6 +13,7 @@ pub mod graph;
 pub mod headers;
 mod ipc_check;
 pub mod lease;
+pub mod meter;
 pub mod nats_server;
 pub mod partition;
 pub mod paths;
@@ -20,6 +21,7 @@ pub mod stage;
 pub mod subjects;
 pub mod tensor;
 pub mod time;
+pub mod trace;
 pub mod worker;
 
 pub use batch::{BatchPolicy, BatchStats, Batcher};

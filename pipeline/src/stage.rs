@@ -53,7 +53,6 @@ impl Payload {
 
 impl Item {
     pub fn from_frame(frame: Frame) -> Self {
-        let (frame_camera, frame_seq) = (frame.camera.clone(), frame.seq);
         Self {
             frame: FrameMeta {
                 camera: frame.camera.clone(),
@@ -66,7 +65,8 @@ impl Item {
             payload: Payload::Frame(frame),
             transform: Transform::IDENTITY,
             regions: None,
-            span: tracing::debug_span!("frame", camera = %frame_camera, seq = frame_seq),
+            // The worker gives each item the span of its frame; a bare item has none.
+            span: tracing::Span::none(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::event::{Event, EventKind};
 use crate::frame::Frame;
 use crate::graph::StageGraph;
 use crate::lease::Ownership;
+use crate::meter::{self, count_camera};
 use crate::partition::PartitionSet;
 use crate::stage::{Item, Payload, Stage, StageError};
 use crate::subjects::Subjects;
@@ -102,6 +103,8 @@ struct Pending {
     acker: Option<Acker>,
     /// Durable delivery: bounds the frames held in the worker.
     _permit: Option<OwnedSemaphorePermit>,
+    /// The frame's span in this worker, continuing the publisher's trace.
+    span: tracing::Span,
 }
 
 /// A message for one publication on the async side.
@@ -109,8 +112,9 @@ enum Outbound {
     /// One frame's results; the frame is acknowledged (durable) after they are published.
     Frame {
         pending: Pending,
-        /// The frame's sequence number, when it could be decoded.
+        /// The frame's sequence number and capture time, when it could be decoded.
         seq: Option<u64>,
+        capture_ts_ns: Option<u64>,
         results: Results,
     },
     /// A frame not processed here: its partition moved (durable: redeliver it elsewhere).
@@ -350,9 +354,11 @@ impl Worker {
                 }
                 continue;
             };
+            count_camera(meter::WORKER_RECEIVED, &camera, 1);
             let partition = mapped.unwrap_or_else(|| ownership.partition_of(&camera));
             if !ownership.accepts(partition) {
                 stats.skipped.fetch_add(1, Ordering::Relaxed);
+                count_camera(meter::WORKER_SKIPPED, &camera, 1);
                 if let Some(acker) = incoming.acker {
                     // Another worker's now: redeliver at once rather than after ack_wait.
                     let _ = acker.ack_with(AckKind::Nak(None)).await;
@@ -377,16 +383,21 @@ impl Worker {
                 }
             }
             ownership.enter(partition);
+            let span = crate::trace::frame_span(&camera, &input);
+            crate::trace::continue_from(&span, incoming.headers.as_ref());
             let pending = Pending {
                 camera: camera.clone(),
                 partition,
                 payload: incoming.payload,
                 acker: incoming.acker,
                 _permit: incoming.permit,
+                span,
             };
             if let Some(replaced) = slots.put(pending) {
                 ownership.leave(replaced.partition);
+                replaced.span.record("outcome", "dropped");
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
+                count_camera(meter::WORKER_DROPPED, &camera, 1);
                 if let Some(count) = drops.dropped(&camera) {
                     let event = Event::new(&camera, EventKind::FramesDropped,
                         format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"))
@@ -465,6 +476,7 @@ async fn count_lost(c: LostCheck) {
     }
     let lost = c.seq - last - 1;
     c.stats.lost.fetch_add(lost, Ordering::Relaxed);
+    count_camera(meter::WORKER_LOST, &c.camera, lost);
     let event = Event::new(
         &c.camera,
         EventKind::FramesLost,
@@ -489,6 +501,8 @@ const DURABLE_IN_WORKER: usize = 32;
 /// A message as a source hands it to the intake loop.
 struct Incoming {
     subject: String,
+    /// Carries the publisher's trace context.
+    headers: Option<async_nats::HeaderMap>,
     payload: Bytes,
     acker: Option<Acker>,
     permit: Option<OwnedSemaphorePermit>,
@@ -547,6 +561,7 @@ async fn spawn_live(
             let Some(msg) = msg else { break };
             let incoming = Incoming {
                 subject: msg.subject.to_string(),
+                headers: msg.headers,
                 payload: msg.payload,
                 acker: None,
                 permit: None,
@@ -710,6 +725,7 @@ async fn pull_partition(d: Arc<DurableIntake>, partition: u32, cancel: Cancellat
                     let (msg, acker) = msg.split();
                     let incoming = Incoming {
                         subject: msg.subject.to_string(),
+                        headers: msg.headers,
                         payload: msg.payload,
                         acker: Some(acker),
                         permit: Some(permit),
@@ -767,6 +783,7 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
             Outbound::Frame {
                 pending,
                 seq,
+                capture_ts_ns,
                 results,
             } => {
                 if !ownership.holds(pending.partition) {
@@ -775,12 +792,24 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                 }
                 // Counted here, not where it ran: a frame whose partition moved meanwhile is
                 // handed back instead, and counts only as that.
-                let counter = if results.iter().any(Result::is_err) {
-                    &stats.failed
+                let (counter, metric) = if results.iter().any(Result::is_err) {
+                    (&stats.failed, meter::WORKER_FAILED)
                 } else {
-                    &stats.processed
+                    (&stats.processed, meter::WORKER_PROCESSED)
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                count_camera(metric, &pending.camera, 1);
+                let span = tracing::info_span!(
+                    target: "panoptes::trace",
+                    parent: &pending.span,
+                    "publish",
+                    camera = %pending.camera,
+                    seq = seq.unwrap_or_default(),
+                    messages = results.len(),
+                );
+                // Whoever reads the results (a subscriber, the next process of a split
+                // topology) continues this frame's trace.
+                let trace_headers = crate::trace::headers_for(&span);
                 let mut stored = true;
                 let mut acks = Vec::new();
                 for result in results {
@@ -794,23 +823,44 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                                     (subject, id, body, true)
                                 }
                             };
+                            let metric = if forward {
+                                meter::ITEMS_FORWARDED
+                            } else {
+                                meter::DETECTIONS_PUBLISHED
+                            };
                             // Durable results go through JetStream (deduplicated by id) when a
                             // stream takes their subject; other sinks' subjects stay core NATS.
                             if durable && (forward || subject.starts_with(&detections_prefix)) {
-                                let mut headers = async_nats::HeaderMap::new();
+                                let mut headers = trace_headers.clone().unwrap_or_default();
                                 headers.insert(durable::MSG_ID, id.as_str());
                                 match js
                                     .publish_with_headers(subject.clone(), headers, body)
                                     .await
                                 {
-                                    Ok(ack) => acks.push((subject, ack)),
+                                    Ok(ack) => {
+                                        count_camera(metric, &pending.camera, 1);
+                                        acks.push((subject, ack));
+                                    }
                                     Err(e) => {
                                         stored = false;
                                         tracing::warn!(%subject, error = %e, "durable publish failed");
                                     }
                                 }
-                            } else if let Err(e) = client.publish(subject.clone(), body).await {
-                                tracing::warn!(%subject, error = %e, "publish failed");
+                            } else {
+                                let sent = match &trace_headers {
+                                    Some(h) => {
+                                        client
+                                            .publish_with_headers(subject.clone(), h.clone(), body)
+                                            .await
+                                    }
+                                    None => client.publish(subject.clone(), body).await,
+                                };
+                                match sent {
+                                    Ok(()) => count_camera(metric, &pending.camera, 1),
+                                    Err(e) => {
+                                        tracing::warn!(%subject, error = %e, "publish failed")
+                                    }
+                                }
                             }
                         }
                         Err(event) => {
@@ -829,6 +879,15 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                         tracing::warn!(%subject, error = %e, "JetStream did not store the result");
                     }
                 }
+                if let Some(ts) = capture_ts_ns {
+                    // Wall clocks of two machines: a capture "after" now means skew, not latency.
+                    let now = crate::time::now_ns();
+                    if now >= ts {
+                        metrics::histogram!(meter::FRAME_LATENCY, "camera" => pending.camera.clone())
+                            .record((now - ts) as f64 / 1e9);
+                    }
+                }
+                drop(span);
                 if let (Some(prefix), Some(seq)) = (&progress, seq) {
                     // A plain publish onto the bucket's subject: a KV put without waiting for
                     // the acknowledgement, one small message per frame.
@@ -855,6 +914,8 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
 
 async fn hand_back(stats: &WorkerStats, ownership: &Ownership, pending: Pending) {
     stats.handed_back.fetch_add(1, Ordering::Relaxed);
+    count_camera(meter::WORKER_HANDED_BACK, &pending.camera, 1);
+    pending.span.record("outcome", "handed back");
     if let Some(acker) = &pending.acker {
         let _ = acker.ack_with(AckKind::Nak(None)).await;
     }
@@ -1099,14 +1160,24 @@ impl Chain {
                 continue;
             }
             let (size, started) = (batch.len(), Instant::now());
-            let payloads: Vec<(String, Bytes)> = batch
+            let payloads: Vec<Taken> = batch
                 .iter()
-                .map(|p| (p.camera.clone(), p.payload.clone()))
+                .map(|p| Taken {
+                    camera: p.camera.clone(),
+                    payload: p.payload.clone(),
+                    span: p.span.clone(),
+                })
                 .collect();
             let results = self.process(payloads);
             self.batcher.observe(size, started.elapsed());
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            for (pending, (seq, results)) in batch.into_iter().zip(results) {
+            metrics::histogram!(meter::BATCH_FRAMES).record(size as f64);
+            for (pending, processed) in batch.into_iter().zip(results) {
+                let Processed {
+                    seq,
+                    capture_ts_ns,
+                    results,
+                } = processed;
                 for result in &results {
                     if let Err(event) = result {
                         tracing::warn!(camera = %pending.camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
@@ -1115,6 +1186,7 @@ impl Chain {
                 self.send(Outbound::Frame {
                     pending,
                     seq,
+                    capture_ts_ns,
                     results,
                 });
             }
@@ -1140,20 +1212,28 @@ impl Chain {
     /// Runs a batch of frames (one per camera) through every branch, each stage seeing the
     /// whole batch in one call. Returns each frame's results; a failing stage loses only that
     /// frame's branch.
-    fn process(&mut self, batch: Vec<(String, Bytes)>) -> Vec<(Option<u64>, Results)> {
+    fn process(&mut self, batch: Vec<Taken>) -> Vec<Processed> {
         let started = Instant::now();
-        let mut seqs: Vec<Option<u64>> = Vec::with_capacity(batch.len());
+        let mut metas: Vec<Option<(u64, u64)>> = Vec::with_capacity(batch.len());
         let mut results: Vec<Results> = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
-        for (i, (camera, payload)) in batch.into_iter().enumerate() {
+        for (i, incoming) in batch.into_iter().enumerate() {
+            let Taken {
+                camera,
+                payload,
+                span,
+            } = incoming;
             match self.decode(&camera, payload) {
-                Ok(item) => {
-                    seqs.push(Some(item.frame.seq));
+                Ok(mut item) => {
+                    span.record("seq", item.frame.seq);
+                    item.span = span;
+                    metas.push(Some((item.frame.seq, item.frame.capture_ts_ns)));
                     results.push(Vec::new());
                     items.push((i, item));
                 }
                 Err(message) => {
-                    seqs.push(None);
+                    crate::trace::fail(&span, &message);
+                    metas.push(None);
                     results.push(vec![Err(Box::new(
                         Event::new(&camera, EventKind::FrameError, message).stage("decode"),
                     ))]);
@@ -1167,17 +1247,30 @@ impl Chain {
         };
         while let Some((node, items)) = pending.pop() {
             let n = &mut self.graph.nodes[node];
-            let (origins, items): (Vec<usize>, Vec<Item>) = items.into_iter().unzip();
+            let (origins, mut items): (Vec<usize>, Vec<Item>) = items.into_iter().unzip();
             let meta: Vec<(String, u64)> = items
                 .iter()
                 .map(|i| (i.frame.camera.to_string(), i.frame.seq))
                 .collect();
+            // While the stage runs, each item's span is its stage span (a model stage links its
+            // batch span to them); afterwards the items carry their frame span again.
+            let mut frame_spans = Vec::with_capacity(items.len());
+            let mut stage_spans = Vec::with_capacity(items.len());
+            for (item, (camera, seq)) in items.iter_mut().zip(&meta) {
+                let stage_span = crate::trace::stage_span(&item.span, n.stage.id(), camera, *seq);
+                stage_spans.push(stage_span.clone());
+                frame_spans.push(std::mem::replace(&mut item.span, stage_span));
+                metrics::counter!(meter::STAGE_IN, "stage" => n.stage.id().to_owned(), "camera" => camera.clone()).increment(1);
+            }
             let t = Instant::now();
             let mut outs = n.stage.process_batch(items);
+            let elapsed = t.elapsed();
+            metrics::histogram!(meter::STAGE_SECONDS, "stage" => n.stage.id().to_owned())
+                .record(elapsed.as_secs_f64());
             tracing::trace!(
                 stage = n.stage.id(),
                 items = origins.len(),
-                elapsed_us = t.elapsed().as_micros() as u64
+                elapsed_us = elapsed.as_micros() as u64
             );
             if outs.len() != origins.len() {
                 let message = format!(
@@ -1192,7 +1285,10 @@ impl Chain {
                     .collect();
             }
             let mut next = Vec::with_capacity(origins.len());
-            for ((origin, (camera, seq)), out) in origins.into_iter().zip(meta).zip(outs) {
+            let spans = frame_spans.into_iter().zip(stage_spans);
+            for (((origin, (camera, seq)), out), (frame_span, stage_span)) in
+                origins.into_iter().zip(meta).zip(outs).zip(spans)
+            {
                 let fail = |message: String| {
                     Box::new(
                         Event::new(&camera, EventKind::FrameError, message)
@@ -1200,14 +1296,19 @@ impl Chain {
                             .seq(seq),
                     )
                 };
-                let item = match out {
+                let mut item = match out {
                     Ok(item) => item,
                     Err(e) => {
-                        results[origin]
-                            .push(Err(fail(format!("stage {:?} failed: {e}", n.stage.id()))));
+                        let message = format!("stage {:?} failed: {e}", n.stage.id());
+                        crate::trace::fail(&stage_span, &message);
+                        count_stage_error(n.stage.id(), &camera, &e);
+                        results[origin].push(Err(fail(message)));
                         continue;
                     }
                 };
+                item.span = frame_span;
+                drop(stage_span);
+                metrics::counter!(meter::STAGE_OUT, "stage" => n.stage.id().to_owned(), "camera" => camera.clone()).increment(1);
                 for output in &n.outputs {
                     let subject = output.subject(&self.subjects, &camera);
                     if output.forward {
@@ -1269,7 +1370,45 @@ impl Chain {
                 pending.extend(fan_out(&n.children, next));
             }
         }
-        seqs.into_iter().zip(results).collect()
+        metas
+            .into_iter()
+            .zip(results)
+            .map(|(meta, results)| Processed {
+                seq: meta.map(|m| m.0),
+                capture_ts_ns: meta.map(|m| m.1),
+                results,
+            })
+            .collect()
+    }
+}
+
+/// One frame as the processing thread takes it.
+struct Taken {
+    camera: String,
+    payload: Bytes,
+    span: tracing::Span,
+}
+
+/// One frame's outcome on the processing thread.
+struct Processed {
+    seq: Option<u64>,
+    capture_ts_ns: Option<u64>,
+    results: Results,
+}
+
+/// Counts a stage failure; traps and time-outs are operator faults as well.
+fn count_stage_error(stage: &str, camera: &str, e: &StageError) {
+    let kind = match e {
+        StageError::WrongInput { .. } => "wrong_input",
+        StageError::InvalidInput(_) => "invalid_input",
+        StageError::Trap(_) => "trap",
+        StageError::Timeout(_) => "timeout",
+        StageError::Failed(_) => "failed",
+    };
+    metrics::counter!(meter::STAGE_ERRORS, "stage" => stage.to_owned(), "camera" => camera.to_owned(), "kind" => kind).increment(1);
+    if matches!(e, StageError::Trap(_) | StageError::Timeout(_)) {
+        metrics::counter!(meter::OPERATOR_FAULTS, "stage" => stage.to_owned(), "kind" => kind)
+            .increment(1);
     }
 }
 
@@ -1315,6 +1454,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             acker: None,
             _permit: None,
+            span: tracing::Span::none(),
         }
     }
 

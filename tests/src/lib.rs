@@ -1,6 +1,8 @@
 //! Shared support for panoptes' end-to-end tests: a real nats-server per test, GStreamer set up
 //! once per test binary, the example topologies, and the geometry tests assert with.
 
+pub mod otlp;
+
 use std::path::{Path, PathBuf};
 
 use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};

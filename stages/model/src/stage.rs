@@ -145,11 +145,22 @@ impl ModelStage {
                 &owned
             }
         };
-        let span = tracing::debug_span!(
+        // One span per inference call, in the trace of the first item of the chunk (a child of
+        // its stage span) and linked to the stage span of every item in it, so each frame's
+        // trace leads to the call that served it.
+        let parent = chunk
+            .iter()
+            .find_map(|&(i, _, _)| items[i].as_ref().ok().map(|item| item.span.clone()))
+            .unwrap_or_else(tracing::Span::none);
+        let span = tracing::info_span!(
+            target: "panoptes::trace",
+            parent: &parent,
             "batch",
             stage = %self.id,
             model = %self.graph.name(),
-            rows = total,
+            device = %self.graph.device(),
+            backend = %self.graph.backend(),
+            batch_size = total,
             items = chunk.len(),
         );
         for &(i, _, _) in chunk {
@@ -163,7 +174,16 @@ impl ModelStage {
             .graph
             .run_first_f32(TensorView::from_f32(&shape, data))
             .map_err(|e| e.to_string())?;
-        self.stats.record(total, started.elapsed());
+        let elapsed = started.elapsed();
+        self.stats.record(total, elapsed);
+        let labels = [
+            ("stage", self.id.clone()),
+            ("model", self.graph.name().to_owned()),
+        ];
+        metrics::histogram!(panoptes_pipeline::meter::MODEL_BATCH_ROWS, &labels)
+            .record(total as f64);
+        metrics::histogram!(panoptes_pipeline::meter::MODEL_SECONDS, &labels)
+            .record(elapsed.as_secs_f64());
         match out.shape.split_first() {
             Some((&n, trailing)) if n == total => Ok((trailing.to_vec(), out.data)),
             _ => Err(format!(

@@ -1,0 +1,64 @@
+//! Metric names every process reports through the `metrics` facade. Libraries only count; the
+//! binary installs the Prometheus exporter that serves them on `/metrics` (nothing is recorded
+//! when none is installed).
+
+/// Frames an ingest node published, per `camera`.
+pub const INGEST_FRAMES: &str = "panoptes_ingest_frames_total";
+/// Frames an ingest node dropped because publishing could not keep up, per `camera`.
+pub const INGEST_DROPPED: &str = "panoptes_ingest_dropped_total";
+/// Frames NATS refused (e.g. over max_payload), per `camera`.
+pub const INGEST_FAILED: &str = "panoptes_ingest_failed_total";
+
+/// Messages a worker received on its input, per `camera`.
+pub const WORKER_RECEIVED: &str = "panoptes_worker_frames_received_total";
+/// Frames a live worker replaced with a newer one of the same camera (overload), per `camera`.
+pub const WORKER_DROPPED: &str = "panoptes_worker_frames_dropped_total";
+/// Frames of partitions this worker does not serve, per `camera`.
+pub const WORKER_SKIPPED: &str = "panoptes_worker_frames_skipped_total";
+/// Frames whose results were published, per `camera`.
+pub const WORKER_PROCESSED: &str = "panoptes_worker_frames_processed_total";
+/// Frames with at least one failed branch, per `camera`.
+pub const WORKER_FAILED: &str = "panoptes_worker_frames_failed_total";
+/// Frames handed back because their partition moved away, per `camera`.
+pub const WORKER_HANDED_BACK: &str = "panoptes_worker_frames_handed_back_total";
+/// Frames lost in a live handover (sequence gap when a partition was taken over), per `camera`.
+pub const WORKER_LOST: &str = "panoptes_worker_frames_lost_total";
+
+/// Items that entered a stage, per `stage` and `camera`.
+pub const STAGE_IN: &str = "panoptes_stage_frames_in_total";
+/// Items a stage passed on, per `stage` and `camera`.
+pub const STAGE_OUT: &str = "panoptes_stage_frames_out_total";
+/// Items a stage failed, per `stage`, `camera` and `kind` (trap, timeout, invalid_input, ...).
+pub const STAGE_ERRORS: &str = "panoptes_stage_errors_total";
+/// Operator traps and time-outs, per `stage` and `kind`.
+pub const OPERATOR_FAULTS: &str = "panoptes_operator_faults_total";
+/// Duration of one stage call (one batch), per `stage`.
+pub const STAGE_SECONDS: &str = "panoptes_stage_seconds";
+/// Capture to results published, per `camera`.
+pub const FRAME_LATENCY: &str = "panoptes_frame_latency_seconds";
+/// Frames per worker batch.
+pub const BATCH_FRAMES: &str = "panoptes_batch_frames";
+/// Rows per model inference call, per `stage` and `model`.
+pub const MODEL_BATCH_ROWS: &str = "panoptes_model_batch_rows";
+/// Duration of one model inference call, per `stage` and `model`.
+pub const MODEL_SECONDS: &str = "panoptes_model_inference_seconds";
+/// Detection messages published, per `camera`.
+pub const DETECTIONS_PUBLISHED: &str = "panoptes_detections_published_total";
+/// Items forwarded to a stage in another process, per `camera`.
+pub const ITEMS_FORWARDED: &str = "panoptes_items_forwarded_total";
+/// Times the NATS connection was re-established.
+pub const NATS_RECONNECTS: &str = "panoptes_nats_reconnects_total";
+/// Times the NATS connection was lost.
+pub const NATS_DISCONNECTS: &str = "panoptes_nats_disconnects_total";
+
+/// Histogram buckets for the `_seconds` metrics: 1 ms to 10 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Histogram buckets for batch sizes.
+pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// Adds `n` to `name{camera}`.
+pub fn count_camera(name: &'static str, camera: &str, n: u64) {
+    metrics::counter!(name, "camera" => camera.to_owned()).increment(n);
+}
