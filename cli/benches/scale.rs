@@ -53,10 +53,13 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use panoptes_model::{Graph, GraphOptions, ModelManifest};
-use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
+use panoptes_pipeline::Tensor;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_pipeline::partition::partition_of;
-use panoptes_pipeline::{CameraId, Tensor};
+use panoptes_tests::procstat::{
+    clock_ticks, cpu_ticks, find_server_pid, machine_busy_ticks, ticks_of,
+};
+use panoptes_tests::{count_after, median_f64};
 use tokio_util::sync::CancellationToken;
 
 const CAMERAS: usize = 8;
@@ -79,11 +82,6 @@ const CONFIGS: [(usize, usize, bool); 6] = [
     (2, 1, false),
     (3, 1, false),
 ];
-
-fn median_f64(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 fn env_num(name: &str, default: f64) -> anyhow::Result<f64> {
     match std::env::var(name) {
@@ -120,40 +118,6 @@ fn bare_fps(manifest: &ModelManifest, threads: usize) -> anyhow::Result<(f64, Du
     }
     let m = median_f64(times);
     Ok((1.0 / m, Duration::from_secs_f64(m)))
-}
-
-/// Camera `i`'s frame, encoded once: bright bars (text-like for the detector) on a dark,
-/// slightly noisy background, placed differently per camera.
-fn camera_frame(i: usize) -> anyhow::Result<(String, Bytes)> {
-    let (w, h) = (FRAME_WIDTH, FRAME_HEIGHT);
-    let mut px = vec![0u8; (w * h * 3) as usize];
-    let mut state: u32 = 0x1234_5678 ^ i as u32;
-    for p in &mut px {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        *p = 40 + (state >> 28) as u8;
-    }
-    for bar in 0..3u32 {
-        let top = (i as u32 * 41 + bar * 130) % (h - 24);
-        let left = 30 + (i as u32 * 17 + bar * 50) % 200;
-        for y in top..top + 20 {
-            for x in left..(left + 300).min(w) {
-                let at = ((y * w + x) * 3) as usize;
-                px[at..at + 3].copy_from_slice(&[230, 230, 230]);
-            }
-        }
-    }
-    let camera = format!("cam-{i}");
-    let bytes = Frame {
-        camera: CameraId::new(&camera)?,
-        seq: 1,
-        capture_ts_ns: panoptes_pipeline::time::now_ns(),
-        width: w,
-        height: h,
-        format: PixelFormat::Rgb8,
-        pixels: PixelBuffer::from_vec(px),
-    }
-    .encode()?;
-    Ok((camera, bytes))
 }
 
 fn write_topology(dir: &Path, ns: &str, threads: usize) -> anyhow::Result<PathBuf> {
@@ -230,75 +194,6 @@ impl Workers {
         }
         Ok(totals)
     }
-}
-
-/// The number right after `word` in `line` (`"… skipped 12 (…)"`).
-fn count_after(line: &str, word: &str) -> Option<u64> {
-    let rest = &line[line.find(word)? + word.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Clock ticks per second of /proc's CPU times (USER_HZ; `getconf CLK_TCK`, else Linux's 100).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of process `pid` (all its threads), in clock ticks; `None` once it is gone.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
-    // Then field 3 is the state, and utime, stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn ticks_of(pids: &[u32]) -> u64 {
-    pids.iter().filter_map(|&p| cpu_ticks(p)).sum()
-}
-
-/// Busy time of the whole machine (all cores) in clock ticks: the `cpu` line of /proc/stat
-/// less idle and iowait. With the processes' own times it shows how much other load shared
-/// the machine during a window.
-fn machine_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let total: u64 = v.iter().take(8).sum();
-    Some(total - v.get(3)? - v.get(4)?)
-}
-
-/// The nats-server process started on `conf` (the harness does not expose its pid).
-fn find_server_pid(conf: &Path) -> Option<u32> {
-    let wanted = conf.display().to_string();
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let entry = entry.ok()?;
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_server = args
-            .first()
-            .is_some_and(|a| String::from_utf8_lossy(a).ends_with("nats-server"));
-        let has_conf = args.contains(&wanted.as_bytes());
-        (is_server && has_conf).then_some(pid)
-    })
 }
 
 /// Waits until `workers` members are registered and all partitions are leased by them;
@@ -470,7 +365,7 @@ async fn run_config(
     let server_ticks = s0.zip(s1).map(|(a, b)| b.saturating_sub(a));
     let other_cpu = m0.zip(m1).map(|(a, b)| {
         let ours = workers_ticks + bench_ticks + server_ticks.unwrap_or(0);
-        share(b.saturating_sub(a).saturating_sub(ours))
+        share(b.busy.saturating_sub(a.busy).saturating_sub(ours))
     });
 
     stop.cancel();
@@ -531,7 +426,7 @@ fn main() -> anyhow::Result<()> {
 
     // 2. The workers.
     let frames = (0..CAMERAS)
-        .map(camera_frame)
+        .map(|i| panoptes_tests::bench_camera_frame(i, FRAME_WIDTH, FRAME_HEIGHT))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dir = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2,6 +2,7 @@
 //! once per test binary, the example topologies, and the geometry tests assert with.
 
 pub mod otlp;
+pub mod procstat;
 
 use std::path::{Path, PathBuf};
 
@@ -349,4 +350,68 @@ pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The median (the mean of the two middle values for an even count); NaN when empty.
+pub fn median_f64(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match (
+        xs.get(n / 2),
+        n.checked_sub(1).and_then(|_| xs.get((n - 1) / 2)),
+    ) {
+        (Some(hi), Some(lo)) => (hi + lo) / 2.0,
+        _ => f64::NAN,
+    }
+}
+
+/// The number right after `word` in `line` (`"… dropped 12 (…)"`): reads the summary lines
+/// `panoptes` processes print when they stop.
+pub fn count_after(line: &str, word: &str) -> Option<u64> {
+    let rest = &line[line.find(word)? + word.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Camera `cam-<i>`'s benchmark frame, `width`×`height` RGB encoded as `frame/v1`: noise with
+/// three light bars placed by `i` (text-like blobs the detector finds), so every camera's frame
+/// differs. The bars' size and place scale with the frame (at 640×480: 300×20 pixels).
+pub fn bench_camera_frame(
+    i: usize,
+    width: u32,
+    height: u32,
+) -> anyhow::Result<(String, bytes::Bytes)> {
+    let (w, h) = (width, height);
+    let mut px = vec![0u8; (w * h * 3) as usize];
+    let mut state: u32 = 0x1234_5678 ^ i as u32;
+    for p in &mut px {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        *p = 40 + (state >> 28) as u8;
+    }
+    let (sx, sy) = (|v: u32| v * w / 640, |v: u32| v * h / 480);
+    let i = i as u32;
+    for bar in 0..3u32 {
+        let top = sy(i * 41 + bar * 130) % h.saturating_sub(sy(24)).max(1);
+        let left = sx(30) + sx(i * 17 + bar * 50) % sx(200).max(1);
+        for y in top..(top + sy(20)).min(h) {
+            for x in left..(left + sx(300)).min(w) {
+                let at = ((y * w + x) * 3) as usize;
+                px[at..at + 3].copy_from_slice(&[230, 230, 230]);
+            }
+        }
+    }
+    let camera = format!("cam-{i}");
+    let bytes = Frame {
+        camera: CameraId::new(&camera)?,
+        seq: 1,
+        capture_ts_ns: panoptes_pipeline::time::now_ns(),
+        width: w,
+        height: h,
+        format: PixelFormat::Rgb8,
+        pixels: PixelBuffer::from_vec(px),
+    }
+    .encode()?;
+    Ok((camera, bytes))
 }
