@@ -314,26 +314,9 @@ async fn run_config(
     let publisher = panoptes::connect(url).await?;
     let published = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
-    let period = Duration::from_secs_f64(1.0 / env.fps);
-    let mut cameras = Vec::new();
-    for (i, (cam, bytes)) in env.frames.iter().enumerate() {
-        let (client, published, stop) = (publisher.clone(), published.clone(), stop.clone());
-        let (subject, bytes) = (format!("{ns}.frames.{cam}"), bytes.clone());
-        let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / CAMERAS as f64);
-        cameras.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(first, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                if client.publish(subject.clone(), bytes.clone()).await.is_ok() {
-                    published.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let cameras = panoptes_tests::spawn_paced_cameras(
+        &publisher, &ns, env.frames, env.fps, &published, &stop,
+    );
 
     tokio::time::sleep(WARMUP).await;
     let mut windows = Vec::with_capacity(env.windows);

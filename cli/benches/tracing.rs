@@ -533,9 +533,7 @@ impl Bench<'_> {
     }
 }
 
-/// Starts the cameras: each publishes its frame at `fps`, phases spread over one period; a
-/// publisher that falls behind skips ticks instead of bursting. The connection is the one ingest
-/// nodes use.
+/// Starts the cameras (`panoptes_tests::spawn_paced_cameras`) on the connection ingest nodes use.
 async fn start_cameras(
     url: &str,
     frames: &[(String, Bytes)],
@@ -544,26 +542,8 @@ async fn start_cameras(
     stop: &CancellationToken,
 ) -> anyhow::Result<(async_nats::Client, Vec<tokio::task::JoinHandle<()>>)> {
     let publisher = panoptes::connect(url).await?;
-    let period = Duration::from_secs_f64(1.0 / fps);
-    let mut cameras = Vec::new();
-    for (i, (cam, bytes)) in frames.iter().enumerate() {
-        let (client, published, stop) = (publisher.clone(), published.clone(), stop.clone());
-        let (subject, bytes) = (format!("{NAMESPACE}.frames.{cam}"), bytes.clone());
-        let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / frames.len() as f64);
-        cameras.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(first, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                if client.publish(subject.clone(), bytes.clone()).await.is_ok() {
-                    published.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let cameras =
+        panoptes_tests::spawn_paced_cameras(&publisher, NAMESPACE, frames, fps, published, stop);
     Ok((publisher, cameras))
 }
 

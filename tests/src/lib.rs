@@ -415,3 +415,38 @@ pub fn bench_camera_frame(
     .encode()?;
     Ok((camera, bytes))
 }
+
+/// Benchmark cameras: one task per `(camera, frame)` publishing that pre-encoded frame on
+/// `<ns>.frames.<camera>` at `fps` until `stop`, counting successful publishes in `published`.
+/// Phases are spread over one period like independent cameras; a publisher that falls behind
+/// skips ticks instead of bursting.
+pub fn spawn_paced_cameras(
+    client: &async_nats::Client,
+    ns: &str,
+    frames: &[(String, bytes::Bytes)],
+    fps: f64,
+    published: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let period = std::time::Duration::from_secs_f64(1.0 / fps);
+    let mut cameras = Vec::with_capacity(frames.len());
+    for (i, (cam, bytes)) in frames.iter().enumerate() {
+        let (client, published, stop) = (client.clone(), published.clone(), stop.clone());
+        let (subject, bytes) = (format!("{ns}.frames.{cam}"), bytes.clone());
+        let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / frames.len() as f64);
+        cameras.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(first, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if client.publish(subject.clone(), bytes.clone()).await.is_ok() {
+                    published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    cameras
+}
