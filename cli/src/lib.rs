@@ -5,8 +5,11 @@
 //! [`sources`] turns camera sources into GStreamer pipelines; [`frame_out`] publishes frames as
 //! contract v1 says; [`publish`] and [`roles`] are the `publish`, `worker` and `ingest`
 //! subcommands; [`operator_cmd`] is `operator` (signing keys and module signatures);
-//! [`telemetry`] sets up OTLP trace export and the `/metrics` endpoint.
+//! [`telemetry`] sets up OTLP trace export and the `/metrics` endpoint; [`cameras`] changes the
+//! running cameras (control subjects, reload) and [`camera_cmd`] is `camera`.
 
+pub mod camera_cmd;
+pub mod cameras;
 pub mod connect;
 pub mod control;
 pub mod frame_out;

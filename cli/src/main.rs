@@ -100,6 +100,10 @@ enum Command {
     /// Sign operator modules and check their signatures (see `signed_by` in topologies).
     #[command(subcommand)]
     Operator(panoptes::operator_cmd::OperatorCommand),
+    /// Add, remove and list the cameras of running ingest processes, or make them reload
+    /// their topology files.
+    #[command(subcommand)]
+    Camera(panoptes::camera_cmd::CameraCommand),
 }
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
@@ -151,7 +155,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Validate { .. } | Command::Schema | Command::Graph(_) | Command::Operator(_)
+        Command::Validate { .. }
+            | Command::Schema
+            | Command::Graph(_)
+            | Command::Operator(_)
+            | Command::Camera(_)
     );
     let (role, telemetry) = telemetry_of(&cli.command);
     let export = match role {
@@ -215,12 +223,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
         Command::Operator(command) => panoptes::operator_cmd::run(command).await,
+        Command::Camera(command) => panoptes::camera_cmd::run(command).await,
     }
 }
 
 async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
     let topology = TopologyFile::load(path)?;
     let running = Running::start(&topology, nats, Role::All).await?;
+    running.reload_from(path);
     eprintln!(
         "panoptes: running {} with {} camera(s) on {}\n  watch results: panoptes subscribe --nats {}\n  stop: Ctrl-C",
         path.display(),

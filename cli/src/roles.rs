@@ -109,6 +109,7 @@ pub async fn ingest(args: IngestArgs, shutdown: impl Future<Output = ()>) -> any
     let cameras = args.cameras.map(id_list);
     let count = cameras.as_ref().map_or(topology.cameras.len(), Vec::len);
     let running = Running::start(&topology, args.nats.as_deref(), Role::Ingest { cameras }).await?;
+    running.reload_from(&args.topology);
     eprintln!(
         "panoptes: ingesting {count} camera(s) of {} on {}\n  stop: Ctrl-C",
         args.topology.display(),

@@ -15,7 +15,7 @@ use panoptes_pipeline::{BatchStats, PartitionSet, Subjects};
 use panoptes_topology::{CameraConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest_node::IngestNode;
+use crate::cameras::CameraSet;
 
 /// Which part of a topology this process runs.
 #[derive(Clone, Debug)]
@@ -37,6 +37,10 @@ impl Role {
         matches!(self, Role::All | Role::Worker { .. })
     }
 
+    fn runs_ingest(&self) -> bool {
+        matches!(self, Role::All | Role::Ingest { .. })
+    }
+
     /// What joins a NATS server, as the missing-URL error names it.
     fn joiner(&self) -> Option<&'static str> {
         match self {
@@ -55,7 +59,9 @@ pub struct Running {
     pub subjects: Subjects,
     pub client: async_nats::Client,
     worker: Option<RunningWorker>,
-    ingest: Vec<IngestNode>,
+    /// The cameras this process ingests, changed at runtime through the camera control
+    /// subjects; `None` for a worker-only process.
+    cameras: Option<RunningCameras>,
     server: Option<NatsServer>,
 }
 
@@ -69,6 +75,12 @@ struct RunningWorker {
     control: tokio::task::JoinHandle<anyhow::Result<()>>,
     control_cancel: CancellationToken,
     batch_stats: Vec<(String, Arc<BatchStats>)>,
+}
+
+struct RunningCameras {
+    set: Arc<CameraSet>,
+    control: tokio::task::JoinHandle<()>,
+    control_cancel: CancellationToken,
 }
 
 /// The inference calls of one model stage.
@@ -250,25 +262,56 @@ impl Running {
             None
         };
 
-        let mut ingest = Vec::new();
-        for cam in cameras {
-            ingest.push(IngestNode::start(
-                cam,
-                &topology.base_dir,
+        let cameras = if role.runs_ingest() {
+            let selected = match &role {
+                Role::Ingest { cameras } => cameras.clone(),
+                _ => None,
+            };
+            let set = Arc::new(CameraSet::new(
                 client.clone(),
                 subjects.clone(),
-            )?);
-        }
-        tracing::info!(nats = %url, ?role, cameras = ingest.len(), stages = topology.stages.len(), "topology running");
+                topology.base_dir.clone(),
+                selected,
+            ));
+            for cam in cameras {
+                set.add(cam).await?;
+            }
+            let subs = crate::cameras::subscribe(&client, &subjects).await?;
+            let control_cancel = CancellationToken::new();
+            let control = tokio::spawn(crate::cameras::serve(
+                set.clone(),
+                subs,
+                control_cancel.clone(),
+            ));
+            Some(RunningCameras {
+                set,
+                control,
+                control_cancel,
+            })
+        } else {
+            None
+        };
+        let camera_count = match &cameras {
+            Some(c) => c.set.len().await,
+            None => 0,
+        };
+        tracing::info!(nats = %url, ?role, cameras = camera_count, stages = topology.stages.len(), "topology running");
         Ok(Self {
             failed,
             nats_url: url,
             subjects,
             client,
             worker,
-            ingest,
+            cameras,
             server,
         })
+    }
+
+    /// Makes `reload` (camera control subject, SIGHUP) re-read the topology at `path`.
+    pub fn reload_from(&self, path: &std::path::Path) {
+        if let Some(c) = &self.cameras {
+            c.set.reload_from(path.to_path_buf());
+        }
     }
 
     /// The worker's counters so far (all zero when this process runs no worker).
@@ -282,13 +325,16 @@ impl Running {
     /// Stops ingest first (no new frames), then the worker, then the embedded server.
     pub async fn stop(self) -> anyhow::Result<Summary> {
         let (mut published, mut ingest_dropped, mut ingest_failed) = (0, 0, 0);
-        for node in self.ingest {
-            let stats = node.stats();
+        if let Some(cameras) = self.cameras {
+            // No camera may be added while the others stop.
+            cameras.control_cancel.cancel();
+            let _ = cameras.control.await;
             // Stopping publishes what was queued, so the counters are read after it.
-            node.stop().await;
-            published += stats.published.load(Ordering::Relaxed);
-            ingest_dropped += stats.dropped.load(Ordering::Relaxed);
-            ingest_failed += stats.failed.load(Ordering::Relaxed);
+            for stats in cameras.set.stop_all().await {
+                published += stats.published.load(Ordering::Relaxed);
+                ingest_dropped += stats.dropped.load(Ordering::Relaxed);
+                ingest_failed += stats.failed.load(Ordering::Relaxed);
+            }
         }
         let mut batches = Vec::new();
         let worker = match self.worker {

@@ -85,7 +85,7 @@ pub fn pipeline_spec(cam: &CameraConfig, base_dir: &Path) -> anyhow::Result<Sour
             )
         }
     };
-    let description = format!("{source} ! {}", raw_rgb_tail(cam));
+    let description = format!("{source} ! {}", rate_size_tail(cam));
     // Files and HLS are not live: played as a plain pipeline they would be decoded as fast
     // as the CPU allows and the ingest node would drop most frames. As recordings they play
     // at their own speed, like a camera.
@@ -102,13 +102,14 @@ pub fn pipeline_spec(cam: &CameraConfig, base_dir: &Path) -> anyhow::Result<Sour
     })
 }
 
-/// Rate, size and format conversion to what the camera promises on the wire. videorate comes
-/// first so dropped frames are never scaled, and scaling happens before the colour conversion
-/// so it works on the decoder's (usually smaller, YUV) pixels. videoscale keeps the picture's
-/// aspect ratio with black borders when the configured size has another shape.
-fn raw_rgb_tail(cam: &CameraConfig) -> String {
+/// Rate and size of what the camera promises on the wire; the wire format (RGB, or I420 for
+/// JPEG) is the ingest stage's tail. videorate comes first so dropped frames are never scaled,
+/// and scaling works on the decoder's own (usually YUV) pixels: no RGB step on the way to JPEG.
+/// videoscale keeps the picture's aspect ratio with black borders when the configured size has
+/// another shape.
+fn rate_size_tail(cam: &CameraConfig) -> String {
     format!(
-        "videorate ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},height={},framerate={}/1,pixel-aspect-ratio=1/1",
+        "videorate ! videoscale ! video/x-raw,width={},height={},framerate={}/1,pixel-aspect-ratio=1/1",
         cam.width, cam.height, cam.fps
     )
 }
@@ -430,7 +431,7 @@ mod tests {
         );
         assert!(
             desc.ends_with(
-                "video/x-raw,format=RGB,width=640,height=360,framerate=15/1,pixel-aspect-ratio=1/1"
+                "video/x-raw,width=640,height=360,framerate=15/1,pixel-aspect-ratio=1/1"
             ),
             "{desc}"
         );

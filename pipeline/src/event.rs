@@ -14,8 +14,12 @@ pub enum EventKind {
     /// Live delivery: frames published while their partition had no live owner (a worker died
     /// and its lease had not yet expired), counted by the worker that took the partition over.
     FramesLost,
+    /// The source delivers frames (again).
     CameraUp,
+    /// The source failed, stalled or ended; `message` says which.
     CameraDown,
+    /// A live source is restarted after a back-off delay; `count` is the attempt (from 1).
+    CameraReconnecting,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

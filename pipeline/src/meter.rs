@@ -8,6 +8,10 @@ pub const INGEST_FRAMES: &str = "panoptes_ingest_frames_total";
 pub const INGEST_DROPPED: &str = "panoptes_ingest_dropped_total";
 /// Frames NATS refused (e.g. over max_payload), per `camera`.
 pub const INGEST_FAILED: &str = "panoptes_ingest_failed_total";
+/// Restarts of a live source after it failed, stalled or ended, per `camera`.
+pub const INGEST_RECONNECTS: &str = "panoptes_ingest_reconnects_total";
+/// 1 while a camera's source delivers frames, 0 while it is down, per `camera`.
+pub const INGEST_UP: &str = "panoptes_ingest_camera_up";
 
 /// Messages a worker received on its input, per `camera`.
 pub const WORKER_RECEIVED: &str = "panoptes_worker_frames_received_total";

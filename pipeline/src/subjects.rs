@@ -50,6 +50,16 @@ impl Subjects {
         format!("{}.control.operators.reload", self.ns)
     }
 
+    /// Request/reply subject of the ingest processes' camera control: `add` (one ingest
+    /// process takes it, queue group [`Self::CAMERA_CONTROL_GROUP`]), `remove`, `list` and
+    /// `reload` (every ingest process; see docs/ingest.md).
+    pub fn camera_control(&self, op: &str) -> String {
+        format!("{}.control.cameras.{op}", self.ns)
+    }
+
+    /// Queue group of the `add` control subject, so exactly one ingest process starts a camera.
+    pub const CAMERA_CONTROL_GROUP: &'static str = "panoptes-ingest";
+
     /// Like [`Self::detections`] for a camera token taken from a subject.
     pub fn detections_for(&self, camera: &str) -> String {
         format!("{}.detections.{camera}", self.ns)

@@ -3,6 +3,7 @@
 
 pub mod otlp;
 pub mod procstat;
+pub mod rtsp;
 
 use std::path::{Path, PathBuf};
 

@@ -224,13 +224,58 @@ pub struct CameraConfig {
     #[serde(default = "default_height")]
     #[schemars(range(min = 16, max = 4320))]
     pub height: u32,
-    /// How frames travel: `raw` RGB, or `jpeg` for frames too big for the server's max_payload.
+    /// How frames travel: `raw` RGB, `jpeg` (encoded at ingest; the first stage must be the
+    /// `jpeg` operator), or `auto`: raw when a frame fits the server's max_payload, else JPEG.
     #[serde(default)]
     pub encoding: WireEncoding,
-    /// JPEG quality when `encoding: jpeg`.
+    /// JPEG quality (1..=100, libjpeg's scale) when frames travel as JPEG.
     #[serde(default = "default_jpeg_quality")]
     #[schemars(range(min = 1, max = 100))]
     pub jpeg_quality: u8,
+    /// Restarting a live source (RTSP, V4L2, HTTP MJPEG) that fails, stalls or ends.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+}
+
+/// Exponential back-off with jitter between restarts of a live source: the n-th wait is up to
+/// `initial_ms * 2^(n-1)` plus a random share of it, at most `max_ms`; it starts over once
+/// frames flow again.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// First wait after a failure.
+    #[serde(default = "default_reconnect_initial_ms")]
+    #[schemars(range(min = 10, max = 600000))]
+    pub initial_ms: u64,
+    /// Longest wait between attempts.
+    #[serde(default = "default_reconnect_max_ms")]
+    #[schemars(range(min = 10, max = 3600000))]
+    pub max_ms: u64,
+    /// A playing live source that delivers no frame for this long counts as failed (a camera
+    /// that hangs without closing its connection).
+    #[serde(default = "default_stall_ms")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub stall_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: default_reconnect_initial_ms(),
+            max_ms: default_reconnect_max_ms(),
+            stall_ms: default_stall_ms(),
+        }
+    }
+}
+
+fn default_reconnect_initial_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_stall_ms() -> u64 {
+    5_000
 }
 
 fn default_fps() -> u32 {
@@ -246,12 +291,19 @@ fn default_jpeg_quality() -> u8 {
     85
 }
 
+/// How a camera's frames travel to the workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WireEncoding {
+    /// Packed RGB, `width * height * 3` bytes: no encoding cost, but a 1280x720 frame (2.76 MB)
+    /// is over NATS's default max_payload of 1 MiB.
     #[default]
     Raw,
+    /// JPEG at `jpeg_quality`, encoded by the ingest node's GStreamer pipeline.
     Jpeg,
+    /// Raw when a raw frame fits the NATS server's max_payload (learnt when the ingest node
+    /// connects), JPEG otherwise.
+    Auto,
 }
 
 /// Where a camera's frames come from: exactly one of these keys.

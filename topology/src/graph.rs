@@ -164,8 +164,15 @@ fn camera_lines(cam: &crate::config::CameraConfig) -> Vec<String> {
         SourceConfig::TestPattern(_) => String::from("test_pattern"),
     };
     let mut size = format!("{}x{} @ {} fps", cam.width, cam.height, cam.fps);
-    if cam.encoding == WireEncoding::Jpeg {
-        let _ = write!(size, ", jpeg q{}", cam.jpeg_quality);
+    match cam.encoding {
+        WireEncoding::Raw => {}
+        WireEncoding::Jpeg => {
+            let _ = write!(size, ", jpeg q{}", cam.jpeg_quality);
+        }
+        // Which one is decided by the server's max_payload when the ingest node connects.
+        WireEncoding::Auto => {
+            let _ = write!(size, ", raw or jpeg q{}", cam.jpeg_quality);
+        }
     }
     vec![cam.id.clone(), source, size]
 }

@@ -101,6 +101,33 @@ impl TopologyFile {
         })
     }
 
+    /// Validates one camera given on its own (YAML or JSON, as an entry of `cameras:`), as a
+    /// topology file's cameras are: schema, ID, URLs, files. For cameras added at runtime.
+    pub fn parse_camera(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<CameraConfig, Diagnostics> {
+        let source = Arc::new(SourceFile::new(origin.to_owned(), text.to_owned()));
+        let fail = |items: Vec<Diagnostic>| Diagnostics::new(source.clone(), items);
+        let (tree, mut problems) = match yaml::parse(text, env) {
+            Ok(parsed) => parsed,
+            Err(d) => return Err(fail(vec![*d])),
+        };
+        problems.extend(schema_check::check(camera_schema(), &tree));
+        problems.extend(semantic::check_camera(&tree, base_dir));
+        if !problems.is_empty() {
+            problems.sort_by_key(|d| d.span.map(|s| s.start).unwrap_or(0));
+            return Err(fail(problems));
+        }
+        serde_json::from_value(tree.to_json()).map_err(|e| {
+            fail(vec![Diagnostic::new(format!(
+                "camera passed the schema but not the typed reader: {e}"
+            ))])
+        })
+    }
+
     /// Resolves a path from the topology against its directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -149,6 +176,17 @@ pub fn stage_inputs(config: &Topology) -> Vec<&str> {
 /// The JSON Schema of topology files, generated from [`config::Topology`].
 pub fn json_schema() -> serde_json::Value {
     schema().clone()
+}
+
+/// The schema of one camera: the topology schema's definitions, rooted at `CameraConfig`.
+fn camera_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        serde_json::json!({
+            "$ref": "#/$defs/CameraConfig",
+            "$defs": schema().get("$defs").cloned().unwrap_or_default(),
+        })
+    });
+    &SCHEMA
 }
 
 /// Generated once per process: every load walks it.

@@ -30,6 +30,20 @@ pub fn check(root: &Node, base_dir: &Path) -> Vec<Diagnostic> {
     c.out
 }
 
+/// The checks [`check`] makes of each camera, for one camera on its own (a camera added at
+/// runtime); `root` is the camera's mapping.
+pub fn check_camera(root: &Node, base_dir: &Path) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        base_dir,
+        out: Vec::new(),
+    };
+    c.cameras(Some(&Node {
+        span: root.span,
+        value: crate::yaml::Value::Seq(vec![root.clone()]),
+    }));
+    c.out
+}
+
 struct Checker<'a> {
     base_dir: &'a Path,
     out: Vec<Diagnostic>,

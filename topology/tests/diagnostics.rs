@@ -47,3 +47,46 @@ fn at_least_fifteen_broken_topologies() {
         .count();
     assert!(n >= 15, "only {n} broken topologies");
 }
+
+/// A camera added at runtime is checked as a topology's cameras are, on its own.
+#[test]
+fn a_single_camera_is_checked_like_a_topologys() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ok = TopologyFile::parse_camera(
+        "id: gate\nsource: { rtsp: { url: \"${CAMERA_URL}\", transport: udp } }\nreconnect: { initial_ms: 100 }\n",
+        "camera",
+        base,
+        &env,
+    )
+    .expect("a valid camera");
+    assert_eq!(ok.id, "gate");
+    assert_eq!(ok.reconnect.initial_ms, 100);
+    assert_eq!(ok.reconnect.max_ms, 30_000, "defaults apply to the rest");
+    for (text, expected) in [
+        (
+            "id: bad cam\nsource: { test_pattern: { text: x } }\n",
+            "camera ID",
+        ),
+        ("id: a\nsource: { rtsp: { url: \"http://x/y\" } }\n", "rtsp"),
+        (
+            "id: a\nsource: { file: { path: missing.mp4 } }\n",
+            "missing.mp4",
+        ),
+        (
+            "id: a\nsource: { test_pattern: { text: x } }\nfsp: 5\n",
+            "fps",
+        ),
+        (
+            "id: a\nsource: { test_pattern: { text: x } }\nreconnect: { initial_ms: 0 }\n",
+            "initial_ms",
+        ),
+        ("- id: a\n", "a list"),
+    ] {
+        let err = match TopologyFile::parse_camera(text, "camera", base, &env) {
+            Ok(c) => panic!("accepted {text:?}: {c:?}"),
+            Err(e) => e.render(false),
+        };
+        assert!(err.contains(expected), "{text:?}: {err}");
+        assert!(err.contains("camera:"), "the origin is named: {err}");
+    }
+}

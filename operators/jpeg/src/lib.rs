@@ -1,5 +1,7 @@
 //! Wasm operator component: JPEG frames (baseline or progressive) decoded to RGB8 images, which
-//! replace the frame for later stages.
+//! replace the frame for later stages. RGB8 frames pass through as the same RGB8 image, so
+//! cameras that send JPEG (`encoding: jpeg` or `auto`) and cameras that send raw frames can
+//! share one chain with this operator first.
 //!
 //! The bytes come from cameras and other publishers, so they are treated as hostile: the decoded
 //! size is capped (`max_pixels`) before anything is allocated for it, and a damaged file is an
@@ -51,7 +53,7 @@ impl Config {
     }
 }
 
-/// The operator: a JPEG frame in, an RGB8 image out.
+/// The operator: a JPEG or RGB8 frame in, an RGB8 image out.
 pub struct JpegOperator {
     options: JpegOptions,
 }
@@ -76,11 +78,18 @@ impl Operator for JpegOperator {
             )));
         }
         let format = frame.format();
-        if format != PixelFormat::Jpeg {
-            return Err(Error::InvalidInput(format!(
-                "{}: jpeg needs a jpeg frame, got {format:?}",
-                where_()
-            )));
+        match format {
+            PixelFormat::Jpeg => {}
+            PixelFormat::Rgb8 => {
+                return passthrough(frame)
+                    .map_err(|m| Error::InvalidInput(format!("{}: {m}", where_())));
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{}: jpeg needs a jpeg or rgb8 frame, got {format:?}",
+                    where_()
+                )));
+            }
         }
         let file = frame.pixels();
         let mut pixels = Vec::new();
@@ -109,6 +118,29 @@ impl Operator for JpegOperator {
             pixels,
         }))
     }
+}
+
+/// An RGB8 frame as the image a decoded JPEG would be. The host has checked the frame's size
+/// against its declared geometry already; checked again because a short image would only fail
+/// later, in a stage that cannot name the cause.
+fn passthrough(frame: &Frame) -> Result<Output, String> {
+    let (width, height) = (frame.width(), frame.height());
+    let pixels = frame.pixels();
+    let expected = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(3));
+    if expected != Some(pixels.len()) {
+        return Err(format!(
+            "an rgb8 frame of {width}x{height} has {} bytes",
+            pixels.len()
+        ));
+    }
+    Ok(Output::Image(Image {
+        width,
+        height,
+        format: PixelFormat::Rgb8,
+        pixels,
+    }))
 }
 
 panoptes_operator_sdk::export_operator!(JpegOperator);

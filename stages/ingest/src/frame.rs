@@ -1,4 +1,5 @@
-//! Raw frames as handed to the rest of the pipeline, and the helper that finds drawn text.
+//! Frames as handed to the rest of the pipeline (packed RGB or a JPEG file), and the helper
+//! that finds drawn text.
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
@@ -6,12 +7,25 @@ use gstreamer_video::prelude::*;
 
 use crate::IngestError;
 
-/// One decoded picture, packed RGB (3 bytes per pixel, rows back to back, no padding).
+/// What [`RawFrame::data`] holds; chosen by the [`Output`](crate::Output) the source was started
+/// with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameFormat {
+    /// Packed RGB: 3 bytes per pixel, rows back to back, no padding.
+    Rgb,
+    /// One complete JPEG file (baseline, 4:2:0, as `jpegenc` writes it), starting `FF D8`.
+    Jpeg,
+}
+
+/// One picture from a source.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RawFrame {
+    /// Size of the picture (for JPEG, what the file's header says: the encoder's input caps).
     pub width: u32,
     pub height: u32,
-    /// Bytes per row of `data`; always `width * 3` because padding is removed.
+    pub format: FrameFormat,
+    /// Bytes per row of `data`: `width * 3` for RGB because padding is removed; 0 for JPEG,
+    /// which has no rows to address.
     pub stride: u32,
     /// Buffer presentation timestamp in the stream's time base, if the source set one.
     pub pts_ns: Option<u64>,
@@ -23,6 +37,7 @@ pub struct RawFrame {
     /// moment the frame was pulled from the appsink, and equals the pull time when the buffer
     /// has no usable timestamp or runs ahead of the clock (non-live sources without sync).
     pub capture_ts_ns: u64,
+    /// The pixels ([`FrameFormat::Rgb`]) or the JPEG file ([`FrameFormat::Jpeg`]).
     pub data: Vec<u8>,
 }
 
@@ -32,6 +47,7 @@ impl std::fmt::Debug for RawFrame {
         f.debug_struct("RawFrame")
             .field("width", &self.width)
             .field("height", &self.height)
+            .field("format", &self.format)
             .field("stride", &self.stride)
             .field("pts_ns", &self.pts_ns)
             .field("capture_ts_ns", &self.capture_ts_ns)
@@ -41,9 +57,10 @@ impl std::fmt::Debug for RawFrame {
 }
 
 impl RawFrame {
-    /// The RGB value at (`x`, `y`), or `None` outside the frame.
+    /// The RGB value at (`x`, `y`), or `None` outside the frame and for JPEG frames (whose
+    /// pixels exist only once decoded).
     pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 3]> {
-        if x >= self.width || y >= self.height {
+        if self.format != FrameFormat::Rgb || x >= self.width || y >= self.height {
             return None;
         }
         let i = y as usize * self.stride as usize + x as usize * 3;
@@ -51,7 +68,8 @@ impl RawFrame {
         Some([p[0], p[1], p[2]])
     }
 
-    /// Copies an RGB appsink sample into a packed frame, dropping any row padding.
+    /// Copies an appsink sample into a frame: RGB packed (row padding dropped), or a JPEG file
+    /// as it is.
     pub(crate) fn from_sample(
         sample: &gst::SampleRef,
         capture_ts_ns: u64,
@@ -59,6 +77,9 @@ impl RawFrame {
         let caps = sample
             .caps()
             .ok_or_else(|| IngestError::Frame("sample has no caps".into()))?;
+        if caps.structure(0).is_some_and(|s| s.name() == "image/jpeg") {
+            return Self::jpeg_from_sample(sample, caps, capture_ts_ns);
+        }
         let info = gst_video::VideoInfo::from_caps(caps)
             .map_err(|e| IngestError::Frame(format!("caps {caps} are not raw video: {e}")))?;
         if info.format() != gst_video::VideoFormat::Rgb {
@@ -100,10 +121,51 @@ impl RawFrame {
         Ok(Self {
             width,
             height,
+            format: FrameFormat::Rgb,
             stride: row as u32,
             pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
             capture_ts_ns,
             data,
+        })
+    }
+
+    /// A `jpegenc` sample: the file's bytes, its size from the caps the encoder set.
+    fn jpeg_from_sample(
+        sample: &gst::SampleRef,
+        caps: &gst::CapsRef,
+        capture_ts_ns: u64,
+    ) -> Result<Self, IngestError> {
+        let s = caps
+            .structure(0)
+            .ok_or_else(|| IngestError::Frame("JPEG caps are empty".into()))?;
+        let dimension = |name: &str| {
+            s.get::<i32>(name)
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v > 0)
+                .ok_or_else(|| IngestError::Frame(format!("JPEG caps {caps} have no {name}")))
+        };
+        let (width, height) = (dimension("width")?, dimension("height")?);
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| IngestError::Frame("sample has no buffer".into()))?;
+        let map = buffer
+            .map_readable()
+            .map_err(|e| IngestError::Frame(format!("cannot map buffer: {e}")))?;
+        if !map.starts_with(&[0xFF, 0xD8]) {
+            return Err(IngestError::Frame(format!(
+                "a {} byte buffer with JPEG caps does not start with a JPEG marker",
+                map.len()
+            )));
+        }
+        Ok(Self {
+            width,
+            height,
+            format: FrameFormat::Jpeg,
+            stride: 0,
+            pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
+            capture_ts_ns,
+            data: map.to_vec(),
         })
     }
 }
@@ -111,8 +173,11 @@ impl RawFrame {
 /// Bounding box `[x1, y1, x2, y2]` (inclusive) of all pixels whose colour differs from
 /// `background_rgb` by more than `tolerance` in any channel — for a test pattern, the area
 /// `textoverlay` drew (glyphs plus their outline and shadow). `None` if nothing differs or
-/// the frame's data is shorter than its size claims.
+/// the frame's data is shorter than its size claims or is not RGB.
 pub fn ink_bbox(frame: &RawFrame, background_rgb: [u8; 3], tolerance: u8) -> Option<[u32; 4]> {
+    if frame.format != FrameFormat::Rgb {
+        return None;
+    }
     let (w, h, stride) = (
         frame.width as usize,
         frame.height as usize,
@@ -150,6 +215,7 @@ mod tests {
         RawFrame {
             width,
             height,
+            format: FrameFormat::Rgb,
             stride: width * 3,
             pts_ns: None,
             capture_ts_ns: 0,

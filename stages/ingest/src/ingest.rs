@@ -10,7 +10,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use crate::pipeline::{Built, build};
-use crate::{IngestError, RawFrame, SourceSpec, TestPattern};
+use crate::{IngestError, Output, RawFrame, SourceSpec, TestPattern};
 
 /// How long worker threads block before re-checking the stop flag. Only bounds shutdown
 /// latency in corner cases; normally a wake-up message or flushing ends the wait at once.
@@ -38,8 +38,9 @@ pub enum SourceStatus {
     Error(String),
 }
 
-/// A running source. Frames and status go to the callbacks given to [`Ingest::start`], each
-/// called from its own thread. Dropping it stops the pipeline like [`Ingest::stop`].
+/// A running source. Frames and status go to the callbacks given to [`Ingest::start`] (or
+/// [`Ingest::start_with`]), each called from its own thread. Dropping it stops the pipeline
+/// like [`Ingest::stop`].
 pub struct Ingest {
     live: bool,
     pipeline: gst::Pipeline,
@@ -59,7 +60,18 @@ impl std::fmt::Debug for Ingest {
 }
 
 impl Ingest {
-    /// Builds the pipeline for `spec`, sets it PLAYING and starts delivering frames.
+    /// Builds the pipeline for `spec`, sets it PLAYING and starts delivering packed RGB frames:
+    /// [`Ingest::start_with`] with [`Output::Rgb`].
+    pub fn start<F, S>(spec: &SourceSpec, on_frame: F, on_status: S) -> Result<Self, IngestError>
+    where
+        F: FnMut(RawFrame) + Send + 'static,
+        S: FnMut(SourceStatus) + Send + 'static,
+    {
+        Self::start_with(spec, Output::Rgb, on_frame, on_status)
+    }
+
+    /// Builds the pipeline for `spec` ending in `output` (RGB, or JPEG encoded in the
+    /// pipeline), sets it PLAYING and starts delivering frames.
     ///
     /// Errors that GStreamer reports while starting (bad description, missing element,
     /// a source that cannot open) are returned here; later ones go to `on_status`.
@@ -67,12 +79,17 @@ impl Ingest {
     /// so a slow consumer never grows memory. Live sources (cameras, live test patterns) cannot
     /// wait, so the oldest queued frame is dropped and the consumer always gets recent ones;
     /// non-live sources (files, non-live patterns) are throttled instead and lose nothing.
-    pub fn start<F, S>(spec: &SourceSpec, on_frame: F, on_status: S) -> Result<Self, IngestError>
+    pub fn start_with<F, S>(
+        spec: &SourceSpec,
+        output: Output,
+        on_frame: F,
+        on_status: S,
+    ) -> Result<Self, IngestError>
     where
         F: FnMut(RawFrame) + Send + 'static,
         S: FnMut(SourceStatus) + Send + 'static,
     {
-        let Built { pipeline, appsink } = build(spec, None)?;
+        let Built { pipeline, appsink } = build(spec, output, None)?;
         let bus = bus_of(&pipeline)?;
         let looping = matches!(spec, SourceSpec::Recorded { looping: true, .. });
         let live = set_playing(&pipeline, &bus, looping, |live| appsink.set_drop(live))?;
@@ -149,7 +166,7 @@ fn join(handle: Option<JoinHandle<()>>) {
     }
 }
 
-/// Renders exactly one frame of `pattern` (forced non-live) and returns it.
+/// Renders exactly one frame of `pattern` (forced non-live, packed RGB) and returns it.
 ///
 /// Used to learn where `textoverlay` draws a given text, see [`ink_bbox`](crate::ink_bbox).
 pub fn render_still(pattern: &TestPattern) -> Result<RawFrame, IngestError> {
@@ -157,7 +174,7 @@ pub fn render_still(pattern: &TestPattern) -> Result<RawFrame, IngestError> {
         live: false,
         ..pattern.clone()
     };
-    let Built { pipeline, appsink } = build(&SourceSpec::TestPattern(still), Some(1))?;
+    let Built { pipeline, appsink } = build(&SourceSpec::TestPattern(still), Output::Rgb, Some(1))?;
     let bus = bus_of(&pipeline)?;
     // Null on every exit path; a PLAYING pipeline left behind would leak its threads.
     struct NullOnDrop(gst::Pipeline);

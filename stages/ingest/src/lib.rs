@@ -2,10 +2,11 @@
 //!
 //! A [`SourceSpec`] says where video comes from; [`Ingest::start`] builds a GStreamer pipeline
 //! that ends in an `appsink` producing packed RGB, and hands every frame to a callback as a
-//! [`RawFrame`]. Bus messages (playing, end of stream, errors) go to a second callback as
-//! [`SourceStatus`]. [`render_still`] and [`ink_bbox`] exist so tests can learn where
-//! `textoverlay` put the text of a synthetic test pattern, which is the ground truth that
-//! detection stages are checked against.
+//! [`RawFrame`]. [`Ingest::start_with`] can instead end the pipeline in `jpegenc`
+//! ([`Output::Jpeg`]), for frames too large to travel raw. Bus messages (playing, end of
+//! stream, errors) go to a second callback as [`SourceStatus`]. [`render_still`] and
+//! [`ink_bbox`] exist so tests can learn where `textoverlay` put the text of a synthetic test
+//! pattern, which is the ground truth that detection stages are checked against.
 
 mod error;
 mod frame;
@@ -16,9 +17,9 @@ mod spec;
 use std::sync::OnceLock;
 
 pub use error::IngestError;
-pub use frame::{RawFrame, ink_bbox};
+pub use frame::{FrameFormat, RawFrame, ink_bbox};
 pub use ingest::{Ingest, SourceStatus, render_still};
-pub use spec::{Framerate, SourceSpec, TestPattern};
+pub use spec::{Framerate, Output, SourceSpec, TestPattern};
 
 /// Initialises GStreamer once per process.
 ///

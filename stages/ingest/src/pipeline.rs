@@ -1,10 +1,17 @@
-//! Turns a [`SourceSpec`] into a GStreamer pipeline that ends in an RGB `appsink`.
+//! Turns a [`SourceSpec`] into a GStreamer pipeline that ends in an `appsink` of the chosen
+//! [`Output`]: packed RGB, or JPEG encoded by `jpegenc` from I420.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::{IngestError, SourceSpec, TestPattern};
+use crate::{IngestError, Output, SourceSpec, TestPattern};
+
+/// The colorimetry of JFIF's YCbCr, which every JPEG decoder assumes: full range (1), BT.601
+/// matrix (4), transfer and primaries unspecified (0). jpegenc copies its I420 planes into the
+/// file as they are, so I420 in the usual video colorimetry (limited range, BT.709 for HD)
+/// would decode with washed-out, shifted colours (measured: #305070 came back as #3a5572).
+const JFIF_COLORIMETRY: &str = "1:4:0:0";
 
 /// Name of the appsink the escape-hatch description gets appended; unusual enough not to
 /// collide with names chosen inside a user description.
@@ -20,15 +27,20 @@ pub(crate) struct Built {
     pub appsink: gst_app::AppSink,
 }
 
-/// Builds (but does not start) the pipeline for `spec`. `num_buffers` limits a test pattern
-/// source, for rendering single stills.
-pub(crate) fn build(spec: &SourceSpec, num_buffers: Option<i32>) -> Result<Built, IngestError> {
+/// Builds (but does not start) the pipeline for `spec` producing `output`. `num_buffers`
+/// limits a test pattern source, for rendering single stills.
+pub(crate) fn build(
+    spec: &SourceSpec,
+    output: Output,
+    num_buffers: Option<i32>,
+) -> Result<Built, IngestError> {
     crate::init()?;
+    output.validate()?;
     match spec {
-        SourceSpec::TestPattern(p) => build_test_pattern(p, num_buffers),
-        SourceSpec::Pipeline(desc) => build_from_description(desc),
+        SourceSpec::TestPattern(p) => build_test_pattern(p, output, num_buffers),
+        SourceSpec::Pipeline(desc) => build_from_description(desc, output),
         SourceSpec::Recorded { description, .. } => {
-            let built = build_from_description(description)?;
+            let built = build_from_description(description, output)?;
             // Real-time pacing; the appsink still prerolls, so the pipeline stays non-live
             // and can be seeked (an `identity sync=true` in the description could not).
             built.appsink.set_sync(true);
@@ -46,7 +58,11 @@ fn make(factory: &'static str, package: &'static str) -> Result<gst::Element, In
         })
 }
 
-fn build_test_pattern(p: &TestPattern, num_buffers: Option<i32>) -> Result<Built, IngestError> {
+fn build_test_pattern(
+    p: &TestPattern,
+    output: Output,
+    num_buffers: Option<i32>,
+) -> Result<Built, IngestError> {
     p.validate()?;
     // validate() guarantees these fit in gint.
     let (w, h) = (p.width as i32, p.height as i32);
@@ -61,7 +77,9 @@ fn build_test_pattern(p: &TestPattern, num_buffers: Option<i32>) -> Result<Built
     }
 
     // Drawing in RGB keeps the background colour exact (no YUV round trip) and makes the
-    // final videoconvert a passthrough.
+    // final videoconvert a passthrough for RGB output. (For JPEG output it converts to JFIF's
+    // I420: drawing in I420 directly would not do, as videotestsrc paints its solid colour in
+    // limited range whatever colorimetry the caps ask for.)
     let src_caps = gst::Caps::builder("video/x-raw")
         .field("format", "RGB")
         .field("width", w)
@@ -85,30 +103,48 @@ fn build_test_pattern(p: &TestPattern, num_buffers: Option<i32>) -> Result<Built
     overlay.set_property("ypos", p.ypos);
 
     let convert = make("videoconvert", "gstreamer1.0-plugins-base")?;
-    let sink_caps = gst::Caps::builder("video/x-raw")
-        .field("format", "RGB")
-        .field("width", w)
-        .field("height", h)
-        .build();
+    let raw_caps = match output {
+        Output::Rgb => gst::Caps::builder("video/x-raw").field("format", "RGB"),
+        Output::Jpeg { .. } => gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("colorimetry", JFIF_COLORIMETRY),
+    }
+    .field("width", w)
+    .field("height", h)
+    .build();
     // A live videotestsrc already paces itself, so syncing would only add latency; a
     // non-live one would otherwise spin a core producing frames as fast as possible.
-    let appsink = appsink(Some(&sink_caps), !p.live && num_buffers.is_none());
+    let sync = !p.live && num_buffers.is_none();
+    let mut elements = vec![src, capsfilter, overlay, convert];
+    let appsink = match output {
+        Output::Rgb => appsink(Some(&raw_caps), sync),
+        Output::Jpeg { quality } => {
+            // The raw caps pin jpegenc's input to the pattern's size and JFIF's I420, as the
+            // description tail below does for other sources.
+            let raw_filter = make("capsfilter", "libgstreamer1.0-0")?;
+            raw_filter.set_property("caps", &raw_caps);
+            elements.push(raw_filter);
+            elements.push(jpeg_encoder(quality)?);
+            appsink(Some(&gst::Caps::new_empty_simple("image/jpeg")), sync)
+        }
+    };
+    elements.push(appsink.clone().upcast());
 
     let pipeline = gst::Pipeline::new();
-    let elements = [
-        &src,
-        &capsfilter,
-        &overlay,
-        &convert,
-        appsink.upcast_ref::<gst::Element>(),
-    ];
     pipeline
-        .add_many(elements)
-        .and_then(|()| gst::Element::link_many(elements))
+        .add_many(&elements)
+        .and_then(|()| gst::Element::link_many(&elements))
         .map_err(|e| IngestError::Start {
             reason: format!("cannot assemble test pattern pipeline: {e}"),
         })?;
     Ok(Built { pipeline, appsink })
+}
+
+/// `jpegenc` at `quality` (already validated to 1..=100).
+fn jpeg_encoder(quality: u8) -> Result<gst::Element, IngestError> {
+    let enc = make("jpegenc", "gstreamer1.0-plugins-good")?;
+    enc.set_property("quality", i32::from(quality));
+    Ok(enc)
 }
 
 fn appsink(caps: Option<&gst::Caps>, sync: bool) -> gst_app::AppSink {
@@ -126,7 +162,18 @@ fn appsink(caps: Option<&gst::Caps>, sync: bool) -> gst_app::AppSink {
     sink
 }
 
-fn build_from_description(desc: &str) -> Result<Built, IngestError> {
+/// The chain ingest appends to a description for `output`, ending in the named appsink.
+fn description_tail(output: Output) -> String {
+    match output {
+        Output::Rgb => format!("videoconvert ! video/x-raw,format=RGB ! appsink name={SINK_NAME}"),
+        // A quality is a number (validated), so splicing it cannot change the pipeline.
+        Output::Jpeg { quality } => format!(
+            "videoconvert ! video/x-raw,format=I420,colorimetry={JFIF_COLORIMETRY} ! jpegenc quality={quality} ! image/jpeg ! appsink name={SINK_NAME}"
+        ),
+    }
+}
+
+fn build_from_description(desc: &str, output: Output) -> Result<Built, IngestError> {
     let trimmed = desc.trim();
     let invalid = |reason: &str| IngestError::Parse {
         description: desc.to_owned(),
@@ -145,8 +192,7 @@ fn build_from_description(desc: &str) -> Result<Built, IngestError> {
     }
     // Parsing the whole chain at once (instead of a bin plus ghost pads) keeps gst-launch's
     // delayed linking, which sources with dynamic pads such as uridecodebin need.
-    let full =
-        format!("{trimmed} ! videoconvert ! video/x-raw,format=RGB ! appsink name={SINK_NAME}");
+    let full = format!("{trimmed} ! {}", description_tail(output));
     let element =
         gst::parse::launch_full(&full, None, gst::ParseFlags::FATAL_ERRORS).map_err(|e| {
             IngestError::Parse {

@@ -1,4 +1,5 @@
-//! What a source is: the user-facing description of where frames come from.
+//! What a source is: the user-facing description of where frames come from, and what ingest
+//! makes of its pictures ([`Output`]).
 
 use crate::IngestError;
 
@@ -12,8 +13,11 @@ pub enum SourceSpec {
     TestPattern(TestPattern),
     /// Escape hatch: a gst-launch description of the source part of a pipeline, ending where
     /// the caps would start (e.g. `"videotestsrc pattern=ball ! videoflip method=rotate-180"`).
-    /// Ingest appends `! videoconvert ! video/x-raw,format=RGB ! appsink`. The text is trusted
-    /// pipeline syntax and is not escaped; do not build it from untrusted input.
+    /// Ingest appends `! videoconvert ! video/x-raw,format=RGB ! appsink` ([`Output::Rgb`]) or
+    /// `! videoconvert ! video/x-raw,format=I420,colorimetry=… ! jpegenc ! appsink`
+    /// ([`Output::Jpeg`]); a description that ends in caps without a `format` leaves the choice
+    /// to that tail, so a JPEG source needs no RGB conversion. The text is trusted pipeline syntax and is not
+    /// escaped; do not build it from untrusted input.
     Pipeline(String),
     /// A recorded source (a file, an HLS stream): a description like [`Pipeline`](Self::Pipeline),
     /// played at its own speed (the appsink syncs to the clock) instead of as fast as it
@@ -24,6 +28,38 @@ pub enum SourceSpec {
         /// segment seeks, so capture timestamps keep increasing while `pts_ns` starts again.
         looping: bool,
     },
+}
+
+/// What ingest hands on for each picture: packed RGB, or a JPEG file encoded inside the
+/// GStreamer pipeline.
+///
+/// JPEG exists for the wire: a 1280x720 RGB frame is 2.76 MB, more than NATS's default
+/// `max_payload` of 1 MiB, while the same picture as a JPEG is tens to a few hundred KB. The
+/// pipeline encodes from I420 with `jpegenc` (libjpeg-turbo, SIMD), so a JPEG source need not
+/// convert to RGB at all: the decoder's YUV is scaled, converted to JFIF's I420 (full range,
+/// BT.601: what JPEG decoders assume) and encoded. That conversion is real work for the usual
+/// limited-range BT.709 of H.264 cameras, about as much as the encoding itself (see
+/// `cargo bench -p panoptes --bench ingest`); MJPEG sources are JFIF already.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// Packed RGB, 3 bytes per pixel ([`FrameFormat::Rgb`](crate::FrameFormat::Rgb)).
+    #[default]
+    Rgb,
+    /// A baseline JPEG file of `quality` 1..=100 (libjpeg's scale; 85 is a good default)
+    /// ([`FrameFormat::Jpeg`](crate::FrameFormat::Jpeg)).
+    Jpeg { quality: u8 },
+}
+
+impl Output {
+    /// Checks what `jpegenc` would otherwise clamp silently.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        match *self {
+            Output::Jpeg { quality } if !(1..=100).contains(&quality) => Err(
+                IngestError::InvalidSpec(format!("JPEG quality {quality} must be within 1..=100")),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A frame rate as a fraction (`num / den` frames per second).
@@ -74,7 +110,8 @@ pub struct TestPattern {
     pub xpos: f64,
     /// Vertical line-box centre as a fraction of the height, `0.0..=1.0`.
     pub ypos: f64,
-    /// Background colour as `0xAARRGGBB` (alpha is ignored: output is RGB).
+    /// Background colour as `0xAARRGGBB` (alpha is ignored). Exact in [`Output::Rgb`] frames;
+    /// in JPEG frames as close as JPEG allows (measured: 1 off).
     pub background: u32,
     /// Live sources timestamp by the clock and produce frames in real time.
     pub live: bool,

@@ -1,0 +1,167 @@
+//! `panoptes camera`: add, remove and list the cameras of running ingest processes, and make
+//! them reload their topology files, through the camera control subjects (see [`crate::cameras`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use futures::StreamExt as _;
+use panoptes_pipeline::Subjects;
+use panoptes_topology::{Diagnostics, SourceFile};
+
+use crate::cameras::{AddRequest, ControlReply, RemoveRequest};
+
+/// Where the running processes are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    #[arg(
+        long,
+        env = "PANOPTES_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats: String,
+    #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// How long to collect replies, in milliseconds (starting a camera may take seconds).
+    #[arg(long, env = "PANOPTES_WAIT_MS", default_value_t = 10_000)]
+    pub wait_ms: u64,
+    /// Stop waiting as soon as this many processes answered (`add` and `remove`: 1).
+    #[arg(long, env = "PANOPTES_EXPECT")]
+    pub expect: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub enum CameraCommand {
+    /// Start a camera in one running ingest process (`panoptes run` or `panoptes ingest`),
+    /// given as a topology's `cameras:` entry in a YAML or JSON file (`-`: standard input).
+    /// Relative file paths resolve against that process's topology directory.
+    Add {
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop a camera, in whichever ingest process runs it.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print every ingest process's cameras, their state and counters (one JSON line each).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make every ingest process re-read its topology file and start, restart or stop cameras
+    /// to match it (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs one `camera` subcommand: prints each process's reply as a JSON line; fails if none
+/// answers or any refuses.
+pub async fn run(command: CameraCommand) -> anyhow::Result<()> {
+    let (op, body, target, expect) = match command {
+        CameraCommand::Add { file, target } => {
+            let camera = read_camera(&file)?;
+            let body = serde_json::to_vec(&AddRequest { camera })?;
+            ("add", body, target, Some(1))
+        }
+        CameraCommand::Remove { id, target } => {
+            let body = serde_json::to_vec(&RemoveRequest { camera: id })?;
+            ("remove", body, target, Some(1))
+        }
+        CameraCommand::List { target } => {
+            let expect = target.expect;
+            ("list", b"{}".to_vec(), target, expect)
+        }
+        CameraCommand::Reload { target } => {
+            let expect = target.expect;
+            ("reload", b"{}".to_vec(), target, expect)
+        }
+    };
+    let subjects = Subjects::new(target.namespace.clone());
+    let wait = Duration::from_millis(target.wait_ms);
+    let replies = request(&target.nats, &subjects, op, body, wait, expect).await?;
+    let mut refused = 0;
+    for reply in &replies {
+        println!("{}", serde_json::to_string(reply)?);
+        if let Some(error) = reply.error.as_deref().filter(|_| !reply.ok) {
+            eprintln!("panoptes: {}: {error}", reply.process);
+        }
+        refused += usize::from(!reply.ok);
+    }
+    let subject = subjects.camera_control(op);
+    anyhow::ensure!(
+        !replies.is_empty(),
+        "no ingest process answered on {subject} within {} ms{}",
+        target.wait_ms,
+        if op == "remove" {
+            " (no process runs that camera)"
+        } else {
+            ""
+        }
+    );
+    anyhow::ensure!(
+        refused == 0,
+        "{refused} of {} ingest processes refused the request",
+        replies.len()
+    );
+    Ok(())
+}
+
+/// The camera in `file` (YAML or JSON) as JSON; the ingest process validates it.
+fn read_camera(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the camera from stdin")?
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read camera file {}", file.display()))?
+    };
+    match panoptes_topology::yaml::parse(&text, &panoptes_topology::process_env) {
+        Ok((node, problems)) if problems.is_empty() => Ok(node.to_json()),
+        Ok((_, problems)) => {
+            let source = SourceFile::new(file.display().to_string(), text);
+            anyhow::bail!(
+                "{}",
+                Diagnostics::new(source.into(), problems).render(false)
+            )
+        }
+        Err(d) => {
+            let source = SourceFile::new(file.display().to_string(), text);
+            anyhow::bail!("{}", Diagnostics::single(source, *d).render(false))
+        }
+    }
+}
+
+/// Sends a camera control request and collects replies for up to `wait` (or until `expect`
+/// replies arrived).
+pub async fn request(
+    nats: &str,
+    subjects: &Subjects,
+    op: &str,
+    body: Vec<u8>,
+    wait: Duration,
+    expect: Option<usize>,
+) -> anyhow::Result<Vec<ControlReply>> {
+    let client = crate::connect(nats).await?;
+    let inbox = client.new_inbox();
+    let mut replies_sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(subjects.camera_control(op), inbox, body.into())
+        .await?;
+    client.flush().await?;
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while expect.is_none_or(|n| replies.len() < n) {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies_sub.next()).await else {
+            break;
+        };
+        let reply: ControlReply = serde_json::from_slice(&msg.payload)
+            .context("an ingest process sent a malformed camera control reply")?;
+        replies.push(reply);
+    }
+    Ok(replies)
+}
