@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use futures::StreamExt as _;
 use panoptes_pipeline::Subjects;
 use panoptes_topology::{Diagnostics, SourceFile};
 
@@ -146,22 +145,13 @@ pub async fn request(
     wait: Duration,
     expect: Option<usize>,
 ) -> anyhow::Result<Vec<ControlReply>> {
-    let client = crate::connect(nats).await?;
-    let inbox = client.new_inbox();
-    let mut replies_sub = client.subscribe(inbox.clone()).await?;
-    client
-        .publish_with_reply(subjects.camera_control(op), inbox, body.into())
-        .await?;
-    client.flush().await?;
-    let mut replies = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while expect.is_none_or(|n| replies.len() < n) {
-        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies_sub.next()).await else {
-            break;
-        };
-        let reply: ControlReply = serde_json::from_slice(&msg.payload)
-            .context("an ingest process sent a malformed camera control reply")?;
-        replies.push(reply);
-    }
-    Ok(replies)
+    crate::control::collect_replies(
+        nats,
+        subjects.camera_control(op),
+        body,
+        wait,
+        expect,
+        "an ingest process",
+    )
+    .await
 }

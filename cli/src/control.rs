@@ -135,3 +135,35 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Publishes `body` on `subject` with a reply inbox and collects the JSON replies for up to
+/// `wait` (or until `expect` arrived): the request side of every control subject, which may
+/// have many responders. `who` names them in the error for a malformed reply.
+pub async fn collect_replies<T: serde::de::DeserializeOwned>(
+    nats: &str,
+    subject: String,
+    body: Vec<u8>,
+    wait: std::time::Duration,
+    expect: Option<usize>,
+    who: &str,
+) -> anyhow::Result<Vec<T>> {
+    use anyhow::Context as _;
+    let client = crate::connect(nats).await?;
+    let inbox = client.new_inbox();
+    let mut replies_sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(subject, inbox, body.into())
+        .await?;
+    client.flush().await?;
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while expect.is_none_or(|n| replies.len() < n) {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies_sub.next()).await else {
+            break;
+        };
+        let reply: T = serde_json::from_slice(&msg.payload)
+            .with_context(|| format!("{who} sent a malformed reply"))?;
+        replies.push(reply);
+    }
+    Ok(replies)
+}

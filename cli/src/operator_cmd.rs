@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Subcommand;
-use futures::StreamExt as _;
 use panoptes_pipeline::Subjects;
 
 use crate::control::{ReloadReply, ReloadRequest};
@@ -129,26 +127,13 @@ pub async fn reload(
     wait: Duration,
     expect: Option<usize>,
 ) -> anyhow::Result<Vec<ReloadReply>> {
-    let client = crate::connect(nats).await?;
-    let inbox = client.new_inbox();
-    let mut replies_sub = client.subscribe(inbox.clone()).await?;
-    client
-        .publish_with_reply(
-            subjects.operator_reload(),
-            inbox,
-            serde_json::to_vec(request)?.into(),
-        )
-        .await?;
-    client.flush().await?;
-    let mut replies = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while expect.is_none_or(|n| replies.len() < n) {
-        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies_sub.next()).await else {
-            break;
-        };
-        let reply: ReloadReply = serde_json::from_slice(&msg.payload)
-            .context("a worker sent a malformed reload reply")?;
-        replies.push(reply);
-    }
-    Ok(replies)
+    crate::control::collect_replies(
+        nats,
+        subjects.operator_reload(),
+        serde_json::to_vec(request)?,
+        wait,
+        expect,
+        "a worker",
+    )
+    .await
 }
