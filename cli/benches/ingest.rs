@@ -32,16 +32,16 @@
 //!   (rate and scale are passthroughs: the clip is at the camera's size and rate), the floor
 //!   under every other configuration;
 //! - **raw**: the real ingest path of a `file` camera: the description `sources::pipeline_spec`
-//!   builds (decodebin, videorate, videoscale, videoconvert to `format=RGB` at the camera's
-//!   size) through `Ingest::start_with(…, Output::Rgb, …)`, and in `on_frame` what the ingest
-//!   node does, `EncodedFrame::encode` to the Arrow `frame/v1` payload (not publishing);
-//! - **jpeg**: the same description through `Output::Jpeg { quality }`: the RGB frame the
-//!   description asks for is converted again, to JFIF's I420, and encoded by jpegenc;
-//! - **jpeg, YUV tail**: the description without `format=RGB` in its caps, so the decoder's YUV
-//!   goes straight to I420 and jpegenc, never through RGB: what a `jpeg` camera costs once
-//!   `sources.rs` leaves the format to ingest's tail. The decoder's I420 is BT.709 limited range
-//!   and JFIF's is BT.601 full range, so videoconvert still converts every pixel;
-//! - **jpeg, no range fix** (reference only, wrong colours): the YUV tail straight into jpegenc
+//!   builds (decodebin, videorate, videoscale to the camera's size, in the decoder's format)
+//!   through `Ingest::start_with(…, Output::Rgb, …)`, which converts to RGB, and in `on_frame`
+//!   what the ingest node does, `EncodedFrame::encode` to the Arrow `frame/v1` payload (not
+//!   publishing);
+//! - **jpeg**: the same description through `Output::Jpeg { quality }`: the decoder's YUV goes
+//!   straight to JFIF's I420 and jpegenc, never through RGB. The decoder's I420 is BT.709
+//!   limited range and JFIF's is BT.601 full range, so videoconvert still converts every pixel;
+//! - **jpeg, via RGB** (reference): the description converted to `format=RGB` first, as
+//!   `sources.rs` wrote it before JPEG existed, so the RGB frame is converted again to I420;
+//! - **jpeg, no range fix** (reference only, wrong colours): the description straight into jpegenc
 //!   without that conversion, as plain GStreamer to a fakesink (no appsink, no Arrow payload),
 //!   to show what the colour conversion costs.
 //!
@@ -87,7 +87,7 @@ enum Config {
     Decode,
     Raw,
     Jpeg,
-    JpegYuvTail,
+    JpegViaRgb,
     JpegNoRangeFix,
 }
 
@@ -95,7 +95,7 @@ const CONFIGS: [Config; 5] = [
     Config::Decode,
     Config::Raw,
     Config::Jpeg,
-    Config::JpegYuvTail,
+    Config::JpegViaRgb,
     Config::JpegNoRangeFix,
 ];
 
@@ -105,7 +105,7 @@ impl Config {
             Config::Decode => "decode",
             Config::Raw => "raw",
             Config::Jpeg => "jpeg",
-            Config::JpegYuvTail => "jpeg, YUV tail",
+            Config::JpegViaRgb => "jpeg, via RGB",
             Config::JpegNoRangeFix => "jpeg, no range fix",
         }
     }
@@ -128,33 +128,9 @@ impl Options {
             ("quality", "INGEST_QUALITY"),
             ("noise", "INGEST_NOISE"),
         ];
-        let opts = panoptes_tests::bench_options(&known, &["quick"])?;
-        if let Some((k, _)) = opts
-            .iter()
-            .find(|(k, _)| !known.iter().any(|(name, _)| name == k))
-        {
-            bail!(
-                "unknown option --{k} (known: {})",
-                known.map(|(name, _)| name).join(", ")
-            );
-        }
-        let get = |key: &str| {
-            opts.iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let num = |key: &str, default: f64| -> anyhow::Result<f64> {
-            match get(key) {
-                Some(v) => v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x >= 0.0)
-                    .with_context(|| format!("--{key} {v:?} is not a non-negative number")),
-                None => Ok(default),
-            }
-        };
-        let quick = get("quick").is_some_and(|v| v != "0");
+        let args = panoptes_tests::BenchArgs::load(&known, &["quick"])?;
+        let num = |key: &str, default: f64| args.non_negative(key, default);
+        let quick = args.switch("quick");
         let (rounds, frames) = if quick { (2.0, 60.0) } else { (5.0, 150.0) };
         let quality = num("quality", 85.0)?.round();
         if !(1.0..=100.0).contains(&quality) {
@@ -180,6 +156,12 @@ impl Options {
 /// Runs a gst-launch description to its end (the clip encoders).
 fn run_to_eos(desc: &str) -> anyhow::Result<()> {
     let pipeline = gst::parse::launch(desc).with_context(|| format!("cannot parse {desc}"))?;
+    play_to_eos(&pipeline, desc)
+}
+
+/// Plays `pipeline` until end of stream; an error or no end within [`GUARD`] fails, naming
+/// `desc`. The pipeline is back in NULL either way.
+fn play_to_eos(pipeline: &gst::Element, desc: &str) -> anyhow::Result<()> {
     let bus = pipeline.bus().context("pipeline has no bus")?;
     pipeline.set_state(gst::State::Playing)?;
     let msg = bus.timed_pop_filtered(
@@ -286,21 +268,11 @@ fn gst_only(desc: &str) -> anyhow::Result<(u64, u64)> {
         }
         gst::PadProbeReturn::Ok
     });
-    let bus = pipeline.bus().context("pipeline has no bus")?;
-    pipeline.set_state(gst::State::Playing)?;
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(GUARD.as_secs()),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
-    let _ = pipeline.set_state(gst::State::Null);
-    match msg.as_ref().map(|m| m.view()) {
-        Some(gst::MessageView::Eos(_)) => Ok((
-            count.0.load(Ordering::Relaxed),
-            count.1.load(Ordering::Relaxed),
-        )),
-        Some(gst::MessageView::Error(e)) => bail!("{desc}: {}", e.error()),
-        _ => bail!("{desc}: no end of stream within {GUARD:?}"),
-    }
+    play_to_eos(&pipeline, desc)?;
+    Ok((
+        count.0.load(Ordering::Relaxed),
+        count.1.load(Ordering::Relaxed),
+    ))
 }
 
 /// Plays `desc` through `Ingest::start_with` with `output`, encoding every frame as the ingest
@@ -362,31 +334,36 @@ fn ingest(desc: &str, output: Output) -> anyhow::Result<(u64, u64, f64)> {
     ))
 }
 
-/// The descriptions of one size: the camera's (raw, jpeg), and the same without `format=RGB`.
+/// The descriptions of one size: the camera's (raw, jpeg), and the same converted to RGB
+/// before the wire format (the tail `sources.rs` wrote before JPEG existed).
 struct Descriptions {
     camera: String,
-    yuv_tail: String,
+    via_rgb: String,
     /// The decoder alone: the camera's description up to its conversion.
     decode: String,
-    /// The YUV tail into jpegenc without JFIF's colorimetry (wrong colours, reference only).
+    /// The description into jpegenc without JFIF's colorimetry (wrong colours, reference only).
     no_range_fix: String,
 }
 
 fn descriptions(clip: &Path, (w, h): (u32, u32)) -> anyhow::Result<Descriptions> {
     let camera = camera_description(clip, (w, h))?;
-    if !camera.contains("format=RGB,") {
-        bail!("the camera description no longer names format=RGB: {camera}");
+    const SCALED: &str = "videoscale ! video/x-raw,";
+    if !camera.contains(SCALED) || camera.contains("format=") {
+        bail!("the camera description no longer ends in `{SCALED}…` without a format: {camera}");
     }
-    let yuv_tail = camera.replace("format=RGB,", "");
+    let via_rgb = camera.replace(
+        SCALED,
+        "videoscale ! videoconvert ! video/x-raw,format=RGB,",
+    );
     let decode = camera
         .split(" ! videoconvert")
         .next()
         .context("no videoconvert in the camera description")?
         .to_owned();
-    let no_range_fix = format!("{yuv_tail} ! videoconvert ! video/x-raw,format=I420 ! jpegenc");
+    let no_range_fix = format!("{camera} ! videoconvert ! video/x-raw,format=I420 ! jpegenc");
     Ok(Descriptions {
         camera,
-        yuv_tail,
+        via_rgb,
         decode,
         no_range_fix,
     })
@@ -404,7 +381,7 @@ fn run(config: Config, d: &Descriptions, quality: u8, ticks: f64) -> anyhow::Res
         }
         Config::Raw => ingest(&d.camera, Output::Rgb)?,
         Config::Jpeg => ingest(&d.camera, jpeg)?,
-        Config::JpegYuvTail => ingest(&d.yuv_tail, jpeg)?,
+        Config::JpegViaRgb => ingest(&d.via_rgb, jpeg)?,
     };
     let (cpu_s, wall_s) = (cpu_now(ticks)? - cpu0, wall0.elapsed().as_secs_f64());
     let steal_s = busy0
@@ -557,7 +534,7 @@ fn main() -> anyhow::Result<()> {
             );
             if matches!(
                 c,
-                Config::Jpeg | Config::JpegYuvTail | Config::JpegNoRangeFix
+                Config::Jpeg | Config::JpegViaRgb | Config::JpegNoRangeFix
             ) {
                 ratio_lines.push(format!(
                     "{}x{}: {} CPU/frame ÷ raw CPU/frame = {ratio:.2} (per round: {})",
@@ -583,9 +560,9 @@ fn main() -> anyhow::Result<()> {
          seconds ({cores} cores; decoders use several threads); bytes/frame: the Arrow frame/v1 \
          payload (NATS headers add ~200 bytes); encode(): time inside EncodedFrame::encode (the \
          Arrow payload), wall time on the frame thread; over decode: CPU ms/frame minus decode's. \
-         raw and jpeg play the file camera's description as sources.rs writes it (…videoconvert \
-         ! video/x-raw,format=RGB,…), jpeg, YUV tail the same without format=RGB; jpeg, no range \
-         fix is plain GStreamer without JFIF's colorimetry (wrong colours; bytes are the JPEG \
+         raw and jpeg play the file camera's description as sources.rs writes it (…videoscale \
+         ! video/x-raw,width,height…, the decoder's format); jpeg, via RGB converts it to RGB \
+         first (the old tail); jpeg, no range fix is plain GStreamer without JFIF's colorimetry (wrong colours; bytes are the JPEG \
          file alone), for the cost of the colour conversion."
     );
     println!(

@@ -127,33 +127,9 @@ impl Options {
             ("fps", "TRACE_FPS"),
             ("side", "TRACE_SIDE"),
         ];
-        let opts = panoptes_tests::bench_options(&known, &["quick"])?;
-        if let Some((k, _)) = opts
-            .iter()
-            .find(|(k, _)| !known.iter().any(|(name, _)| name == k))
-        {
-            bail!(
-                "unknown option --{k} (known: {})",
-                known.map(|(name, _)| name).join(", ")
-            );
-        }
-        let get = |key: &str| {
-            opts.iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let num = |key: &str, default: f64| -> anyhow::Result<f64> {
-            match get(key) {
-                Some(v) => v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x > 0.0)
-                    .with_context(|| format!("--{key} {v:?} is not a positive number")),
-                None => Ok(default),
-            }
-        };
-        let quick = get("quick").is_some_and(|v| v != "0");
+        let args = panoptes_tests::BenchArgs::load(&known, &["quick"])?;
+        let num = |key: &str, default: f64| args.positive(key, default);
+        let quick = args.switch("quick");
         let (rounds, warmup, window) = if quick {
             (2.0, 2.0, 4.0)
         } else {

@@ -346,6 +346,70 @@ pub fn bench_options(
     Ok(opts)
 }
 
+/// A benchmark's options read by [`bench_options`], with unknown names refused and typed
+/// lookups, as the bench binaries take them.
+pub struct BenchArgs {
+    opts: Vec<(String, String)>,
+}
+
+impl BenchArgs {
+    /// Reads `known` (`(name, VAR)`) and `switches` as [`bench_options`] does; a name not in
+    /// `known` is an error that lists the known ones.
+    pub fn load(known: &[(&str, &str)], switches: &[&str]) -> anyhow::Result<Self> {
+        let opts = bench_options(known, switches)?;
+        if let Some((k, _)) = opts
+            .iter()
+            .find(|(k, _)| !known.iter().any(|(name, _)| name == k))
+        {
+            let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+            anyhow::bail!("unknown option --{k} (known: {})", names.join(", "));
+        }
+        Ok(Self { opts })
+    }
+
+    /// The last value given for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.opts
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the switch `key` is on (given, and not `0`).
+    pub fn switch(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| v != "0")
+    }
+
+    /// `key` as a finite number `>= 0`, or `default` when not given.
+    pub fn non_negative(&self, key: &str, default: f64) -> anyhow::Result<f64> {
+        self.number(key, default, |x| x >= 0.0, "non-negative")
+    }
+
+    /// `key` as a finite number `> 0`, or `default` when not given.
+    pub fn positive(&self, key: &str, default: f64) -> anyhow::Result<f64> {
+        self.number(key, default, |x| x > 0.0, "positive")
+    }
+
+    fn number(
+        &self,
+        key: &str,
+        default: f64,
+        ok: impl Fn(f64) -> bool,
+        what: &str,
+    ) -> anyhow::Result<f64> {
+        use anyhow::Context as _;
+        match self.get(key) {
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && ok(*x))
+                .with_context(|| format!("--{key} {v:?} is not a {what} number")),
+            None => Ok(default),
+        }
+    }
+}
+
 /// The 1, 5 and 15 minute load averages, for benchmark headers ("unknown" off Linux).
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
