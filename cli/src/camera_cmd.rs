@@ -10,16 +10,18 @@ use panoptes_pipeline::Subjects;
 use panoptes_topology::{Diagnostics, SourceFile};
 
 use crate::cameras::{AddRequest, ControlReply, RemoveRequest};
+use crate::control_auth::Signer;
+use crate::nats_args::NatsArgs;
 
-/// Where the running processes are.
+/// Where the running processes are, and who asks.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    #[arg(
-        long,
-        env = "PANOPTES_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Secret key that signs the request (`panoptes operator keygen`); its public half must be
+    /// in the topology's `control.keys`.
+    #[arg(long, env = "PANOPTES_CONTROL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
     #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// How long to collect replies, in milliseconds (starting a camera may take seconds).
@@ -83,7 +85,17 @@ pub async fn run(command: CameraCommand) -> anyhow::Result<()> {
     };
     let subjects = Subjects::new(target.namespace.clone());
     let wait = Duration::from_millis(target.wait_ms);
-    let replies = request(&target.nats, &subjects, op, body, wait, expect).await?;
+    let signer = target.key.as_deref().map(Signer::read).transpose()?;
+    let replies = request(
+        &target.nats,
+        signer.as_ref(),
+        &subjects,
+        op,
+        body,
+        wait,
+        expect,
+    )
+    .await?;
     let mut refused = 0;
     for reply in &replies {
         println!("{}", serde_json::to_string(reply)?);
@@ -100,7 +112,7 @@ pub async fn run(command: CameraCommand) -> anyhow::Result<()> {
         if op == "remove" {
             " (no process runs that camera)"
         } else {
-            ""
+            " (is control enabled in the topology, and may this NATS user publish there?)"
         }
     );
     anyhow::ensure!(
@@ -113,11 +125,20 @@ pub async fn run(command: CameraCommand) -> anyhow::Result<()> {
 
 /// The camera in `file` (YAML or JSON) as JSON; the ingest process validates it.
 fn read_camera(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    // One camera is a few lines; the same bound as a model manifest, from a file or a pipe.
+    let max = panoptes_files::MANIFEST_MAX;
     let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("cannot read the camera from stdin")?
+        use std::io::Read as _;
+        let text = std::io::read_to_string(std::io::stdin().take(max + 1))
+            .context("cannot read the camera from stdin")?;
+        anyhow::ensure!(
+            text.len() as u64 <= max,
+            "the camera on stdin is larger than the limit of {max} bytes"
+        );
+        text
     } else {
-        std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read camera file {}", file.display()))?
+        panoptes_files::read_to_string_bounded(file, max)
+            .map_err(|e| anyhow::anyhow!("cannot read camera file {e}"))?
     };
     match panoptes_topology::yaml::parse(&text, &panoptes_topology::process_env) {
         Ok((node, problems)) if problems.is_empty() => Ok(node.to_json()),
@@ -135,10 +156,11 @@ fn read_camera(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     }
 }
 
-/// Sends a camera control request and collects replies for up to `wait` (or until `expect`
-/// replies arrived).
+/// Sends a camera control request (signed by `signer`) and collects replies for up to `wait`
+/// (or until `expect` replies arrived).
 pub async fn request(
-    nats: &str,
+    nats: &NatsArgs,
+    signer: Option<&Signer>,
     subjects: &Subjects,
     op: &str,
     body: Vec<u8>,
@@ -147,6 +169,7 @@ pub async fn request(
 ) -> anyhow::Result<Vec<ControlReply>> {
     crate::control::collect_replies(
         nats,
+        signer,
         subjects.camera_control(op),
         body,
         wait,

@@ -1,6 +1,7 @@
 //! The cameras an ingest process runs, changed while it runs: the camera control subjects
-//! (`<ns>.control.cameras.{add,remove,list,reload}`, JSON request/reply) and topology reload
-//! (also on SIGHUP). Workers need no change: they serve whatever camera publishes frames.
+//! (`<ns>.control.cameras.{add,remove,list,reload}`, JSON request/reply, signed: see
+//! [`crate::control_auth`]) and topology reload (also on SIGHUP). Workers need no change: they
+//! serve whatever camera publishes frames.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::confine::Confinement;
+use crate::control::ControlGuard;
 use crate::ingest_node::{IngestNode, IngestStats};
 
 /// `add`: a camera as a topology's `cameras:` entry has it (JSON). Relative file paths resolve
@@ -260,11 +263,16 @@ impl CameraSet {
     }
 
     /// Answers one request; `None` means stay silent (another process may run the camera).
-    async fn handle(&self, op: &str, payload: &[u8]) -> Option<ControlReply> {
+    async fn handle(
+        &self,
+        op: &str,
+        payload: &[u8],
+        confinement: &Confinement,
+    ) -> Option<ControlReply> {
         match op {
             "add" => Some(match serde_json::from_slice::<AddRequest>(payload) {
                 Err(e) => self.failed(format!("malformed add request: {e}")),
-                Ok(req) => match self.parse_camera(&req.camera) {
+                Ok(req) => match self.parse_camera(&req.camera, confinement) {
                     Err(e) => self.failed(e),
                     Ok(cam) => match self.add(&cam).await {
                         Ok(()) => ControlReply {
@@ -300,21 +308,55 @@ impl CameraSet {
     }
 
     /// Checks a camera as a topology file's would be, with the errors rendered for the reply.
-    fn parse_camera(&self, value: &serde_json::Value) -> Result<CameraConfig, String> {
+    /// What the camera names is confined first, before any check looks at the filesystem, so
+    /// the reply says nothing about files outside the allowed directories.
+    fn parse_camera(
+        &self,
+        value: &serde_json::Value,
+        confinement: &Confinement,
+    ) -> Result<CameraConfig, String> {
+        if mentions_variable(value) {
+            return Err("a camera added at runtime takes no ${VAR} expansion (only topology files do): write the value itself".into());
+        }
+        let str_at = |pointer: &str| value.pointer(pointer).and_then(serde_json::Value::as_str);
+        if let Some(p) = str_at("/source/file/path") {
+            confinement.path(&self.base_dir, std::path::Path::new(p), "camera file")?;
+        }
+        if let Some(p) = str_at("/source/v4l2/device") {
+            confinement.path(&self.base_dir, std::path::Path::new(p), "camera device")?;
+        }
+        for pointer in ["/source/rtsp/url", "/source/http/url"] {
+            if let Some(url) = str_at(pointer) {
+                confinement.url(url)?;
+            }
+        }
         let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-        let cam = TopologyFile::parse_camera(
-            &text,
-            "camera",
-            &self.base_dir,
-            &panoptes_topology::process_env,
-        )
-        .map_err(|d| format!("invalid camera:\n{}", d.render(false)))?;
+        let cam = TopologyFile::parse_camera(&text, "camera", &self.base_dir, &|_| None)
+            .map_err(|d| format!("invalid camera:\n{}", d.render(false)))?;
+        if let panoptes_topology::SourceConfig::File(file) = &cam.source {
+            // GStreamer's filesrc would block on a FIFO (and the control loop with it) and
+            // read devices forever: only regular files play.
+            let path = confinement.path(&self.base_dir, &file.path, "camera file")?;
+            panoptes_files::check_regular(&path).map_err(|e| format!("camera file: {e}"))?;
+        }
         if cam.encoding != panoptes_topology::WireEncoding::Raw {
             // The camera's frames reach workers whose first stage must take JPEG; the
             // topology's validation cannot see a camera added here, so say what it needs.
             tracing::info!(camera = %cam.id, encoding = ?cam.encoding, "camera added with a JPEG-capable encoding; the workers' first stage must be a `jpeg` operator");
         }
         Ok(cam)
+    }
+}
+
+/// Whether any string in `value` holds a `${...}` reference.
+fn mentions_variable(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains("${"),
+        serde_json::Value::Array(items) => items.iter().any(mentions_variable),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains("${") || mentions_variable(v)),
+        _ => false,
     }
 }
 
@@ -350,10 +392,12 @@ pub async fn subscribe(
     Ok(subs)
 }
 
-/// Answers camera control requests, and reloads the topology on SIGHUP, until `cancel` fires.
+/// Answers camera control requests (when `guard` is given: control is enabled), and reloads
+/// the topology on SIGHUP, until `cancel` fires.
 pub async fn serve(
     set: Arc<CameraSet>,
     subs: Vec<(String, async_nats::Subscriber)>,
+    guard: Option<Arc<ControlGuard>>,
     cancel: CancellationToken,
 ) {
     let mut requests = futures::stream::select_all(
@@ -361,6 +405,8 @@ pub async fn serve(
             .map(|(op, sub)| sub.map(move |msg| (op.clone(), msg)).boxed()),
     );
     let mut hangup = hangups();
+    // Without control subjects (control off) only SIGHUP is served.
+    let listening = !requests.is_empty();
     loop {
         let (op, msg) = tokio::select! {
             () = cancel.cancelled() => break,
@@ -371,7 +417,7 @@ pub async fn serve(
                 }
                 continue;
             }
-            next = requests.next() => match next {
+            next = requests.next(), if listening => match next {
                 Some(next) => next,
                 None => break,
             },
@@ -380,7 +426,12 @@ pub async fn serve(
             tracing::warn!(subject = %msg.subject, "camera control request without a reply subject; ignored");
             continue;
         };
-        let Some(reply) = set.handle(&op, &msg.payload).await else {
+        let Some(guard) = &guard else { continue };
+        let reply = match guard.admit(&msg) {
+            Err(refusal) => Some(set.failed(format!("refused: {refusal}"))),
+            Ok(()) => set.handle(&op, &msg.payload, &guard.confinement).await,
+        };
+        let Some(reply) = reply else {
             continue;
         };
         if !reply.ok {

@@ -85,6 +85,64 @@ pub async fn connect_with(
     })
 }
 
+/// [`connect_with`], tried again with exponential back-off (jittered, up to
+/// [`RETRY_MAX_DELAY`] apart, for as long as it takes) while the server cannot be reached, so a
+/// worker or ingest node started before NATS joins once it is up. Each retry is logged. Refusals
+/// that waiting cannot fix (credentials, TLS, a malformed URL, an unreadable file) are returned
+/// at once.
+pub async fn connect_retrying(
+    url: &str,
+    nats: &NatsConfig,
+    base_dir: &Path,
+) -> anyhow::Result<async_nats::Client> {
+    use backon::BackoffBuilder as _;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(RETRY_MIN_DELAY)
+        .with_max_delay(RETRY_MAX_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut attempt = 1u32;
+    loop {
+        match connect_with(url, nats, base_dir).await {
+            Ok(client) => {
+                if attempt > 1 {
+                    tracing::info!(url, attempt, "connected to NATS");
+                }
+                return Ok(client);
+            }
+            Err(e) if worth_retrying(&e) => {
+                let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
+                tracing::warn!(url, attempt, retry_in = ?delay, error = %format!("{e:#}"), "NATS is not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// First delay of [`connect_retrying`]; it doubles (plus jitter) up to [`RETRY_MAX_DELAY`].
+pub const RETRY_MIN_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest delay between two attempts of [`connect_retrying`].
+pub const RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a [`connect_with`] error may go away by itself: the server is not up or not
+/// reachable yet. Errors raised before connecting (files, settings) carry no connect error.
+fn worth_retrying(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<async_nats::ConnectError>()
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                ConnectErrorKind::Io
+                    | ConnectErrorKind::TimedOut
+                    | ConnectErrorKind::Dns
+                    | ConnectErrorKind::MaxReconnects
+            )
+        })
+}
+
 /// Whether any of the (comma-separated) server URLs uses the `tls://` scheme.
 fn uses_tls_scheme(url: &str) -> bool {
     url.split(',').any(|u| {
@@ -123,9 +181,11 @@ async fn with_auth(
     }
     if let Some(creds) = &auth.credentials {
         let path = resolve(base_dir, creds);
+        // Read here, bounded and without blocking, rather than by async-nats's unbounded read.
+        let creds = panoptes_files::read_to_string_bounded(&path, panoptes_files::KEY_MAX)
+            .map_err(|e| anyhow::anyhow!("cannot use NATS credentials file {e}"))?;
         return opts
-            .credentials_file(&path)
-            .await
+            .credentials(&creds)
             .with_context(|| format!("cannot use NATS credentials file {}", path.display()));
     }
     if let Some(nkey) = &auth.nkey {
@@ -146,8 +206,8 @@ async fn with_auth(
 /// Reads an nkey seed file (the seed alone, as `nk -gen user` writes it) and checks that it
 /// holds a usable seed. The seed itself never appears in an error.
 fn read_nkey_seed(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read NATS nkey seed file {}", path.display()))?;
+    let text = panoptes_files::read_to_string_bounded(path, panoptes_files::KEY_MAX)
+        .map_err(|e| anyhow::anyhow!("cannot read NATS nkey seed file {e}"))?;
     // Tools such as nsc write comment lines around the seed; the seed is the line starting `S`.
     let seed = text
         .lines()
@@ -196,8 +256,10 @@ fn with_tls(
 /// Checks that `path` is readable and holds a PEM block whose label ends with `label`
 /// (`CERTIFICATE`; `PRIVATE KEY` matches PKCS#8, RSA and EC keys).
 fn check_pem(path: &Path, what: &str, label: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read TLS {what} file {}", path.display()))?;
+    // A CA bundle holds every root a system trusts: a few hundred KiB.
+    const PEM_MAX: u64 = 4 << 20;
+    let text = panoptes_files::read_to_string_bounded(path, PEM_MAX)
+        .map_err(|e| anyhow::anyhow!("cannot read TLS {what} file {e}"))?;
     let found = text.lines().any(|l| {
         l.trim()
             .strip_prefix("-----BEGIN ")
@@ -413,6 +475,46 @@ mod tests {
         assert!(url.starts_with("tls://"), "{url}");
         refused(&url, &NatsConfig::default(), Path::new(".")).await;
         accepted(server.url(), &NatsConfig::default(), Path::new(".")).await;
+    }
+
+    #[tokio::test]
+    async fn retrying_joins_a_server_that_comes_up_later() {
+        let mut server = server(String::new());
+        let url = server.url().to_owned();
+        // Its port is known, but nothing listens there yet.
+        server.pause();
+        let connecting = tokio::spawn(async move {
+            connect_retrying(&url, &NatsConfig::default(), Path::new(".")).await
+        });
+        // Long enough for a few refused attempts; plain `connect_with` gives up after one.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(
+            !connecting.is_finished(),
+            "gave up while the server was down"
+        );
+        let server = tokio::task::spawn_blocking(move || server.resume().map(|()| server))
+            .await
+            .expect("join")
+            .expect("resume");
+        let client =
+            match tokio::time::timeout(std::time::Duration::from_secs(60), connecting).await {
+                Ok(joined) => joined.expect("join").expect("connected"),
+                Err(_) => panic!("not connected to {} within 60 s of its start", server.url()),
+            };
+        client.flush().await.expect("flush");
+    }
+
+    #[tokio::test]
+    async fn retrying_gives_up_at_once_on_refused_credentials() {
+        let server = server("authorization { token: \"s3cret\" }".to_owned());
+        let nats = NatsConfig::default();
+        let attempt = connect_retrying(server.url(), &nats, Path::new("."));
+        // Waiting cannot fix credentials: no retry, so no hang.
+        match tokio::time::timeout(std::time::Duration::from_secs(60), attempt).await {
+            Ok(Ok(_)) => panic!("connected without the token"),
+            Ok(Err(e)) => assert!(format!("{e:#}").contains("authorization failed"), "{e:#}"),
+            Err(_) => panic!("refused credentials were retried"),
+        }
     }
 
     #[test]

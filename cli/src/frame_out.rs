@@ -96,8 +96,9 @@ impl EncodedFrame {
 pub enum PublishFrameError {
     #[error(
         "frame {seq} of camera {camera} is {size} bytes on the wire (Arrow payload plus headers), \
-         more than the NATS server's max_payload of {limit} bytes: send smaller frames or raise \
-         max_payload in the server's configuration"
+         more than the NATS server's max_payload of {limit} bytes: send JPEG (a camera's \
+         `encoding: auto|jpeg`, `panoptes publish --encoding auto|jpeg`), smaller frames, or \
+         raise max_payload in the server's configuration"
     )]
     TooLarge {
         camera: CameraId,

@@ -6,15 +6,20 @@
 //! contract v1 says; [`publish`] and [`roles`] are the `publish`, `worker` and `ingest`
 //! subcommands; [`operator_cmd`] is `operator` (signing keys and module signatures);
 //! [`telemetry`] sets up OTLP trace export and the `/metrics` endpoint; [`cameras`] changes the
-//! running cameras (control subjects, reload) and [`camera_cmd`] is `camera`.
+//! running cameras (control subjects, reload) and [`camera_cmd`] is `camera`; control requests
+//! are signed and checked by [`control_auth`] and confined by [`confine`]; [`nats_args`] holds
+//! the NATS connection flags every command shares.
 
 pub mod camera_cmd;
 pub mod cameras;
+pub mod confine;
 pub mod connect;
 pub mod control;
+pub mod control_auth;
 pub mod frame_out;
 pub mod graph;
 pub mod ingest_node;
+pub mod nats_args;
 pub mod operator_cmd;
 pub mod publish;
 pub mod registry;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use panoptes::nats_args::NatsArgs;
+use panoptes::roles::{Signals, StopError};
 use panoptes::runner::{Role, Running};
 use panoptes::telemetry::{ServiceRole, metrics_address, trace_export};
 use panoptes_pipeline::{CameraId, Subjects};
@@ -29,6 +31,21 @@ struct Cli {
     /// the topology's `telemetry.metrics`. Each process needs its own address.
     #[arg(long, global = true, env = "PANOPTES_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// More log lines on stderr: -v adds the libraries' info lines (NATS connection events),
+    /// -vv debug, -vvv trace. `RUST_LOG`, when set, decides instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Seconds a stop (Ctrl-C, SIGTERM) of run, worker or ingest may take; then what is left
+    /// (e.g. waiting on an unreachable NATS server) is abandoned and the exit status is 1. A
+    /// second Ctrl-C stops at once (exit status 130).
+    #[arg(
+        long,
+        global = true,
+        env = "PANOPTES_STOP_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = panoptes::roles::DEFAULT_STOP_TIMEOUT.as_secs()
+    )]
+    stop_timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,9 +68,10 @@ enum Command {
     Run {
         #[arg(env = "PANOPTES_TOPOLOGY")]
         topology: PathBuf,
-        /// NATS server URL; default: the topology's, else start a local nats-server.
-        #[arg(long, env = "PANOPTES_NATS_URL")]
-        nats: Option<String>,
+        /// NATS server (default: the topology's, else a local nats-server is started) and
+        /// how to connect; flags win over the topology's `nats` section.
+        #[command(flatten)]
+        nats: NatsArgs,
     },
     /// Check topology files: structure, references, files (exit status 1 on any problem).
     Validate {
@@ -63,9 +81,9 @@ enum Command {
         /// signatures verify, and this build supports everything asked for.
         #[arg(long, env = "PANOPTES_VALIDATE_ENV")]
         env: bool,
-        /// NATS URL to try with --env (default: the topology's).
-        #[arg(long, env = "PANOPTES_NATS_URL")]
-        nats: Option<String>,
+        /// NATS server to try with --env (default: the topology's), and how.
+        #[command(flatten)]
+        nats: NatsArgs,
     },
     /// Print the JSON Schema of topology files (for editors: yaml-language-server).
     Schema,
@@ -74,12 +92,9 @@ enum Command {
         /// Only this camera's detections.
         #[arg(long, env = "PANOPTES_CAMERA")]
         camera: Option<String>,
-        #[arg(
-            long,
-            env = "PANOPTES_NATS_URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats: String,
+        /// NATS server (default nats://127.0.0.1:4222) and how to connect.
+        #[command(flatten)]
+        nats: NatsArgs,
         #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
         namespace: String,
         #[arg(long, env = "PANOPTES_FORMAT", default_value = "json")]
@@ -108,9 +123,24 @@ enum Command {
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// Logs on stderr (`RUST_LOG` wins; otherwise `default`: commands that print reports keep logs
-/// quiet) and, when configured, frame spans exported over OTLP. Frame spans (target
-/// `panoptes::trace`) are for the exporter, not the log, unless `RUST_LOG` names them.
+/// The log filter without `RUST_LOG`: warnings only for commands that print reports (`quiet`),
+/// panoptes' own info lines for the others; each `-v` one step more. NATS client (async-nats)
+/// and ONNX Runtime info lines (every connection says "connected") take one `-v` more.
+fn default_log_filter(quiet: bool, verbose: u8) -> &'static str {
+    const STEPS: [&str; 5] = [
+        "warn",
+        "info,async_nats=warn,ort=warn",
+        "info",
+        "debug",
+        "trace",
+    ];
+    let step = usize::from(!quiet) + usize::from(verbose);
+    STEPS[step.min(STEPS.len() - 1)]
+}
+
+/// Logs on stderr (`RUST_LOG` wins; otherwise `default`, see [`default_log_filter`]) and, when
+/// configured, frame spans exported over OTLP. Frame spans (target `panoptes::trace`) are for
+/// the exporter, not the log, unless `RUST_LOG` names them.
 fn init_logging(format: LogFormat, default: &str, traces: Option<BoxedLayer>) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -175,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     };
     init_logging(
         cli.log_format,
-        if quiet { "warn" } else { "info,ort=warn" },
+        default_log_filter(quiet, cli.verbose),
         traces,
     );
     if let Some(export) = &export {
@@ -186,22 +216,34 @@ async fn main() -> anyhow::Result<()> {
     {
         panoptes::telemetry::serve_metrics(addr)?;
     }
-    let result = dispatch(cli.command).await;
+    let stop_timeout = std::time::Duration::from_secs(cli.stop_timeout);
+    let result = dispatch(cli.command, stop_timeout).await;
+    if let Err(e) = &result
+        && let Some(stop) = e.downcast_ref::<StopError>()
+    {
+        // A stop cut short waits on nothing more: not on tasks it abandoned (dropping the
+        // runtime would), not on the exporter's last spans.
+        eprintln!("panoptes: {stop}");
+        std::process::exit(match stop {
+            StopError::Interrupted => 130,
+            StopError::TimedOut(_) => 1,
+        });
+    }
     if let Some(guard) = tracing_guard {
         guard.shutdown().await;
     }
     result
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow::Result<()> {
     match command {
-        Command::Run { topology, nats } => run(&topology, nats.as_deref()).await,
+        Command::Run { topology, nats } => run(&topology, &nats, stop_timeout).await,
         Command::Validate {
             topologies,
             env,
             nats,
         } => {
-            if !validate(&topologies, env, nats.as_deref()).await {
+            if !validate(&topologies, env, &nats).await {
                 std::process::exit(1);
             }
             Ok(())
@@ -218,8 +260,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             format,
             count,
         } => subscribe(camera.as_deref(), &nats, namespace, format, count).await,
-        Command::Worker(args) => panoptes::roles::worker(args, wait_for_shutdown()).await,
-        Command::Ingest(args) => panoptes::roles::ingest(args, wait_for_shutdown()).await,
+        Command::Worker(args) => panoptes::roles::worker(args, stop_timeout).await,
+        Command::Ingest(args) => panoptes::roles::ingest(args, stop_timeout).await,
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
         Command::Operator(command) => panoptes::operator_cmd::run(command).await,
@@ -227,9 +269,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
-    let topology = TopologyFile::load(path)?;
-    let running = Running::start(&topology, nats, Role::All).await?;
+async fn run(
+    path: &std::path::Path,
+    nats: &NatsArgs,
+    stop_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut topology = TopologyFile::load(path)?;
+    topology.nats = nats.settings(Some(&topology.nats));
+    let running = Running::start(&topology, nats.url.as_deref(), Role::All).await?;
     running.reload_from(path);
     eprintln!(
         "panoptes: running {} with {} camera(s) on {}\n  watch results: panoptes subscribe --nats {}\n  stop: Ctrl-C",
@@ -238,12 +285,14 @@ async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
         running.nats_url,
         running.nats_url
     );
+    // Heard from now on: a second signal during the stop ends it at once.
+    let mut signals = Signals::listen()?;
     let failed = running.failed.clone();
     tokio::select! {
-        () = wait_for_shutdown() => eprintln!("panoptes: stopping"),
+        () = signals.recv() => eprintln!("panoptes: stopping"),
         () = failed.cancelled() => eprintln!("panoptes: the worker failed; stopping"),
     }
-    let summary = running.stop().await?;
+    let summary = panoptes::roles::stop_within(running, stop_timeout, signals.recv()).await?;
     eprintln!(
         "panoptes: published {} frames; worker received {}, produced {} detection messages, dropped {} (live mode keeps the newest), failed {}",
         summary.published,
@@ -256,12 +305,12 @@ async fn run(path: &std::path::Path, nats: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Validates each file; prints `ok` lines on stdout and diagnostics on stderr.
-async fn validate(paths: &[PathBuf], env: bool, nats: Option<&str>) -> bool {
+async fn validate(paths: &[PathBuf], env: bool, nats: &NatsArgs) -> bool {
     use std::io::IsTerminal as _;
     let color = std::io::stderr().is_terminal();
     let mut all_ok = true;
     for path in paths {
-        let topology = match TopologyFile::load(path) {
+        let mut topology = match TopologyFile::load(path) {
             Ok(t) => t,
             Err(d) => {
                 eprintln!("{}", d.render(color));
@@ -270,7 +319,8 @@ async fn validate(paths: &[PathBuf], env: bool, nats: Option<&str>) -> bool {
             }
         };
         if env {
-            let problems = panoptes::validate::environment(&topology, nats).await;
+            topology.nats = nats.settings(Some(&topology.nats));
+            let problems = panoptes::validate::environment(&topology, nats.url.as_deref()).await;
             if !problems.is_empty() {
                 eprintln!("{}", topology.diagnostics(problems).render(color));
                 all_ok = false;
@@ -289,35 +339,23 @@ async fn validate(paths: &[PathBuf], env: bool, nats: Option<&str>) -> bool {
 }
 
 async fn wait_for_shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    match Signals::listen() {
+        Ok(mut signals) => signals.recv().await,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn subscribe(
     camera: Option<&str>,
-    nats: &str,
+    nats: &NatsArgs,
     namespace: String,
     format: OutputFormat,
     count: Option<u64>,
 ) -> anyhow::Result<()> {
     let camera = camera.map(CameraId::new).transpose()?;
-    let client = panoptes::connect(nats).await?;
+    let client = nats.connect().await?;
     let subjects = Subjects::new(namespace);
     let mut sub = DetectionSubscriber::new(&client, &subjects, camera.as_ref()).await?;
     let mut seen = 0u64;

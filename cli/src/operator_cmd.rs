@@ -9,8 +9,12 @@ use clap::Subcommand;
 use panoptes_pipeline::Subjects;
 
 use crate::control::{ReloadReply, ReloadRequest};
+use crate::control_auth::Signer;
+use crate::nats_args::NatsArgs;
 use panoptes_wasm::signature::{self, SecretKey};
 
+// `Reload` carries the NATS flags; the enum is parsed once per process, so its size is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum OperatorCommand {
     /// Generate an ed25519 key pair: the secret key at PATH (mode 0600) and the public key at
@@ -42,15 +46,16 @@ pub enum OperatorCommand {
         /// The operator stage's ID.
         #[arg(long, env = "PANOPTES_STAGE")]
         stage: String,
-        /// A new module file, as a path on the workers' machines.
+        /// A new module file, as a path on the workers' machines (relative: to the workers'
+        /// topology directory); it must lie beside the stage's module or in `control.allow_dirs`.
         #[arg(long, env = "PANOPTES_OPERATOR_MODULE")]
         wasm: Option<PathBuf>,
-        #[arg(
-            long,
-            env = "PANOPTES_NATS_URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats: String,
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Secret key that signs the request (`panoptes operator keygen`); its public half must
+        /// be in the topology's `control.keys`.
+        #[arg(long, env = "PANOPTES_CONTROL_KEY", value_name = "FILE")]
+        key: Option<PathBuf>,
         #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
         namespace: String,
         /// How long to collect replies, in milliseconds.
@@ -70,6 +75,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
             stage,
             wasm,
             nats,
+            key,
             namespace,
             wait_ms,
             expect,
@@ -77,7 +83,8 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
             let request = ReloadRequest { stage, wasm };
             let subjects = Subjects::new(namespace);
             let wait = Duration::from_millis(wait_ms);
-            let replies = reload(&nats, &subjects, &request, wait, expect).await?;
+            let signer = key.as_deref().map(Signer::read).transpose()?;
+            let replies = reload(&nats, signer.as_ref(), &subjects, &request, wait, expect).await?;
             let mut refused = 0;
             for reply in &replies {
                 println!("{}", serde_json::to_string(reply)?);
@@ -118,10 +125,11 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends a reload request and collects the workers' replies for up to `wait` (or until
-/// `expect` replies arrived).
+/// Sends a reload request (signed by `signer`) and collects the workers' replies for up to
+/// `wait` (or until `expect` replies arrived).
 pub async fn reload(
-    nats: &str,
+    nats: &NatsArgs,
+    signer: Option<&Signer>,
     subjects: &Subjects,
     request: &ReloadRequest,
     wait: Duration,
@@ -129,6 +137,7 @@ pub async fn reload(
 ) -> anyhow::Result<Vec<ReloadReply>> {
     crate::control::collect_replies(
         nats,
+        signer,
         subjects.operator_reload(),
         serde_json::to_vec(request)?,
         wait,

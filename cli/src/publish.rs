@@ -6,11 +6,23 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use panoptes_ingest::{Framerate, Ingest, RawFrame, SourceSpec, SourceStatus, TestPattern};
+use panoptes_ingest::{Framerate, Ingest, Output, RawFrame, SourceSpec, SourceStatus, TestPattern};
 use panoptes_pipeline::{CameraId, Subjects};
 use tokio::sync::mpsc;
 
-use crate::frame_out::{EncodedFrame, FramePublisher};
+use crate::frame_out::{EncodedFrame, FramePublisher, raw_fits};
+use crate::nats_args::NatsArgs;
+
+/// How `panoptes publish` sends pictures, as a camera's `encoding` in a topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    /// Packed RGB (`rgb8`): what an RGB-only first stage reads.
+    Raw,
+    /// JPEG (`jpeg`): the workers' first stage must be the `jpeg` operator.
+    Jpeg,
+    /// Raw when a raw frame fits the server's max_payload, JPEG otherwise.
+    Auto,
+}
 
 /// Rate stills are sent at when `--fps` is not given: a typical camera's.
 const DEFAULT_STILL_FPS: f64 = 10.0;
@@ -35,14 +47,18 @@ pub struct PublishArgs {
     /// The camera the frames are published as (subject `<namespace>.frames.<camera>`).
     #[arg(long, env = "PANOPTES_CAMERA")]
     pub camera: String,
-    #[arg(
-        long,
-        env = "PANOPTES_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
     pub namespace: String,
+    /// How frames travel: `raw` RGB, `jpeg`, or `auto` (raw when it fits the server's
+    /// max_payload, else JPEG), as a camera's `encoding` in a topology.
+    #[arg(long, env = "PANOPTES_ENCODING", value_enum, default_value_t = Encoding::Raw)]
+    pub encoding: Encoding,
+    /// JPEG quality (1..=100) for `--encoding jpeg|auto`.
+    #[arg(long, env = "PANOPTES_JPEG_QUALITY", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
     /// Frames to send. An image or test pattern is sent this many times (default 1); a video
     /// stops after this many frames (default: at its end).
     #[arg(long, env = "PANOPTES_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
@@ -98,13 +114,22 @@ pub async fn run(args: PublishArgs, shutdown: impl Future<Output = ()>) -> anyho
         bail!("--loop applies to --video only");
     }
     panoptes_ingest::init().context("cannot initialise GStreamer")?;
-    let plan = plan(&args).await?;
-    let client = crate::connect(&args.nats).await?;
+    // Decoded once as RGB before connecting, so a bad file fails before NATS is involved.
+    let planned = plan(&args, Output::Rgb).await?;
+    let client = args.nats.connect().await?;
+    let max_payload = client.server_info().max_payload;
+    let planned = match planned {
+        Plan::Still(still) => match output_for(&args, (still.width, still.height), max_payload) {
+            Output::Rgb => Plan::Still(still),
+            jpeg => plan(&args, jpeg).await?,
+        },
+        video => video,
+    };
     let publisher = FramePublisher::new(client.clone(), &Subjects::new(&args.namespace), camera);
     let started = Instant::now();
     let mut progress = Progress::default();
     let outcome = tokio::select! {
-        r = publish(plan, &args, &publisher, &mut progress) => r.map(|()| ""),
+        r = publish(planned, &args, max_payload, &publisher, &mut progress) => r.map(|()| ""),
         () = shutdown => Ok(" (interrupted)"),
     };
     // Publishing only queues on the connection; the summary must not claim frames still queued.
@@ -148,7 +173,21 @@ async fn confirm_delivery(client: &async_nats::Client) -> anyhow::Result<()> {
         .context("NATS did not confirm the frames were delivered within 30 s")
 }
 
-async fn plan(args: &PublishArgs) -> anyhow::Result<Plan> {
+/// What `args` asks frames of `size` to travel as, given the server's `max_payload`.
+fn output_for(args: &PublishArgs, (width, height): (u32, u32), max_payload: usize) -> Output {
+    let jpeg = Output::Jpeg {
+        quality: args.jpeg_quality,
+    };
+    match args.encoding {
+        Encoding::Raw => Output::Rgb,
+        Encoding::Jpeg => jpeg,
+        Encoding::Auto if raw_fits(width, height, max_payload) => Output::Rgb,
+        Encoding::Auto => jpeg,
+    }
+}
+
+/// Prepares what to send, stills decoded (or rendered) to `output`.
+async fn plan(args: &PublishArgs, output: Output) -> anyhow::Result<Plan> {
     if let Some(text) = &args.test_pattern {
         let pattern = TestPattern {
             text: text.clone(),
@@ -157,14 +196,26 @@ async fn plan(args: &PublishArgs) -> anyhow::Result<Plan> {
             live: false,
             ..TestPattern::default()
         };
-        let still = tokio::task::spawn_blocking(move || panoptes_ingest::render_still(&pattern))
-            .await?
-            .context("cannot render the test pattern")?;
+        let still = if output == Output::Rgb {
+            tokio::task::spawn_blocking(move || panoptes_ingest::render_still(&pattern))
+                .await?
+                .context("cannot render the test pattern")?
+        } else {
+            // The same picture through the same pipeline, encoded by its jpegenc tail.
+            let mut decoder = Decoder::start(&SourceSpec::TestPattern(pattern), output)
+                .context("cannot render the test pattern")?;
+            let still = decoder
+                .next()
+                .await
+                .context("cannot render the test pattern")?;
+            decoder.stop().await;
+            still.ok_or_else(|| anyhow!("the test pattern produced no picture"))?
+        };
         Ok(Plan::Still(still))
     } else if let Some(path) = &args.image {
         let spec = decode_spec(path, args, None, false)?;
-        let mut decoder =
-            Decoder::start(&spec).with_context(|| format!("cannot decode {}", path.display()))?;
+        let mut decoder = Decoder::start(&spec, output)
+            .with_context(|| format!("cannot decode {}", path.display()))?;
         let still = decoder
             .next()
             .await
@@ -184,13 +235,38 @@ async fn plan(args: &PublishArgs) -> anyhow::Result<Plan> {
 async fn publish(
     plan: Plan,
     args: &PublishArgs,
+    max_payload: usize,
     publisher: &FramePublisher,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     match plan {
         Plan::Still(still) => publish_still(args, still, publisher, progress).await,
-        Plan::Video(path, spec) => publish_video(&path, &spec, args, publisher, progress).await,
+        Plan::Video(path, spec) => {
+            let output = video_output(&path, &spec, args, max_payload).await?;
+            publish_video(&path, &spec, output, args, publisher, progress).await
+        }
     }
+}
+
+/// The output for a video: for `auto`, decided by the size of its first frame.
+async fn video_output(
+    path: &Path,
+    spec: &SourceSpec,
+    args: &PublishArgs,
+    max_payload: usize,
+) -> anyhow::Result<Output> {
+    if args.encoding != Encoding::Auto {
+        return Ok(output_for(args, (0, 0), max_payload));
+    }
+    let mut probe = Decoder::start(spec, Output::Rgb)
+        .with_context(|| format!("cannot play {}", path.display()))?;
+    let first = probe
+        .next()
+        .await
+        .with_context(|| format!("cannot play {}", path.display()))?;
+    probe.stop().await;
+    let first = first.ok_or_else(|| anyhow!("{} holds no video frames", path.display()))?;
+    Ok(output_for(args, (first.width, first.height), max_payload))
 }
 
 /// Sends one picture `--count` times at `--fps`, each as a new frame captured now.
@@ -220,14 +296,15 @@ async fn publish_still(
 async fn publish_video(
     path: &Path,
     spec: &SourceSpec,
+    output: Output,
     args: &PublishArgs,
     publisher: &FramePublisher,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let mut seq = 0u64;
     loop {
-        let mut decoder =
-            Decoder::start(spec).with_context(|| format!("cannot play {}", path.display()))?;
+        let mut decoder = Decoder::start(spec, output)
+            .with_context(|| format!("cannot play {}", path.display()))?;
         let first = seq;
         while let Some(frame) = decoder
             .next()
@@ -340,7 +417,7 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn start(spec: &SourceSpec) -> anyhow::Result<Self> {
+    fn start(spec: &SourceSpec, output: Output) -> anyhow::Result<Self> {
         let (frame_tx, frames) = mpsc::channel(2);
         let (error_tx, errors) = mpsc::unbounded_channel();
         // Runs on the GStreamer frame thread, never on the runtime, so blocking is allowed.
@@ -352,7 +429,7 @@ impl Decoder {
                 let _ = error_tx.send(e);
             }
         };
-        let ingest = Ingest::start(spec, on_frame, on_status)?;
+        let ingest = Ingest::start_with(spec, output, on_frame, on_status)?;
         Ok(Self {
             frames,
             errors,

@@ -1,23 +1,27 @@
 //! `panoptes worker` and `panoptes ingest`: one part of a topology each, the units a distributed
-//! deployment runs on many machines around one NATS server.
+//! deployment runs on many machines around one NATS server. Also how these and `panoptes run`
+//! stop: on SIGINT or SIGTERM, within a deadline, and at once on a second signal.
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use panoptes_pipeline::PartitionSet;
 use panoptes_topology::TopologyFile;
 
-use crate::runner::{Role, Running};
+use crate::nats_args::NatsArgs;
+use crate::runner::{Role, Running, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// The topology whose stages this worker runs (its cameras are ignored).
     #[arg(env = "PANOPTES_TOPOLOGY")]
     pub topology: PathBuf,
-    /// NATS server to join; default: the topology's `nats.url`.
-    #[arg(long, env = "PANOPTES_NATS_URL")]
-    pub nats: Option<String>,
+    /// NATS server to join (default: the topology's `nats.url`) and how; flags win over the
+    /// topology's `nats` section.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Serve only these partitions, e.g. `0-3,7` (default: all). A camera's partition is
     /// FNV-1a-32(camera ID) mod the topology's `partitions`, as in NATS's `partition()` mapping.
     /// Without it, the worker leases partitions in the NATS KV bucket `<namespace>-leases`,
@@ -41,9 +45,10 @@ pub struct IngestArgs {
     /// The topology whose cameras this process ingests (its stages are ignored).
     #[arg(env = "PANOPTES_TOPOLOGY")]
     pub topology: PathBuf,
-    /// NATS server to join; default: the topology's `nats.url`.
-    #[arg(long, env = "PANOPTES_NATS_URL")]
-    pub nats: Option<String>,
+    /// NATS server to join (default: the topology's `nats.url`) and how; flags win over the
+    /// topology's `nats` section.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Only these cameras, comma-separated (default: every camera of the topology).
     #[arg(
         long,
@@ -62,9 +67,84 @@ fn id_list(ids: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Runs the stage worker until `shutdown` completes, then prints a summary on stderr.
-pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let topology = TopologyFile::load(&args.topology)?;
+/// SIGINT (Ctrl-C) and SIGTERM, heard from the moment [`Signals::listen`] returns. Commands
+/// listen once they have started, so a signal during start-up still ends the process at once;
+/// from then on every signal is heard (the first stops, the second forces the exit).
+pub struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// How long a stop may take by default: enough to finish the frames in flight and hand leases
+/// back; only a stop that waits on an unreachable NATS server comes near it.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a stop ended before [`Running::stop`] finished.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// A second SIGINT or SIGTERM came during the stop; `main` exits with status 130.
+    #[error("interrupted again while stopping; stopped at once")]
+    Interrupted,
+    #[error(
+        "the stop did not finish within {0:?} (is NATS reachable?); what was left of it was abandoned"
+    )]
+    TimedOut(Duration),
+}
+
+/// [`Running::stop`] (ingest, then the worker, then the embedded nats-server), given at most
+/// `deadline` and ended early when `interrupt` completes. Flushes, lease hand-backs and the
+/// worker's drain all wait on NATS, which may be gone; when the stop is cut short, what it
+/// still held is dropped: an embedded nats-server not stopped yet is killed and its store
+/// removed.
+pub async fn stop_within(
+    running: Running,
+    deadline: Duration,
+    interrupt: impl Future<Output = ()>,
+) -> anyhow::Result<Summary> {
+    let mut stop = Box::pin(running.stop());
+    let outcome = tokio::select! {
+        result = tokio::time::timeout(deadline, &mut stop) => {
+            result.map_err(|_| StopError::TimedOut(deadline))
+        }
+        () = interrupt => Err(StopError::Interrupted),
+    };
+    drop(stop);
+    outcome?
+}
+
+/// Runs the stage worker until SIGINT or SIGTERM, stops it within `stop_timeout`, then prints a
+/// summary on stderr.
+pub async fn worker(args: WorkerArgs, stop_timeout: Duration) -> anyhow::Result<()> {
+    let mut topology = TopologyFile::load(&args.topology)?;
+    topology.nats = args.nats.settings(Some(&topology.nats));
     let partitions = args
         .partitions
         .as_deref()
@@ -80,7 +160,7 @@ pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> any
     let stages = args.stages.map(id_list);
     let running = Running::start(
         &topology,
-        args.nats.as_deref(),
+        args.nats.url.as_deref(),
         Role::Worker { partitions, stages },
     )
     .await?;
@@ -90,12 +170,15 @@ pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> any
         topology.stages.len(),
         running.nats_url
     );
+    let mut signals = Signals::listen()?;
     let failed = running.failed.clone();
     tokio::select! {
-        () = shutdown => eprintln!("panoptes: stopping"),
+        () = signals.recv() => eprintln!("panoptes: stopping"),
         () = failed.cancelled() => eprintln!("panoptes: the worker failed; stopping"),
     }
-    let w = running.stop().await?.worker;
+    let w = stop_within(running, stop_timeout, signals.recv())
+        .await?
+        .worker;
     eprintln!(
         "panoptes: worker received {} frames, produced {} detection messages, dropped {} (live mode keeps the newest), failed {}, skipped {} (other partitions), handed back {} (partitions moved), lost {} (published while their partition had no live worker)",
         w.received, w.processed, w.dropped, w.failed, w.skipped, w.handed_back, w.lost
@@ -103,21 +186,29 @@ pub async fn worker(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> any
     Ok(())
 }
 
-/// Runs the ingest nodes until `shutdown` completes, then prints a summary on stderr.
-pub async fn ingest(args: IngestArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let topology = TopologyFile::load(&args.topology)?;
+/// Runs the ingest nodes until SIGINT or SIGTERM, stops them within `stop_timeout`, then prints
+/// a summary on stderr.
+pub async fn ingest(args: IngestArgs, stop_timeout: Duration) -> anyhow::Result<()> {
+    let mut topology = TopologyFile::load(&args.topology)?;
+    topology.nats = args.nats.settings(Some(&topology.nats));
     let cameras = args.cameras.map(id_list);
     let count = cameras.as_ref().map_or(topology.cameras.len(), Vec::len);
-    let running = Running::start(&topology, args.nats.as_deref(), Role::Ingest { cameras }).await?;
+    let running = Running::start(
+        &topology,
+        args.nats.url.as_deref(),
+        Role::Ingest { cameras },
+    )
+    .await?;
     running.reload_from(&args.topology);
     eprintln!(
         "panoptes: ingesting {count} camera(s) of {} on {}\n  stop: Ctrl-C",
         args.topology.display(),
         running.nats_url
     );
-    shutdown.await;
+    let mut signals = Signals::listen()?;
+    signals.recv().await;
     eprintln!("panoptes: stopping");
-    let summary = running.stop().await?;
+    let summary = stop_within(running, stop_timeout, signals.recv()).await?;
     eprintln!(
         "panoptes: published {} frames from {count} camera(s), dropped {} (NATS could not keep up), failed {}",
         summary.published, summary.ingest_dropped, summary.ingest_failed

@@ -72,7 +72,8 @@ struct RunningWorker {
     leases: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     stats: Arc<WorkerStats>,
     cancel: CancellationToken,
-    control: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The operator reload subject's server; `None` when the topology leaves control off.
+    control: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     control_cancel: CancellationToken,
     batch_stats: Vec<(String, Arc<BatchStats>)>,
 }
@@ -151,9 +152,14 @@ impl Running {
         // The topology's credentials and TLS belong to its server, not to the embedded one.
         let client = match &server {
             Some(_) => crate::connect(&url).await?,
+            // A worker or ingest node may start before the server it joins: wait for it.
+            None if role.joiner().is_some() => {
+                crate::connect::connect_retrying(&url, &topology.nats, &topology.base_dir).await?
+            }
             None => crate::connect_with(&url, &topology.nats, &topology.base_dir).await?,
         };
         let subjects = Subjects::new(topology.namespace.clone());
+        let guard = crate::control::ControlGuard::from_topology(topology)?;
 
         let failed = CancellationToken::new();
         let worker = if role.runs_worker() {
@@ -172,14 +178,20 @@ impl Running {
                 .await??
             };
             let control_cancel = CancellationToken::new();
-            // Subscribed before `start` returns, so a reload sent right after start is heard.
-            let control_sub = crate::control::subscribe(&client, &subjects).await?;
-            let control = tokio::spawn(crate::control::serve(
-                client.clone(),
-                control_sub,
-                built.operators,
-                control_cancel.clone(),
-            ));
+            let control = match &guard {
+                Some(guard) => {
+                    // Subscribed before `start` returns, so a reload sent right after start is heard.
+                    let control_sub = crate::control::subscribe(&client, &subjects).await?;
+                    Some(tokio::spawn(crate::control::serve(
+                        client.clone(),
+                        control_sub,
+                        built.operators,
+                        guard.clone(),
+                        control_cancel.clone(),
+                    )))
+                }
+                None => None,
+            };
             let delivery = match topology.delivery {
                 panoptes_topology::Delivery::Live => Delivery::Live,
                 panoptes_topology::Delivery::Durable => Delivery::Durable(DurableConfig {
@@ -276,11 +288,15 @@ impl Running {
             for cam in cameras {
                 set.add(cam).await?;
             }
-            let subs = crate::cameras::subscribe(&client, &subjects).await?;
+            let subs = match &guard {
+                Some(_) => crate::cameras::subscribe(&client, &subjects).await?,
+                None => Vec::new(),
+            };
             let control_cancel = CancellationToken::new();
             let control = tokio::spawn(crate::cameras::serve(
                 set.clone(),
                 subs,
+                guard.clone(),
                 control_cancel.clone(),
             ));
             Some(RunningCameras {
@@ -354,7 +370,9 @@ impl Running {
                     let _ = task.await;
                 }
                 w.control_cancel.cancel();
-                if let Err(e) = w.control.await? {
+                if let Some(control) = w.control
+                    && let Err(e) = control.await?
+                {
                     tracing::warn!(error = %format!("{e:#}"), "the control subscription failed");
                 }
                 w.cancel.cancel();

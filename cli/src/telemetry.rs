@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use panoptes_pipeline::camera_state::CameraLimits;
 use panoptes_topology::{OtlpProtocol, TelemetryConfig};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::Targets;
@@ -169,13 +170,29 @@ pub fn metrics_address(
         .with_context(|| format!("metrics address {addr:?} is not ip:port, e.g. 0.0.0.0:9464"))
 }
 
-/// Serves `/metrics` on `addr` for everything this process records through `metrics`.
-/// Must run inside the tokio runtime (the listener is a task on it).
+/// Serves `/metrics` on `addr` for everything this process records through `metrics`, with
+/// the default idle timeout ([`serve_metrics_with`]). Must run inside the tokio runtime (the
+/// listener is a task on it).
 pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    serve_metrics_with(addr, CameraLimits::default().idle_ttl)
+}
+
+/// Serves `/metrics` on `addr`. Counter and histogram series not updated for `idle` are
+/// removed, so a camera that stopped (or a flood of made-up camera IDs) does not keep its
+/// series forever: give it the workers' camera idle TTL, so a camera's series go when the
+/// worker forgets the camera. A series that comes back starts from 0 (Prometheus' `rate()`
+/// reads that as a counter reset). The exporter prunes only while rendering, so a task renders
+/// (and discards) the page every quarter of `idle` even when nobody scrapes.
+pub fn serve_metrics_with(addr: SocketAddr, idle: Duration) -> anyhow::Result<()> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_util::MetricKindMask;
     use panoptes_pipeline::meter;
-    PrometheusBuilder::new()
+    let (recorder, exporter) = PrometheusBuilder::new()
         .with_http_listener(addr)
+        .idle_timeout(
+            MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+            Some(idle),
+        )
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), meter::SECONDS_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(
@@ -189,9 +206,24 @@ pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
                 meter::SIZE_BUCKETS,
             )
         })
-        .and_then(|b| b.install())
+        .and_then(|b| b.build())
         .with_context(|| format!("cannot serve /metrics on {addr}"))?;
-    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .with_context(|| format!("cannot serve /metrics on {addr}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = exporter.await {
+            tracing::warn!(error = ?e, "the /metrics listener stopped");
+        }
+    });
+    let every = (idle / 4).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            drop(handle.render());
+        }
+    });
+    tracing::info!(%addr, idle_s = idle.as_secs_f64(), "serving Prometheus metrics on /metrics");
     Ok(())
 }
 

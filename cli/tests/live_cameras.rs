@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use panoptes::camera_cmd;
 use panoptes::cameras::ControlReply;
+use panoptes::control_auth::Signer;
+use panoptes::nats_args::NatsArgs;
 use panoptes::runner::{Role, Running};
 use panoptes_pipeline::{Event, EventKind, Subjects, headers};
 use panoptes_sink::{DetectionSubscriber, Received};
@@ -243,20 +245,40 @@ fn pattern_camera(id: &str, text: &str) -> String {
     )
 }
 
+/// Topologies of these tests enable control with the key pair `admin.key`(`.pub`) beside them.
 fn write_topology(path: &std::path::Path, ns: &str, cameras: &[(&str, &str)]) {
-    let mut header = format!("namespace: {ns}\ncameras:\n");
+    let mut header =
+        format!("namespace: {ns}\ncontrol:\n  enabled: true\n  keys: [admin.key.pub]\ncameras:\n");
     for (id, text) in cameras {
         header.push_str(&pattern_camera(id, text));
     }
     let dir = path.parent().expect("dir");
+    admin(dir);
     let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
     let written = panoptes_tests::detector_topology(dir, name, &header, 160, 1);
     assert_eq!(written, path);
 }
 
-async fn control(url: &str, ns: &str, op: &str, body: serde_json::Value) -> Vec<ControlReply> {
+/// A signer for `dir`'s topologies: makes `admin.key` there on first use.
+fn admin(dir: &std::path::Path) -> Signer {
+    let key = dir.join("admin.key");
+    if !key.exists() {
+        panoptes_wasm::signature::generate_key_files(&key).expect("keygen");
+    }
+    Signer::read(&key).expect("read key")
+}
+
+async fn control(
+    dir: &std::path::Path,
+    url: &str,
+    ns: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> Vec<ControlReply> {
+    let signer = admin(dir);
     camera_cmd::request(
-        url,
+        &NatsArgs::url(url),
+        Some(&signer),
         &Subjects::new(ns),
         op,
         serde_json::to_vec(&body).expect("json"),
@@ -324,6 +346,7 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
 
     // Added through the control subject: it starts producing detections.
     let added = control(
+        dir.path(),
         &url,
         ns,
         "add",
@@ -344,6 +367,7 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
 
     // A bad camera is refused with the cause, and nothing else changes.
     let refused = control(
+        dir.path(),
         &url,
         ns,
         "add",
@@ -354,6 +378,7 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
     let error = refused[0].error.clone().unwrap_or_default();
     assert!(error.contains("bad cam"), "{error}");
     let dup = control(
+        dir.path(),
         &url,
         ns,
         "add",
@@ -371,7 +396,14 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
     );
 
     // Removed: its frames stop at once, its detections once the worker drained them.
-    let removed = control(&url, ns, "remove", serde_json::json!({"camera": "lobby"})).await;
+    let removed = control(
+        dir.path(),
+        &url,
+        ns,
+        "remove",
+        serde_json::json!({"camera": "lobby"}),
+    )
+    .await;
     assert!(
         removed[0].ok && removed[0].removed == ["lobby"],
         "{removed:?}"
@@ -393,7 +425,7 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
         lobby_at,
         count("lobby")
     );
-    let listed = control(&url, ns, "list", serde_json::json!({})).await;
+    let listed = control(dir.path(), &url, ns, "list", serde_json::json!({})).await;
     let ids: Vec<&str> = listed[0]
         .cameras
         .as_ref()
@@ -406,7 +438,7 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
     // Reload: the file now has `lobby` again and a new `dock`; `garage` (added at runtime)
     // is not in it, so it stops.
     write_topology(&path, ns, &[("lobby", "LOBBY 1"), ("dock", "DOCK 3")]);
-    let reloaded = control(&url, ns, "reload", serde_json::json!({})).await;
+    let reloaded = control(dir.path(), &url, ns, "reload", serde_json::json!({})).await;
     assert!(reloaded[0].ok, "{reloaded:?}");
     assert_eq!(reloaded[0].added, ["lobby", "dock"], "{reloaded:?}");
     assert_eq!(reloaded[0].removed, ["garage"], "{reloaded:?}");
@@ -416,9 +448,9 @@ async fn cameras_added_and_removed_at_runtime_start_and_stop_their_detections() 
 
     // A broken file is refused and changes nothing.
     std::fs::write(&path, "cameras: [ {id: 1").expect("write");
-    let broken = control(&url, ns, "reload", serde_json::json!({})).await;
+    let broken = control(dir.path(), &url, ns, "reload", serde_json::json!({})).await;
     assert!(!broken[0].ok, "{broken:?}");
-    let listed = control(&url, ns, "list", serde_json::json!({})).await;
+    let listed = control(dir.path(), &url, ns, "list", serde_json::json!({})).await;
     assert_eq!(
         listed[0].cameras.as_ref().map(Vec::len),
         Some(2),

@@ -317,3 +317,53 @@ fn a_worker_without_a_nats_server_to_join_says_so() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_auto_sends_jpeg_when_a_raw_frame_would_not_fit() {
+    use futures::StreamExt as _;
+    let server = NatsServer::start(&NatsServerOptions {
+        max_payload: "1MB".to_owned(),
+        jetstream: false,
+        ..NatsServerOptions::default()
+    })
+    .expect("nats-server (run scripts/setup.sh)");
+    let client = panoptes::connect(server.url()).await.expect("connect");
+    let mut frames = client
+        .subscribe("panoptes.frames.cam-big")
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let url = server.url().to_owned();
+    // The same 1280x720 frame the max_payload test is refused with.
+    let out = tokio::task::spawn_blocking(move || {
+        publish(&[
+            "--test-pattern",
+            "FITS AS JPEG",
+            "--camera",
+            "cam-big",
+            "--nats",
+            &url,
+            "--encoding",
+            "auto",
+            "--count",
+            "2",
+        ])
+    })
+    .await
+    .expect("publish");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), frames.next())
+            .await
+            .expect("a frame")
+            .expect("subscription open");
+        assert!(msg.payload.len() < 1 << 20);
+        let frame = panoptes_pipeline::frame::Frame::decode(msg.payload, Some("cam-big"))
+            .expect("a valid frame/v1");
+        assert_eq!(
+            (frame.format, frame.width, frame.height),
+            (panoptes_pipeline::frame::PixelFormat::Jpeg, 1280, 720)
+        );
+    }
+}

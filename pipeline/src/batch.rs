@@ -287,10 +287,15 @@ impl Activity {
         }
     }
 
-    /// Cameras heard from within the window before `now`.
-    pub fn active(&mut self, now: std::time::Instant) -> usize {
+    /// Forgets cameras not heard from for ten windows (they count as inactive anyway).
+    pub fn prune(&mut self, now: std::time::Instant) {
         self.last
             .retain(|_, t| now.saturating_duration_since(*t) <= ACTIVE_WINDOW * 10);
+    }
+
+    /// Cameras heard from within the window before `now`.
+    pub fn active(&mut self, now: std::time::Instant) -> usize {
+        self.prune(now);
         self.last
             .values()
             .filter(|t| now.saturating_duration_since(**t) <= ACTIVE_WINDOW)

@@ -312,10 +312,20 @@ fn to_json(column: &'static str, d: &[Detection]) -> Result<String, EnvelopeErro
     serde_json::to_string(d).map_err(|source| EnvelopeError::Json { column, source })
 }
 
-/// Decodes an item message. `subject_camera` is the camera token of the subject it arrived on;
-/// the payload must agree with it. Pixel buffers share memory with `payload`; tensor values are
-/// copied (NATS payloads are not aligned for f32, and `Tensor` owns a `Vec`).
-pub fn decode(payload: Bytes, subject_camera: Option<&str>) -> Result<Item, EnvelopeError> {
+/// The source frame's sequence number and capture time of an item message, without copying
+/// its tensor (what a worker needs to account for a message before it processes it).
+pub fn meta(payload: Bytes) -> Result<(u64, u64), EnvelopeError> {
+    let batch = one_row(payload)?;
+    let row = Row(&batch);
+    Ok((
+        row.required::<UInt64Array>(col::SEQ)?.value(0),
+        row.required::<UInt64Array>(col::CAPTURE_TS_NS)?.value(0),
+    ))
+}
+
+/// The message's one record batch, after the framing check (arrow-ipc must not see unchecked
+/// buffers).
+fn one_row(payload: Bytes) -> Result<RecordBatch, EnvelopeError> {
     crate::ipc_check::check_stream(&payload, check_schema, EnvelopeError::Ipc)?;
     let mut decoder = StreamDecoder::new();
     let mut buffer = Buffer::from(payload);
@@ -329,6 +339,14 @@ pub fn decode(payload: Bytes, subject_camera: Option<&str>) -> Result<Item, Enve
     if batch.num_rows() != 1 {
         return Err(EnvelopeError::RowCount(batch.num_rows()));
     }
+    Ok(batch)
+}
+
+/// Decodes an item message. `subject_camera` is the camera token of the subject it arrived on;
+/// the payload must agree with it. Pixel buffers share memory with `payload`; tensor values are
+/// copied (NATS payloads are not aligned for f32, and `Tensor` owns a `Vec`).
+pub fn decode(payload: Bytes, subject_camera: Option<&str>) -> Result<Item, EnvelopeError> {
+    let batch = one_row(payload)?;
     let row = Row(&batch);
 
     let camera = CameraId::new(row.required::<StringArray>(col::CAMERA)?.value(0))?;

@@ -11,9 +11,20 @@ pub enum EventKind {
     FrameError,
     /// Frames were dropped to keep up (live delivery keeps the newest frame per camera).
     FramesDropped,
-    /// Live delivery: frames published while their partition had no live owner (a worker died
-    /// and its lease had not yet expired), counted by the worker that took the partition over.
+    /// Live delivery: frames nobody processed because their partition had no live owner: a
+    /// worker died and its lease had not yet expired (counted by the worker that took the
+    /// partition over, from the gap in sequence numbers), or the owner's lease lapsed while
+    /// NATS was unreachable and it had not yet renewed it (counted by that worker, frame by
+    /// frame). `count` frames, `message` names their sequence numbers.
     FramesLost,
+    /// Durable delivery: a frame delivered again after newer frames of its camera were
+    /// processed (its worker stalled past its lease, then JetStream redelivered it). It is
+    /// acknowledged and not processed, so the stages see each camera's frames in order; `seq`
+    /// names it.
+    FramesLate,
+    /// Frames of cameras beyond the worker's limit of tracked cameras were refused; `count`
+    /// frames since the last such event, `camera` the latest of them.
+    FramesRefused,
     /// The source delivers frames (again).
     CameraUp,
     /// The source failed, stalled or ended; `message` says which.

@@ -261,9 +261,16 @@ fn check_schema(found: &Schema) -> Result<(), FrameError> {
     let expected = schema();
     match found.metadata().get(SCHEMA_KEY) {
         Some(s) if s == FRAME_SCHEMA => {}
-        other => {
+        // Named in full: a publisher of another language has to add this key by hand.
+        Some(other) => {
             return Err(FrameError::Schema(format!(
-                "schema tag {other:?}, expected {FRAME_SCHEMA:?}"
+                "schema metadata {SCHEMA_KEY:?} is {other:?}, expected {FRAME_SCHEMA:?}"
+            )));
+        }
+        None => {
+            return Err(FrameError::Schema(format!(
+                "the schema metadata has no {SCHEMA_KEY:?} key; frames must carry \
+                 {SCHEMA_KEY:?} = {FRAME_SCHEMA:?} (docs/nats.md, Frames)"
             )));
         }
     }

@@ -36,6 +36,9 @@ pub struct LeaseConfig {
     pub ttl: Duration,
 }
 
+/// How soon a failed or lapsed lease round is tried again.
+const RETRY: Duration = Duration::from_millis(200);
+
 impl LeaseConfig {
     /// Renewals happen three times per TTL, so one lost renewal does not lose the lease.
     pub fn renew_every(&self) -> Duration {
@@ -56,10 +59,27 @@ pub struct Ownership {
     total: u32,
     state: Mutex<Vec<PartitionState>>,
     in_flight: Vec<AtomicU64>,
-    /// Bumped each time this worker acquires the partition, so the intake can tell the first
-    /// frame of a camera after a takeover.
+    /// Bumped each time this worker acquires the partition (or renews it after its lease had
+    /// lapsed), so the intake can tell the first frame of a camera of a new tenure.
     epochs: Vec<AtomicU64>,
+    /// Bumped each time this worker stops holding the partition (released, lost to another
+    /// worker, stopped), so frames that arrived while its lease had lapsed can be told apart:
+    /// still held afterwards (lost here) or handed over (the next owner counts them).
+    handovers: Vec<AtomicU64>,
     accepting: watch::Sender<Vec<u32>>,
+}
+
+/// Where this worker stands with a partition now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Its lease is valid: frames are taken.
+    Serving,
+    /// It held the lease and its trust ran out without a renewal (NATS unreachable, the worker
+    /// stalled), and it neither released the partition nor saw another worker take it: frames
+    /// that arrive now are nobody's until the next lease round says whose they are.
+    Lapsed,
+    /// Not this worker's (never held, released, or lost to another worker).
+    Elsewhere,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,6 +96,7 @@ impl Ownership {
             total,
             in_flight: (0..total).map(|_| AtomicU64::new(0)).collect(),
             epochs: (0..total).map(|_| AtomicU64::new(1)).collect(),
+            handovers: (0..total).map(|_| AtomicU64::new(0)).collect(),
             state: Mutex::new(state),
             accepting: watch::Sender::new(accepting),
         }
@@ -114,6 +135,30 @@ impl Ownership {
         self.lock()
             .get(partition as usize)
             .is_some_and(|s| s.accepting && s.valid_until.is_some_and(|t| t > Instant::now()))
+    }
+
+    /// Serving, lapsed or elsewhere (see [`Standing`]).
+    pub fn standing(&self, partition: u32) -> Standing {
+        match self.lock().get(partition as usize) {
+            Some(PartitionState {
+                accepting: true,
+                valid_until: Some(t),
+            }) => {
+                if *t > Instant::now() {
+                    Standing::Serving
+                } else {
+                    Standing::Lapsed
+                }
+            }
+            _ => Standing::Elsewhere,
+        }
+    }
+
+    /// How many times this worker stopped holding `partition`.
+    pub fn handovers(&self, partition: u32) -> u64 {
+        self.handovers
+            .get(partition as usize)
+            .map_or(0, |n| n.load(Ordering::Acquire))
     }
 
     /// Whether results of `partition` may be published now: the lease is valid.
@@ -171,7 +216,14 @@ impl Ownership {
             let Some(s) = state.get_mut(partition as usize) else {
                 return;
             };
+            let held = s.valid_until.is_some();
             f(s);
+            if held
+                && s.valid_until.is_none()
+                && let Some(n) = self.handovers.get(partition as usize)
+            {
+                n.fetch_add(1, Ordering::AcqRel);
+            }
             accepting_of(&state)
         };
         self.accepting.send_if_modified(|current| {
@@ -179,6 +231,20 @@ impl Ownership {
             *current = accepting;
             changed
         });
+    }
+
+    /// A renewal went through: valid until `until`. A lease that had lapsed in between starts
+    /// a new tenure, so the intake checks each camera's first frame for a gap again.
+    fn renewed(&self, partition: u32, until: Instant) {
+        let mut lapsed = false;
+        self.update(partition, |s| {
+            lapsed = s.valid_until.is_some_and(|t| t <= Instant::now());
+            s.accepting = true;
+            s.valid_until = Some(until);
+        });
+        if lapsed && let Some(e) = self.epochs.get(partition as usize) {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Stops serving everything at once (the connection is gone or the worker stops).
@@ -251,6 +317,16 @@ pub fn progress_bucket(namespace: &str) -> String {
     format!("{}-progress", token(namespace))
 }
 
+/// What an attempt to take a lease found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    Acquired,
+    /// Another worker holds it.
+    Held,
+    /// The server did not answer (it is retried next round).
+    Failed,
+}
+
 /// Acquires, renews and releases this worker's partition leases for one stage unit.
 pub struct LeaseManager {
     kv: kv::Store,
@@ -311,17 +387,29 @@ impl LeaseManager {
     }
 
     /// Renews and rebalances every `renew_every` until `cancel`, then hands every partition
-    /// back (after the frames in flight are published, within one TTL) and leaves.
+    /// back (after the frames in flight are published, within one TTL) and leaves. While a
+    /// round fails or a held lease has lapsed (NATS was unreachable), rounds come every
+    /// [`RETRY`] instead, so the worker serves again soon after NATS is back.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(self.config.renew_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let started = tokio::time::Instant::now();
+            let ok = match self.round().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(unit = %self.unit, error = %e, "lease round failed; leases lapse unless renewed in time");
+                    false
+                }
+            };
+            let lapsed =
+                (0..self.ownership.total()).any(|p| self.ownership.standing(p) == Standing::Lapsed);
+            let next = if ok && !lapsed {
+                self.config.renew_every()
+            } else {
+                RETRY.min(self.config.renew_every())
+            };
             tokio::select! {
                 () = cancel.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = self.round().await {
-                tracing::warn!(unit = %self.unit, error = %e, "lease round failed; leases lapse unless renewed in time");
+                () = tokio::time::sleep_until(started + next) => {}
             }
         }
         self.leave().await;
@@ -350,14 +438,27 @@ impl LeaseManager {
             match (self.revisions.contains_key(&p), mine) {
                 (true, false) => self.release(p).await,
                 (true, true) => self.renew(p, started).await,
-                (false, true) => self.acquire(p, started).await,
-                (false, false) => {}
+                (false, true) => {
+                    if self.acquire(p, started).await == Taken::Held
+                        && self.ownership.standing(p) == Standing::Lapsed
+                    {
+                        // We had it; the key expired and another worker took it first.
+                        self.ownership.update(p, |s| *s = PartitionState::default());
+                        tracing::warn!(unit = %self.unit, partition = p, "lease lost to another worker");
+                    }
+                }
+                (false, false) => {
+                    if self.ownership.standing(p) != Standing::Elsewhere {
+                        self.ownership.update(p, |s| *s = PartitionState::default());
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    async fn acquire(&mut self, p: u32, sent: Instant) {
+    /// Takes the lease of `p` if nobody holds it.
+    async fn acquire(&mut self, p: u32, sent: Instant) -> Taken {
         let key = self.lease_key(p);
         match self.kv.create(&key, self.me.clone().into()).await {
             Ok(revision) => {
@@ -371,10 +472,14 @@ impl LeaseManager {
                     s.valid_until = Some(until);
                 });
                 tracing::info!(unit = %self.unit, partition = p, worker = %self.me, "partition acquired");
+                Taken::Acquired
             }
             // Held by someone else until they see the new membership and let go, or it expires.
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => tracing::debug!(partition = p, error = %e, "cannot take lease"),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Taken::Held,
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "cannot take lease");
+                Taken::Failed
+            }
         }
     }
 
@@ -386,17 +491,39 @@ impl LeaseManager {
         match self.kv.update(&key, self.me.clone().into(), revision).await {
             Ok(revision) => {
                 self.revisions.insert(p, revision);
-                let until = sent + self.config.trusted();
-                self.ownership.update(p, |s| {
-                    s.accepting = true;
-                    s.valid_until = Some(until);
-                });
+                self.ownership.renewed(p, sent + self.config.trusted());
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                // The lease expired (we were cut off or stalled) and someone else took it.
+                // The key changed since our last renewal. Whether another worker took it or it
+                // merely expired (NATS was down or restarted for longer than the TTL) is in the
+                // key itself; only the first is a loss to another worker.
                 self.revisions.remove(&p);
-                self.ownership.update(p, |s| *s = PartitionState::default());
-                tracing::warn!(unit = %self.unit, partition = p, "lease lost to another worker");
+                match self.kv.entry(&key).await {
+                    Ok(Some(entry))
+                        if entry.operation == kv::Operation::Put && entry.value != self.me =>
+                    {
+                        self.ownership.update(p, |s| *s = PartitionState::default());
+                        let holder = String::from_utf8_lossy(&entry.value);
+                        tracing::warn!(unit = %self.unit, partition = p, %holder, "lease lost to another worker");
+                    }
+                    Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                        // Ours under a revision we did not record (a renewal whose reply was
+                        // lost): keep it.
+                        self.revisions.insert(p, entry.revision);
+                        self.ownership.renewed(p, sent + self.config.trusted());
+                    }
+                    Ok(_) => {
+                        tracing::info!(unit = %self.unit, partition = p, "lease expired before it could be renewed (NATS unreachable?); taking it again");
+                        if self.acquire(p, sent).await == Taken::Held {
+                            self.ownership.update(p, |s| *s = PartitionState::default());
+                            tracing::warn!(unit = %self.unit, partition = p, "lease expired and another worker took it first");
+                        }
+                    }
+                    // The next round tries again; until then the lease stays lapsed.
+                    Err(e) => {
+                        tracing::debug!(partition = p, error = %e, "cannot read the lease key")
+                    }
+                }
             }
             // Unreachable server: keep serving until our own view of the lease runs out.
             Err(e) => tracing::debug!(partition = p, error = %e, "cannot renew lease"),

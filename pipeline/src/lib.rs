@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod camera;
+pub mod camera_state;
 pub mod detection;
 pub mod durable;
 pub mod envelope;

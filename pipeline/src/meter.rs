@@ -25,8 +25,17 @@ pub const WORKER_PROCESSED: &str = "panoptes_worker_frames_processed_total";
 pub const WORKER_FAILED: &str = "panoptes_worker_frames_failed_total";
 /// Frames handed back because their partition moved away, per `camera`.
 pub const WORKER_HANDED_BACK: &str = "panoptes_worker_frames_handed_back_total";
-/// Frames lost in a live handover (sequence gap when a partition was taken over), per `camera`.
+/// Live frames nobody processed: the sequence gap when a partition was taken over, and frames
+/// that arrived while the partition's lease had lapsed (NATS unreachable), per `camera`.
 pub const WORKER_LOST: &str = "panoptes_worker_frames_lost_total";
+/// Durable frames redelivered after newer frames of their camera were processed, acknowledged
+/// and not processed (the ordering rule), per `camera`.
+pub const WORKER_LATE: &str = "panoptes_worker_frames_late_total";
+/// Frames of cameras beyond the worker's limit of tracked cameras (no `camera` label: the
+/// refused IDs are exactly the ones not to make series for).
+pub const WORKER_REFUSED: &str = "panoptes_worker_frames_refused_total";
+/// Cameras a worker keeps state for now.
+pub const WORKER_CAMERAS: &str = "panoptes_worker_cameras";
 
 /// Items that entered a stage, per `stage` and `camera`.
 pub const STAGE_IN: &str = "panoptes_stage_frames_in_total";

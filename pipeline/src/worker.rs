@@ -16,12 +16,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Activity, BatchPolicy, Batcher};
+use crate::camera_state::{CameraLimits, CameraTable, LapsedRun, Mark};
 use crate::detection::{DETECTIONS_SCHEMA, DetectionMessage};
 use crate::durable::{self, DurableConfig};
 use crate::event::{Event, EventKind};
 use crate::frame::Frame;
 use crate::graph::StageGraph;
-use crate::lease::Ownership;
+use crate::lease::{Ownership, Standing};
 use crate::meter::{self, count_camera};
 use crate::partition::PartitionSet;
 use crate::stage::{Item, Payload, Stage, StageError};
@@ -52,9 +53,18 @@ pub struct WorkerStats {
     /// Frames whose partition moved to another worker while they were here: live, their
     /// results were not published; durable, they were handed back for redelivery.
     pub handed_back: AtomicU64,
-    /// Live delivery: frames published while their partition had no live owner (between a
-    /// worker's death and the takeover), counted by the worker that took the partition over.
+    /// Live delivery: frames nobody processed because their partition had no live owner:
+    /// published between a worker's death and the takeover (counted by the worker that took the
+    /// partition over), or arrived here while this worker's lease had lapsed (NATS unreachable)
+    /// and it then kept the partition.
     pub lost: AtomicU64,
+    /// Durable delivery: frames redelivered after newer frames of their camera were processed;
+    /// acknowledged, not processed (per-camera order).
+    pub late: AtomicU64,
+    /// Frames of cameras beyond [`CameraLimits::max_cameras`], refused.
+    pub refused: AtomicU64,
+    /// Cameras the worker keeps state for now.
+    pub cameras: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +77,10 @@ pub struct StatsSnapshot {
     pub batches: u64,
     pub handed_back: u64,
     pub lost: u64,
+    pub late: u64,
+    pub refused: u64,
+    /// Cameras tracked when the snapshot was taken.
+    pub cameras: u64,
 }
 
 impl WorkerStats {
@@ -80,6 +94,9 @@ impl WorkerStats {
             batches: self.batches.load(Ordering::Relaxed),
             handed_back: self.handed_back.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            cameras: self.cameras.load(Ordering::Relaxed),
         }
     }
 }
@@ -119,6 +136,12 @@ enum Outbound {
     },
     /// A frame not processed here: its partition moved (durable: redeliver it elsewhere).
     HandBack(Pending),
+    /// Durable: a frame older than one of its camera already fed to the stages; acknowledged
+    /// and reported, not processed.
+    Late {
+        pending: Pending,
+        seq: u64,
+    },
     Event(String, Bytes),
 }
 
@@ -148,6 +171,7 @@ pub struct Worker {
     input: String,
     /// Names this worker's consumers (durable) and leases: the stages it runs.
     unit: String,
+    limits: CameraLimits,
 }
 
 impl Worker {
@@ -172,6 +196,7 @@ impl Worker {
             delivery: Delivery::Live,
             input: "frames".to_owned(),
             unit: "worker".to_owned(),
+            limits: CameraLimits::default(),
         }
     }
 
@@ -200,6 +225,13 @@ impl Worker {
         self
     }
 
+    /// Bounds the per-camera state: at most `limits.max_cameras` cameras, each forgotten after
+    /// `limits.idle_ttl` without frames.
+    pub fn with_limits(mut self, limits: CameraLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn stats(&self) -> Arc<WorkerStats> {
         self.stats.clone()
     }
@@ -215,6 +247,7 @@ impl Worker {
             delivery,
             input,
             unit,
+            limits,
         } = self;
         let js = jetstream::new(client.clone());
         let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(64);
@@ -279,29 +312,12 @@ impl Worker {
         };
         tracing::info!(input = %format!("{}.{input}.*", subjects.namespace()), %unit, stages = %graph.describe(), delivery = if durable.is_some() { "durable" } else { "live" }, "worker subscribed");
 
-        // Live delivery records each camera's last published frame, so that a worker taking a
-        // partition over can count what was lost in between. Optional: without JetStream the
-        // worker runs, uncounted.
-        let progress = match durable {
-            Some(_) => None,
-            None => match js
-                .create_or_update_key_value(jetstream::kv::Config {
-                    bucket: crate::lease::progress_bucket(subjects.namespace()),
-                    description: "panoptes: last published frame per camera (live delivery)".into(),
-                    history: 1,
-                    max_age: Duration::from_secs(24 * 3600),
-                    storage: jetstream::stream::StorageType::Memory,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => Some(kv),
-                Err(e) => {
-                    tracing::info!(error = %e, "no progress bucket: frames lost in a failover are not counted");
-                    None
-                }
-            },
-        };
+        // Each camera's last published frame: in live delivery a worker taking a partition
+        // over counts what was lost in between; in durable delivery it is the ordering
+        // watermark a new owner starts from. Optional: without JetStream the worker runs,
+        // uncounted, with watermarks of its own only.
+        let progress = open_progress(&js, subjects.namespace()).await;
+        let table = Arc::new(CameraTable::new(limits, stats.cameras.clone()));
         let slots = Arc::new(Slots::new(durable.is_none()));
         let (out_tx, out_rx) = mpsc::channel::<Outbound>(256);
         let chain = Chain::new(
@@ -311,6 +327,7 @@ impl Worker {
             ownership.clone(),
             input.clone(),
             out_tx.clone(),
+            durable.map(|_| table.clone()),
         );
         let processor = {
             let slots = slots.clone();
@@ -326,6 +343,7 @@ impl Worker {
                 subjects: subjects.clone(),
                 ownership: ownership.clone(),
                 stats: stats.clone(),
+                table: table.clone(),
                 durable: durable.is_some(),
                 progress: progress.as_ref().map(|_| {
                     format!(
@@ -337,98 +355,40 @@ impl Worker {
             },
             out_rx,
         ));
-        let mut tenure: HashMap<String, u64> = HashMap::new();
 
-        let mut drops = DropReporter::default();
+        let mut intake_state = Intake {
+            subjects,
+            input,
+            unit,
+            ownership,
+            stats: stats.clone(),
+            table,
+            slots: slots.clone(),
+            out: out_tx,
+            progress,
+            durable: durable.is_some(),
+            refusals: Refusals::default(),
+        };
+        let mut housekeeping = tokio::time::interval(housekeeping_period(limits));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let incoming = tokio::select! {
                 () = cancel.cancelled() => break,
+                _ = housekeeping.tick() => {
+                    intake_state.housekeeping().await;
+                    continue;
+                }
                 m = in_rx.recv() => m,
             };
             let Some(incoming) = incoming else { break };
-            stats.received.fetch_add(1, Ordering::Relaxed);
-            let Some((camera, mapped)) = camera_token(&subjects, &input, &incoming.subject) else {
-                tracing::warn!(subject = %incoming.subject, "message on a subject without a camera token");
-                if let Some(acker) = incoming.acker {
-                    let _ = acker.ack_with(AckKind::Term).await;
-                }
-                continue;
-            };
-            count_camera(meter::WORKER_RECEIVED, &camera, 1);
-            let partition = mapped.unwrap_or_else(|| ownership.partition_of(&camera));
-            if !ownership.accepts(partition) {
-                stats.skipped.fetch_add(1, Ordering::Relaxed);
-                count_camera(meter::WORKER_SKIPPED, &camera, 1);
-                if let Some(acker) = incoming.acker {
-                    // Another worker's now: redeliver at once rather than after ack_wait.
-                    let _ = acker.ack_with(AckKind::Nak(None)).await;
-                }
-                continue;
-            }
-            if let Some(kv) = &progress {
-                let epoch = ownership.epoch(partition);
-                if tenure.insert(camera.clone(), epoch) != Some(epoch)
-                    && let Some(seq) = seq_of(&input, &incoming.payload)
-                {
-                    tokio::spawn(count_lost(LostCheck {
-                        kv: kv.clone(),
-                        key: format!("{}.{camera}", crate::lease::token(&unit)),
-                        camera: camera.clone(),
-                        partition,
-                        seq,
-                        events: subjects.events_for(&camera),
-                        client: client.clone(),
-                        stats: stats.clone(),
-                    }));
-                }
-            }
-            ownership.enter(partition);
-            let span = crate::trace::frame_span(&camera, &input);
-            crate::trace::continue_from(&span, incoming.headers.as_ref());
-            let pending = Pending {
-                camera: camera.clone(),
-                partition,
-                payload: incoming.payload,
-                acker: incoming.acker,
-                _permit: incoming.permit,
-                span,
-            };
-            if let Some(replaced) = slots.put(pending) {
-                ownership.leave(replaced.partition);
-                replaced.span.record("outcome", "dropped");
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                count_camera(meter::WORKER_DROPPED, &camera, 1);
-                if let Some(count) = drops.dropped(&camera) {
-                    let event = Event::new(&camera, EventKind::FramesDropped,
-                        format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"))
-                        .stage("worker").count(count);
-                    if let Ok(body) = serde_json::to_vec(&event) {
-                        let _ = out_tx
-                            .send(Outbound::Event(subjects.events_for(&camera), body.into()))
-                            .await;
-                    }
-                }
-            }
+            intake_state.take(incoming).await;
         }
         sources.cancel();
         let _ = intake.await;
-        // Drops since each camera's last event would otherwise go unreported.
-        for (camera, count) in drops.unreported() {
-            let event = Event::new(
-                &camera,
-                EventKind::FramesDropped,
-                format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"),
-            )
-            .stage("worker")
-            .count(count);
-            if let Ok(body) = serde_json::to_vec(&event) {
-                let _ = out_tx
-                    .send(Outbound::Event(subjects.events_for(&camera), body.into()))
-                    .await;
-            }
-        }
+        intake_state.finish().await;
         slots.close();
-        drop(out_tx);
+        // The last sender: the publisher ends once the stage thread has sent its last frame.
+        drop(intake_state);
         let joined = tokio::task::spawn_blocking(move || processor.join()).await;
         let _ = publisher.await;
         match joined {
@@ -438,60 +398,464 @@ impl Worker {
     }
 }
 
-/// The sequence number of a frame or forwarded item (decoding only its metadata for frames).
-fn seq_of(input: &str, payload: &Bytes) -> Option<u64> {
-    if input == "frames" {
-        Frame::decode(payload.clone(), None).ok().map(|f| f.seq)
-    } else {
-        crate::envelope::decode(payload.clone(), None)
-            .ok()
-            .map(|i| i.frame.seq)
+/// How often the intake resolves lapsed frames, forgets idle cameras and reports refusals.
+fn housekeeping_period(limits: CameraLimits) -> Duration {
+    (limits.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// How long the intake waits for a camera's progress record at the start of a tenure.
+const PROGRESS_READ: Duration = Duration::from_secs(1);
+
+/// Opens (or creates) the namespace's progress bucket: file storage, so the records outlive a
+/// nats-server restart. A bucket made by an older version (memory storage) is used as it is.
+async fn open_progress(js: &jetstream::Context, namespace: &str) -> Option<jetstream::kv::Store> {
+    let bucket = crate::lease::progress_bucket(namespace);
+    let config = jetstream::kv::Config {
+        bucket: bucket.clone(),
+        description: "panoptes: last published frame per camera (live: loss accounting; durable: ordering watermark)".into(),
+        history: 1,
+        max_age: Duration::from_secs(24 * 3600),
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    match js.create_or_update_key_value(config).await {
+        Ok(kv) => Some(kv),
+        Err(e) => match js.get_key_value(&bucket).await {
+            Ok(kv) => Some(kv),
+            Err(_) => {
+                tracing::info!(error = %e, "no progress bucket: frames lost in a failover are not counted and watermarks stay local");
+                None
+            }
+        },
     }
 }
 
-struct LostCheck {
+/// A progress record: `<seq> <capture_ts_ns>` (older versions wrote the sequence number alone).
+fn parse_progress(value: &[u8]) -> Option<Mark> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.split_ascii_whitespace();
+    let seq = parts.next()?.parse().ok()?;
+    let capture_ts_ns = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    Some(Mark { seq, capture_ts_ns })
+}
+
+/// The sequence number and capture time of a frame or forwarded item, read from its metadata
+/// (no pixels or tensors copied).
+fn meta_of(input: &str, payload: &Bytes) -> Option<(u64, u64)> {
+    if input == "frames" {
+        Frame::decode(payload.clone(), None)
+            .ok()
+            .map(|f| (f.seq, f.capture_ts_ns))
+    } else {
+        crate::envelope::meta(payload.clone()).ok()
+    }
+}
+
+/// The intake side of a worker: decides for each message whether it is served, skipped,
+/// refused or counted lost, and keeps the per-camera table.
+struct Intake {
+    subjects: Subjects,
+    input: String,
+    unit: String,
+    ownership: Arc<Ownership>,
+    stats: Arc<WorkerStats>,
+    table: Arc<CameraTable>,
+    slots: Arc<Slots>,
+    out: mpsc::Sender<Outbound>,
+    progress: Option<jetstream::kv::Store>,
+    durable: bool,
+    refusals: Refusals,
+}
+
+impl Intake {
+    async fn take(&mut self, incoming: Incoming) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let Some((camera, mapped)) = camera_token(&self.subjects, &self.input, &incoming.subject)
+        else {
+            tracing::warn!(subject = %incoming.subject, "message on a subject without a camera token");
+            if let Some(acker) = incoming.acker {
+                let _ = acker.ack_with(AckKind::Term).await;
+            }
+            return;
+        };
+        let partition = mapped.unwrap_or_else(|| self.ownership.partition_of(&camera));
+        let standing = self.ownership.standing(partition);
+        if standing == Standing::Elsewhere || (self.durable && standing == Standing::Lapsed) {
+            count_camera(meter::WORKER_RECEIVED, &camera, 1);
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            count_camera(meter::WORKER_SKIPPED, &camera, 1);
+            if let Some(acker) = incoming.acker {
+                // Another worker's now, or ours again once the lease is renewed: redeliver at
+                // once rather than after ack_wait.
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            }
+            return;
+        }
+        let now = Instant::now();
+        if self.table.admit(&camera, now, |_| ()).is_none() {
+            self.refuse(&camera, now, incoming.acker).await;
+            return;
+        }
+        count_camera(meter::WORKER_RECEIVED, &camera, 1);
+        // Live: which frame this is, so that whatever becomes of it is accounted for once.
+        let meta = if self.durable {
+            None
+        } else {
+            meta_of(&self.input, &incoming.payload)
+        };
+        if standing == Standing::Lapsed {
+            self.lapsed(&camera, partition, meta.map(|m| m.0));
+            return;
+        }
+        if let Some(run) = self.table.with(&camera, |s| s.lapsed).flatten() {
+            self.resolve(&camera, run, false).await;
+        }
+        let epoch = self.ownership.epoch(partition);
+        let new_tenure = self
+            .table
+            .with(&camera, |s| s.epoch.replace(epoch) != Some(epoch))
+            .unwrap_or(false);
+        if new_tenure {
+            self.start_tenure(&camera, partition, meta).await;
+        }
+        self.table.with(&camera, |s| {
+            s.in_worker += 1;
+            if let Some((seq, _)) = meta {
+                s.account(seq);
+            }
+        });
+        self.ownership.enter(partition);
+        let span = crate::trace::frame_span(&camera, &self.input);
+        crate::trace::continue_from(&span, incoming.headers.as_ref());
+        let pending = Pending {
+            camera: camera.clone(),
+            partition,
+            payload: incoming.payload,
+            acker: incoming.acker,
+            _permit: incoming.permit,
+            span,
+        };
+        if let Some(replaced) = self.slots.put(pending) {
+            self.ownership.leave(replaced.partition);
+            self.table.left(&camera);
+            replaced.span.record("outcome", "dropped");
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            count_camera(meter::WORKER_DROPPED, &camera, 1);
+            if let Some(count) = self.table.with(&camera, |s| s.dropped(now)).flatten() {
+                self.report_drops(&camera, count).await;
+            }
+        }
+    }
+
+    /// A live frame of a partition whose lease lapsed: not served, and lost or another
+    /// worker's depending on what the next lease round finds.
+    fn lapsed(&mut self, camera: &str, partition: u32, seq: Option<u64>) {
+        let handovers = self.ownership.handovers(partition);
+        self.table.with(camera, |s| {
+            let run = s.lapsed.get_or_insert(LapsedRun {
+                partition,
+                handovers,
+                count: 0,
+                first: None,
+                last: None,
+            });
+            run.count += 1;
+            if let Some(seq) = seq {
+                run.first = Some(run.first.map_or(seq, |f| f.min(seq)));
+                run.last = Some(run.last.map_or(seq, |l| l.max(seq)));
+            }
+        });
+    }
+
+    /// Settles frames that arrived while `camera`'s partition had lapsed, once the lease round
+    /// has said whose the partition is: still this worker's (renewed or taken again), so
+    /// nobody processed them: lost; handed over meanwhile, so the next owner counts the gap:
+    /// skipped. `stopping`: the worker stops while the lease is still lapsed: lost.
+    async fn resolve(&mut self, camera: &str, run: LapsedRun, stopping: bool) {
+        let lost = if self.ownership.handovers(run.partition) != run.handovers {
+            false
+        } else {
+            match self.ownership.standing(run.partition) {
+                Standing::Serving => true,
+                Standing::Lapsed if stopping => true,
+                Standing::Lapsed => return,
+                Standing::Elsewhere => false,
+            }
+        };
+        self.table.with(camera, |s| s.lapsed = None);
+        if !lost {
+            self.stats.skipped.fetch_add(run.count, Ordering::Relaxed);
+            count_camera(meter::WORKER_SKIPPED, camera, run.count);
+            return;
+        }
+        // Nobody else served the partition meanwhile, so frames between the last one this
+        // worker accounted for and the first that arrived in the lapse never reached a worker
+        // (published while NATS was down for this worker): lost as well.
+        let accounted = self.table.with(camera, |s| s.accounted).flatten();
+        let (gap, from) = match (accounted, run.first) {
+            (Some(a), Some(first)) if first > a.saturating_add(1) => (first - a - 1, Some(a + 1)),
+            _ => (0, run.first),
+        };
+        let lost = run.count + gap;
+        if let Some(last) = run.last {
+            self.table.with(camera, |s| s.account(last));
+        }
+        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        count_camera(meter::WORKER_LOST, camera, lost);
+        let which = match (from, run.last) {
+            (Some(from), Some(last)) => format!(" (seq {from}..={last})"),
+            _ => String::new(),
+        };
+        tracing::warn!(
+            camera,
+            partition = run.partition,
+            lost,
+            "frames lost while the partition's lease had lapsed"
+        );
+        let event = Event::new(
+            camera,
+            EventKind::FramesLost,
+            format!(
+                "{lost} frames{which} lost while this worker's lease on partition {} had lapsed (NATS unreachable, or the worker stalled): {} arrived and were not processed, {gap} never reached it; live delivery does not keep them",
+                run.partition, run.count
+            ),
+        )
+        .stage("worker")
+        .count(lost);
+        self.send_event(camera, &event).await;
+    }
+
+    /// The first frame of `camera` in a new tenure of its partition (or since the camera was
+    /// last forgotten). Live: frames between the last one anyone published (or this worker
+    /// accounted for) and this one never reached a worker: lost. Durable: the watermark
+    /// continues from the last frame any worker published.
+    async fn start_tenure(&mut self, camera: &str, partition: u32, meta: Option<(u64, u64)>) {
+        let Some(kv) = self.progress.clone() else {
+            return;
+        };
+        let key = format!("{}.{camera}", crate::lease::token(&self.unit));
+        if self.durable {
+            // Before the frame can reach the stages. Pulled intake waits without losing
+            // anything (JetStream keeps the rest).
+            if let Ok(Ok(Some(value))) = tokio::time::timeout(PROGRESS_READ, kv.get(key)).await
+                && let Some(mark) = parse_progress(&value)
+            {
+                self.table.with(camera, |s| s.stored(mark));
+            }
+            return;
+        }
+        let Some((seq, _)) = meta else { return };
+        // Live: in a task, as the intake must not wait (frames keep coming on the connection
+        // the read shares, and a stalled intake makes the client drop them); what this worker
+        // accounted for so far is taken now.
+        let check = GapCheck {
+            kv,
+            key,
+            camera: camera.to_owned(),
+            partition,
+            seq,
+            accounted: self.table.with(camera, |s| s.accounted).flatten(),
+            stats: self.stats.clone(),
+            table: self.table.clone(),
+            out: self.out.clone(),
+            events: self.subjects.events_for(camera),
+        };
+        tokio::spawn(check.run());
+    }
+
+    /// A frame of a camera beyond the limit of tracked cameras. Durable: terminated, so that
+    /// JetStream does not hand it out again and again.
+    async fn refuse(&mut self, camera: &str, now: Instant, acker: Option<Acker>) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(meter::WORKER_REFUSED).increment(1);
+        if let Some(acker) = acker {
+            let _ = acker.ack_with(AckKind::Term).await;
+        }
+        if let Some((camera, count)) = self.refusals.refused(camera, now) {
+            self.report_refused(&camera, count).await;
+        }
+    }
+
+    /// Resolves lapsed frames, forgets idle cameras, reports refusals held back.
+    async fn housekeeping(&mut self) {
+        let now = Instant::now();
+        for (camera, run) in self.table.lapsed() {
+            self.resolve(&camera, run, false).await;
+        }
+        for (camera, state) in self.table.expire(now) {
+            if state.drops.1 > 0 {
+                self.report_drops(&camera, state.drops.1).await;
+            }
+        }
+        self.slots.prune(now);
+        if let Some((camera, count)) = self.refusals.due(now) {
+            self.report_refused(&camera, count).await;
+        }
+        metrics::gauge!(meter::WORKER_CAMERAS)
+            .set(self.stats.cameras.load(Ordering::Relaxed) as f64);
+    }
+
+    /// At stop: what would otherwise go unreported.
+    async fn finish(&mut self) {
+        for (camera, run) in self.table.lapsed() {
+            self.resolve(&camera, run, true).await;
+        }
+        for (camera, count) in self.table.unreported_drops() {
+            self.report_drops(&camera, count).await;
+        }
+        if let Some((camera, count)) = self.refusals.flush() {
+            self.report_refused(&camera, count).await;
+        }
+    }
+
+    async fn report_drops(&self, camera: &str, count: u64) {
+        let event = Event::new(
+            camera,
+            EventKind::FramesDropped,
+            format!("{count} frames dropped to keep up (live delivery keeps the newest frame)"),
+        )
+        .stage("worker")
+        .count(count);
+        self.send_event(camera, &event).await;
+    }
+
+    async fn report_refused(&self, camera: &str, count: u64) {
+        let limits = self.table.limits();
+        tracing::warn!(
+            count,
+            latest = camera,
+            max_cameras = limits.max_cameras,
+            "frames of cameras beyond this worker's limit refused"
+        );
+        let event = Event::new(
+            camera,
+            EventKind::FramesRefused,
+            format!(
+                "{count} frames of cameras beyond this worker's limit of {} tracked cameras refused since the last report (this camera the latest); a camera is forgotten after {} s without frames",
+                limits.max_cameras,
+                limits.idle_ttl.as_secs_f64()
+            ),
+        )
+        .stage("worker")
+        .count(count);
+        self.send_event(camera, &event).await;
+    }
+
+    async fn send_event(&self, camera: &str, event: &Event) {
+        if let Ok(body) = serde_json::to_vec(event) {
+            let _ = self
+                .out
+                .send(Outbound::Event(
+                    self.subjects.events_for(camera),
+                    body.into(),
+                ))
+                .await;
+        }
+    }
+}
+
+/// Live: the first frame of a camera in a new tenure, checked against the last frame any
+/// worker published and what this worker accounted for: the frames in between never reached a
+/// worker.
+struct GapCheck {
     kv: jetstream::kv::Store,
     key: String,
     camera: String,
     partition: u32,
     seq: u64,
-    events: String,
-    client: async_nats::Client,
+    accounted: Option<u64>,
     stats: Arc<WorkerStats>,
+    table: Arc<CameraTable>,
+    out: mpsc::Sender<Outbound>,
+    events: String,
 }
 
-/// First frame of a camera since this worker acquired its partition: the frames between the
-/// last one any worker published and this one were lost in the handover.
-async fn count_lost(c: LostCheck) {
-    let last = match c.kv.get(c.key.as_str()).await {
-        Ok(Some(v)) => std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok()),
-        _ => None,
-    };
-    let Some(last) = last else { return };
-    // A camera that restarted counts from 1 again: nothing to count.
-    if c.seq <= last.saturating_add(1) {
-        return;
+impl GapCheck {
+    async fn run(self) {
+        let record = match tokio::time::timeout(PROGRESS_READ, self.kv.get(self.key.as_str())).await
+        {
+            Ok(Ok(Some(value))) => parse_progress(&value),
+            _ => None,
+        };
+        let Some(last) = record
+            .map(|m| m.seq)
+            .into_iter()
+            .chain(self.accounted)
+            .max()
+        else {
+            return;
+        };
+        let (camera, seq, partition) = (self.camera.as_str(), self.seq, self.partition);
+        // A camera that restarted counts from 0 again: nothing to count.
+        if seq <= last.saturating_add(1) {
+            return;
+        }
+        let lost = seq - last - 1;
+        self.table.with(camera, |s| s.account(seq - 1));
+        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        count_camera(meter::WORKER_LOST, camera, lost);
+        tracing::warn!(
+            camera,
+            partition,
+            lost,
+            "frames lost in a partition handover"
+        );
+        let event = Event::new(
+            camera,
+            EventKind::FramesLost,
+            format!(
+                "{lost} frames (seq {}..={}) were published while partition {partition} had no live worker (a worker stopped or died, or NATS was unreachable) and never reached one; live delivery does not keep them",
+                last + 1,
+                seq - 1,
+            ),
+        )
+        .stage("worker")
+        .count(lost);
+        if let Ok(body) = serde_json::to_vec(&event) {
+            let _ = self
+                .out
+                .send(Outbound::Event(self.events, body.into()))
+                .await;
+        }
     }
-    let lost = c.seq - last - 1;
-    c.stats.lost.fetch_add(lost, Ordering::Relaxed);
-    count_camera(meter::WORKER_LOST, &c.camera, lost);
-    let event = Event::new(
-        &c.camera,
-        EventKind::FramesLost,
-        format!(
-            "{lost} frames ({}..={}) were published while partition {} had no live worker (a worker stopped or died); live delivery does not keep them",
-            last + 1,
-            c.seq - 1,
-            c.partition
-        ),
-    )
-    .stage("worker")
-    .count(lost);
-    tracing::warn!(camera = %c.camera, partition = c.partition, lost, "frames lost in a partition handover");
-    if let Ok(body) = serde_json::to_vec(&event) {
-        let _ = c.client.publish(c.events, body.into()).await;
+}
+
+/// Refused frames, reported at most once per second over all cameras (one camera's counter
+/// each would be the unbounded state the limit is there to prevent).
+#[derive(Default)]
+struct Refusals {
+    reported: Option<Instant>,
+    count: u64,
+    latest: String,
+}
+
+impl Refusals {
+    fn refused(&mut self, camera: &str, now: Instant) -> Option<(String, u64)> {
+        self.count += 1;
+        camera.clone_into(&mut self.latest);
+        self.due(now)
+    }
+
+    /// The count to report, if one is due.
+    fn due(&mut self, now: Instant) -> Option<(String, u64)> {
+        if self.count == 0
+            || self
+                .reported
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.reported = Some(now);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Option<(String, u64)> {
+        (self.count > 0).then(|| {
+            (
+                std::mem::take(&mut self.latest),
+                std::mem::take(&mut self.count),
+            )
+        })
     }
 }
 
@@ -751,8 +1115,9 @@ struct Publisher {
     subjects: Subjects,
     ownership: Arc<Ownership>,
     stats: Arc<WorkerStats>,
+    table: Arc<CameraTable>,
     durable: bool,
-    /// Live delivery: the subject prefix progress records go to (`$KV.<bucket>.<unit>.`).
+    /// The subject prefix progress records go to (`$KV.<bucket>.<unit>.`).
     progress: Option<String>,
 }
 
@@ -766,6 +1131,7 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
         subjects,
         ownership,
         stats,
+        table,
         durable,
         progress,
     } = p;
@@ -778,7 +1144,12 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                 }
             }
             Outbound::HandBack(pending) => {
+                table.left(&pending.camera);
                 hand_back(&stats, &ownership, pending).await;
+            }
+            Outbound::Late { pending, seq } => {
+                table.left(&pending.camera);
+                late(&client, &subjects, &stats, &ownership, pending, seq).await;
             }
             Outbound::Frame {
                 pending,
@@ -786,7 +1157,17 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                 capture_ts_ns,
                 results,
             } => {
+                table.left(&pending.camera);
+                // Durable: the watermark moves with what is stored, and back if this frame,
+                // fed last, goes back to JetStream without results.
+                let fed = match (durable, seq, capture_ts_ns) {
+                    (true, Some(seq), Some(capture_ts_ns)) => Some(Mark { seq, capture_ts_ns }),
+                    _ => None,
+                };
                 if !ownership.holds(pending.partition) {
+                    if let Some(mark) = fed {
+                        table.with(&pending.camera, |s| s.unstored(mark));
+                    }
                     hand_back(&stats, &ownership, pending).await;
                     continue;
                 }
@@ -888,11 +1269,23 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                     }
                 }
                 drop(span);
-                if let (Some(prefix), Some(seq)) = (&progress, seq) {
+                if let (Some(prefix), Some(seq)) = (&progress, seq)
+                    && (stored || !durable)
+                {
                     // A plain publish onto the bucket's subject: a KV put without waiting for
                     // the acknowledgement, one small message per frame.
                     let subject = format!("{prefix}{}", pending.camera);
-                    let _ = client.publish(subject, seq.to_string().into()).await;
+                    let record = format!("{seq} {}", capture_ts_ns.unwrap_or(0));
+                    let _ = client.publish(subject, record.into()).await;
+                }
+                if let Some(mark) = fed {
+                    table.with(&pending.camera, |s| {
+                        if stored {
+                            s.stored(mark);
+                        } else {
+                            s.unstored(mark);
+                        }
+                    });
                 }
                 if let Some(acker) = &pending.acker {
                     // Not stored: let JetStream deliver the frame again rather than lose it.
@@ -910,6 +1303,43 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
         }
     }
     let _ = client.flush().await;
+}
+
+/// A late frame (durable): acknowledged, so it is not delivered again, counted and reported.
+async fn late(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    stats: &WorkerStats,
+    ownership: &Ownership,
+    pending: Pending,
+    seq: u64,
+) {
+    stats.late.fetch_add(1, Ordering::Relaxed);
+    count_camera(meter::WORKER_LATE, &pending.camera, 1);
+    pending.span.record("outcome", "late");
+    tracing::info!(camera = %pending.camera, seq, "late frame dropped: newer frames of its camera were already processed");
+    if let Some(acker) = &pending.acker
+        && let Err(e) = acker.ack_with(AckKind::Ack).await
+    {
+        tracing::warn!(camera = %pending.camera, error = %e, "cannot acknowledge frame");
+    }
+    let event = Event::new(
+        &pending.camera,
+        EventKind::FramesLate,
+        format!(
+            "frame {seq} was delivered again after newer frames of its camera were processed (its worker stalled past its lease); dropped so that the stages see the camera's frames in order"
+        ),
+    )
+    .stage("worker")
+    .seq(seq)
+    .count(1);
+    if let Ok(body) = serde_json::to_vec(&event) {
+        let subject = subjects.events_for(&pending.camera);
+        if let Err(e) = client.publish(subject.clone(), body.into()).await {
+            tracing::warn!(%subject, error = %e, "publish failed");
+        }
+    }
+    ownership.leave(pending.partition);
 }
 
 async fn hand_back(stats: &WorkerStats, ownership: &Ownership, pending: Pending) {
@@ -1051,45 +1481,21 @@ impl Slots {
         batch
     }
 
+    /// Forgets cameras not heard from for a while in the batch-closing activity.
+    fn prune(&self, now: Instant) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .activity
+            .prune(now);
+    }
+
     fn close(&self) {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .closed = true;
         self.ready.notify_all();
-    }
-}
-
-/// Rate-limits drop events to one per camera per second, carrying the count since the last one.
-#[derive(Default)]
-struct DropReporter {
-    since: HashMap<String, (Instant, u64)>,
-}
-
-impl DropReporter {
-    /// Counts not yet reported, per camera, clearing them.
-    fn unreported(&mut self) -> Vec<(String, u64)> {
-        self.since
-            .iter_mut()
-            .filter(|(_, (_, n))| *n > 0)
-            .map(|(camera, (_, n))| (camera.clone(), std::mem::take(n)))
-            .collect()
-    }
-
-    fn dropped(&mut self, camera: &str) -> Option<u64> {
-        let now = Instant::now();
-        let entry = self
-            .since
-            .entry(camera.to_owned())
-            .or_insert((now - Duration::from_secs(1), 0));
-        entry.1 += 1;
-        if now.duration_since(entry.0) >= Duration::from_secs(1) {
-            let count = entry.1;
-            *entry = (now, 0);
-            Some(count)
-        } else {
-            None
-        }
     }
 }
 
@@ -1108,6 +1514,9 @@ struct Chain {
     /// `frames`: payloads are frames; otherwise items forwarded by another process.
     input: String,
     out: mpsc::Sender<Outbound>,
+    /// Durable delivery: the per-camera watermarks; frames at or below theirs are not
+    /// processed.
+    watermarks: Option<Arc<CameraTable>>,
 }
 
 impl Chain {
@@ -1118,6 +1527,7 @@ impl Chain {
         ownership: Arc<Ownership>,
         input: String,
         out: mpsc::Sender<Outbound>,
+        watermarks: Option<Arc<CameraTable>>,
     ) -> Self {
         graph.finish();
         let policy = graph
@@ -1140,6 +1550,7 @@ impl Chain {
             ownership,
             input,
             out,
+            watermarks,
         }
     }
 
@@ -1177,7 +1588,12 @@ impl Chain {
                     seq,
                     capture_ts_ns,
                     results,
+                    late,
                 } = processed;
+                if late && let Some(seq) = seq {
+                    self.send(Outbound::Late { pending, seq });
+                    continue;
+                }
                 for result in &results {
                     if let Err(event) = result {
                         tracing::warn!(camera = %pending.camera, stage = ?event.stage, seq = ?event.seq, cause = %event.message, "frame failed");
@@ -1215,6 +1631,7 @@ impl Chain {
     fn process(&mut self, batch: Vec<Taken>) -> Vec<Processed> {
         let started = Instant::now();
         let mut metas: Vec<Option<(u64, u64)>> = Vec::with_capacity(batch.len());
+        let mut late = vec![false; batch.len()];
         let mut results: Vec<Results> = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         for (i, incoming) in batch.into_iter().enumerate() {
@@ -1225,10 +1642,15 @@ impl Chain {
             } = incoming;
             match self.decode(&camera, payload) {
                 Ok(mut item) => {
-                    span.record("seq", item.frame.seq);
-                    item.span = span;
-                    metas.push(Some((item.frame.seq, item.frame.capture_ts_ns)));
+                    let (seq, ts) = (item.frame.seq, item.frame.capture_ts_ns);
+                    span.record("seq", seq);
+                    metas.push(Some((seq, ts)));
                     results.push(Vec::new());
+                    if self.is_late(&camera, seq, ts) {
+                        late[i] = true;
+                        continue;
+                    }
+                    item.span = span;
                     items.push((i, item));
                 }
                 Err(message) => {
@@ -1373,12 +1795,23 @@ impl Chain {
         metas
             .into_iter()
             .zip(results)
-            .map(|(meta, results)| Processed {
+            .zip(late)
+            .map(|((meta, results), late)| Processed {
                 seq: meta.map(|m| m.0),
                 capture_ts_ns: meta.map(|m| m.1),
                 results,
+                late,
             })
             .collect()
+    }
+
+    /// Durable ordering: whether the frame is at or below its camera's watermark (the newest
+    /// frame fed to the stages); if not, it becomes the watermark, as it is fed now.
+    fn is_late(&self, camera: &str, seq: u64, capture_ts_ns: u64) -> bool {
+        self.watermarks
+            .as_ref()
+            .and_then(|t| t.with(camera, |s| s.feed(seq, capture_ts_ns)))
+            .unwrap_or(false)
     }
 }
 
@@ -1394,6 +1827,8 @@ struct Processed {
     seq: Option<u64>,
     capture_ts_ns: Option<u64>,
     results: Results,
+    /// Durable: older than a frame of its camera already processed; not processed.
+    late: bool,
 }
 
 /// Counts a stage failure; traps and time-outs are operator faults as well.

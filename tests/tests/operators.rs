@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use panoptes::control::ReloadRequest;
+use panoptes::control_auth::Signer;
+use panoptes::nats_args::NatsArgs;
 use panoptes::runner::{Role, Running};
 use panoptes_pipeline::event::{Event, EventKind};
 use panoptes_pipeline::{DetectionMessage, Subjects};
@@ -136,18 +138,23 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("probe.wasm");
     std::fs::copy(dist.join("misbehave.wasm"), &module).unwrap();
+    let key = dir.path().join("admin.key");
+    panoptes_wasm::signature::generate_key_files(&key).unwrap();
+    let signer = Signer::read(&key).unwrap();
     let text = format!(
-        "cameras:\n{}{}stages:\n  - {{ id: probe, kind: operator, wasm: probe.wasm, emits: detections }}\n",
+        "control: {{ enabled: true, keys: [admin.key.pub] }}\ncameras:\n{}{}stages:\n  - {{ id: probe, kind: operator, wasm: probe.wasm, emits: detections }}\n",
         camera("cam-a"),
         camera("cam-b")
     );
     let topology = parse(&text, dir.path());
+
     let running = Running::start(&topology, None, Role::All)
         .await
         .expect("start");
     let client = panoptes::connect(&running.nats_url).await.expect("connect");
     let mut sub = client.subscribe("panoptes.detections.*").await.unwrap();
     let subjects = Subjects::new("panoptes");
+    let nats = NatsArgs::url(&running.nats_url);
     let cameras = ["cam-a", "cam-b"];
     let mut last_seq = BTreeMap::new();
 
@@ -163,7 +170,8 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
             wasm: None,
         };
         let replies = panoptes::operator_cmd::reload(
-            &running.nats_url,
+            &nats,
+            Some(&signer),
             &subjects,
             &request,
             Duration::from_secs(30),
@@ -180,7 +188,8 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
         let junk = dir.path().join("junk.wasm");
         std::fs::write(&junk, b"\0asm\x0d\0\x01\0garbage").unwrap();
         let replies = panoptes::operator_cmd::reload(
-            &running.nats_url,
+            &nats,
+            Some(&signer),
             &subjects,
             &ReloadRequest {
                 stage: "probe".into(),
@@ -197,7 +206,8 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
 
         // Unknown stage.
         let replies = panoptes::operator_cmd::reload(
-            &running.nats_url,
+            &nats,
+            Some(&signer),
             &subjects,
             &ReloadRequest {
                 stage: "nope".into(),

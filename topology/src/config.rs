@@ -33,6 +33,9 @@ pub struct Topology {
     /// Tracing export and the metrics endpoint.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Changing a running deployment over NATS (cameras, operator reloads). Off by default.
+    #[serde(default)]
+    pub control: ControlConfig,
     /// Models stages refer to by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -91,6 +94,52 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     #[serde(default)]
     pub key: Option<PathBuf>,
+}
+
+/// The control subjects (`<ns>.control.cameras.*` on ingest processes,
+/// `<ns>.control.operators.reload` on workers) change a running deployment. They are off unless
+/// `enabled`; then every request must be signed by one of `keys` (ed25519, see
+/// `docs/security.md`), carry a fresh timestamp and a nonce never seen before.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Subscribe to the control subjects at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Public key files (`panoptes operator keygen` writes them) whose signed requests are
+    /// obeyed; relative to the topology file.
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// How old (or how far ahead of this process's clock) a request may be; also how long its
+    /// nonce is remembered.
+    #[serde(default = "default_control_max_age_ms")]
+    #[schemars(range(min = 1000, max = 600000))]
+    pub max_age_ms: u64,
+    /// Directories that the files of cameras added at runtime (file paths, V4L2 devices) and
+    /// reloaded operator modules must lie in. Empty: runtime-added file and V4L2 cameras are
+    /// refused, and a reload may only name files beside the stage's own module.
+    #[serde(default)]
+    pub allow_dirs: Vec<PathBuf>,
+    /// Hosts that RTSP and HTTP cameras added at runtime may connect to (names or addresses,
+    /// as written in the URL). Absent: any host.
+    #[serde(default)]
+    pub allow_hosts: Option<Vec<String>>,
+}
+
+fn default_control_max_age_ms() -> u64 {
+    30_000
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            keys: Vec::new(),
+            max_age_ms: default_control_max_age_ms(),
+            allow_dirs: Vec::new(),
+            allow_hosts: None,
+        }
+    }
 }
 
 /// Workers of one stage unit hold their partitions through leases in the NATS KV bucket

@@ -6,6 +6,7 @@
 //! tree (`semantic`) → typed [`Topology`]. Every problem found in one pass is reported.
 
 pub mod config;
+mod de;
 pub mod diagnostic;
 pub mod graph;
 mod schema_check;
@@ -54,12 +55,15 @@ pub fn process_env(name: &str) -> Option<String> {
 impl TopologyFile {
     /// Reads, interpolates and validates a topology file.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics::single(
-                SourceFile::new(path.display().to_string(), String::new()),
-                Diagnostic::new(format!("cannot read topology {}: {e}", path.display())),
-            )
-        })?;
+        // Bounded and non-blocking: a FIFO, a device or a huge file named as a topology is
+        // refused by what it is, before anything is parsed.
+        let text = panoptes_files::read_to_string_bounded(path, panoptes_files::TOPOLOGY_MAX)
+            .map_err(|e| {
+                Diagnostics::single(
+                    SourceFile::new(path.display().to_string(), String::new()),
+                    Diagnostic::new(format!("cannot read topology {e}")),
+                )
+            })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -87,12 +91,9 @@ impl TopologyFile {
             problems.sort_by_key(|d| d.span.map(|s| s.start).unwrap_or(0));
             return Err(fail(problems));
         }
-        let config: Topology = serde_json::from_value(tree.to_json()).map_err(|e| {
-            // The schema admitted something the types do not: a bug here, but still located.
-            fail(vec![Diagnostic::new(format!(
-                "topology passed the schema but not the typed reader: {e}"
-            ))])
-        })?;
+        // What the schema admits but the types do not (a number out of a field's range, say)
+        // is reported at the value, like every other problem.
+        let config: Topology = de::read(&tree).map_err(|e| fail(vec![e.into_diagnostic()]))?;
         Ok(Self {
             config,
             base_dir: base_dir.to_path_buf(),
@@ -121,11 +122,7 @@ impl TopologyFile {
             problems.sort_by_key(|d| d.span.map(|s| s.start).unwrap_or(0));
             return Err(fail(problems));
         }
-        serde_json::from_value(tree.to_json()).map_err(|e| {
-            fail(vec![Diagnostic::new(format!(
-                "camera passed the schema but not the typed reader: {e}"
-            ))])
-        })
+        de::read(&tree).map_err(|e| fail(vec![e.into_diagnostic()]))
     }
 
     /// Resolves a path from the topology against its directory.
@@ -196,4 +193,95 @@ fn schema() -> &'static serde_json::Value {
         serde_json::to_value(&schema).unwrap_or(serde_json::Value::Bool(true))
     });
     &SCHEMA
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TopologyFile, Diagnostics> {
+        TopologyFile::parse(text, "t.yaml", Path::new("."), &|_| None)
+    }
+
+    /// The one diagnostic of a refused topology, with the text under its span.
+    fn refused(text: &str) -> (String, String) {
+        let err = parse(text).expect_err("refused");
+        assert_eq!(err.items.len(), 1, "{}", err.render(false));
+        let d = &err.items[0];
+        let span = d.span.expect("located");
+        (d.message.clone(), text[span.start..span.end].to_owned())
+    }
+
+    const STAGES: &str = "stages:\n  - id: s\n    kind: sink\n";
+
+    #[test]
+    fn numbers_past_a_fields_type_are_reported_at_the_value() {
+        // u64: past i64 the tree cannot hold the number exactly.
+        let text = format!(
+            "{}models:\n  m: {{ file: m.onnx, max_batch: 18446744073709551615 }}\n",
+            STAGES
+        );
+        let err = parse(&text).expect_err("refused");
+        let d = err
+            .items
+            .iter()
+            .find(|d| d.message.contains("max_batch"))
+            .unwrap_or_else(|| panic!("{}", err.render(false)));
+        let span = d.span.expect("located");
+        assert_eq!(&text[span.start..span.end], "18446744073709551615");
+        assert!(
+            d.message.contains("must be at most 4294967295"),
+            "{}",
+            d.message
+        );
+        // u32 (`partitions` also has a schema maximum; `max_batch` has only its type).
+        let text = format!(
+            "{}models:\n  m: {{ file: m.onnx, max_batch: 4294967296 }}\n",
+            STAGES
+        );
+        let err = parse(&text).expect_err("refused");
+        let d = err
+            .items
+            .iter()
+            .find(|d| d.message.contains("max_batch"))
+            .unwrap_or_else(|| panic!("{}", err.render(false)));
+        let span = d.span.expect("located");
+        assert_eq!(&text[span.start..span.end], "4294967296");
+    }
+
+    #[test]
+    fn a_timeout_past_u64_is_reported_at_the_value() {
+        let text = format!(
+            "{STAGES}  - id: op\n    kind: operator\n    input: frames\n    wasm: x.wasm\n    timeout_ms: 18446744073709551615\n"
+        );
+        let err = parse(&text).expect_err("refused");
+        let d = err
+            .items
+            .iter()
+            .find(|d| d.message.contains("timeout_ms"))
+            .unwrap_or_else(|| panic!("{}", err.render(false)));
+        let span = d.span.expect("located");
+        assert_eq!(&text[span.start..span.end], "18446744073709551615");
+        assert!(
+            d.message
+                .contains("stages[1].timeout_ms must be at most 9223372036854775807"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_one_located_diagnostic() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..=9 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                [prev.as_str(); 10].join(", ")
+            ));
+        }
+        let (message, at) = refused(&text);
+        assert!(message.contains("aliases expand this file"), "{message}");
+        assert!(at.starts_with("*a"), "{at}");
+    }
 }

@@ -238,7 +238,9 @@ impl<'s> Walker<'s> {
                 format!("{b}")
             }
         };
-        let problem = if let Some(min) = bound("minimum").filter(|m| x < *m) {
+        let problem = if let Some(problem) = self.int_format(schema, &node.value) {
+            Some(problem)
+        } else if let Some(min) = bound("minimum").filter(|m| x < *m) {
             Some(format!("must be at least {}", fmt(min)))
         } else if let Some(max) = bound("maximum").filter(|m| x > *m) {
             Some(format!("must be at most {}", fmt(max)))
@@ -257,6 +259,42 @@ impl<'s> Walker<'s> {
                 )
                 .label("out of range"),
             );
+        }
+    }
+
+    /// An integer outside the range of the field's Rust type (the schema's `format`, e.g.
+    /// `uint32`), which `minimum`/`maximum` alone do not say. A number past `i64` cannot be held
+    /// exactly at all, so 64-bit fields stop at `i64::MAX` here.
+    fn int_format(&self, schema: &J, value: &Value) -> Option<String> {
+        if !self.types(schema).contains(&"integer") {
+            return None;
+        }
+        let (lo, hi): (i128, i128) = match schema.get("format").and_then(J::as_str)? {
+            "uint8" => (0, u8::MAX.into()),
+            "uint16" => (0, u16::MAX.into()),
+            "uint32" => (0, u32::MAX.into()),
+            "uint64" | "uint" => (0, i64::MAX.into()),
+            "int8" => (i8::MIN.into(), i8::MAX.into()),
+            "int16" => (i16::MIN.into(), i16::MAX.into()),
+            "int32" => (i32::MIN.into(), i32::MAX.into()),
+            "int64" | "int" => (i64::MIN.into(), i64::MAX.into()),
+            _ => return None,
+        };
+        let (below, above) = match *value {
+            Value::Int(i) => (i128::from(i) < lo, i128::from(i) > hi),
+            // 2^63 is exact in f64; an integral float at or past it is beyond every bound here.
+            Value::Float(x) => (
+                x < lo as f64 || x < -9_223_372_036_854_775_808.0,
+                x > hi as f64 || x >= 9_223_372_036_854_775_808.0,
+            ),
+            _ => return None,
+        };
+        if below {
+            Some(format!("must be at least {lo}"))
+        } else if above {
+            Some(format!("must be at most {hi}"))
+        } else {
+            None
         }
     }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use panoptes_files::FileError;
 use panoptes_pipeline::CameraId;
 
 use crate::config::FRAMES;
@@ -24,6 +25,7 @@ pub fn check(root: &Node, base_dir: &Path) -> Vec<Diagnostic> {
     c.namespace(root);
     c.nats(root.get("nats"));
     c.telemetry(root.get("telemetry"));
+    c.control(root.get("control"));
     let models = c.models(root.get("models"));
     c.cameras(root.get("cameras"));
     c.stages(root.get("stages"), &models);
@@ -100,12 +102,24 @@ impl Checker<'_> {
         } else {
             self.base_dir.join(path)
         };
-        if !full.exists() {
-            self.out.push(
+        // Files the pipeline reads itself must be regular files (a FIFO would block the read, a
+        // device never end it); a video file is GStreamer's to open and may be a pipe.
+        let refused = if what == "video file" {
+            (!full.exists()).then(|| FileError::NotFound { path: full.clone() })
+        } else {
+            panoptes_files::check_regular(&full).err()
+        };
+        match refused {
+            None => {}
+            Some(FileError::NotFound { .. }) => self.out.push(
                 Diagnostic::at(span, format!("{what} `{p}` does not exist"))
                     .label("no such file")
                     .help("relative paths are resolved against the topology file's directory"),
-            );
+            ),
+            Some(e) => self.out.push(
+                Diagnostic::at(span, format!("{what} `{p}` {}", e.reason()))
+                    .label("not a file that can be read"),
+            ),
         }
     }
 
@@ -227,6 +241,50 @@ impl Checker<'_> {
                 )
                 .label("not ip:port"),
             );
+        }
+    }
+
+    /// Control needs someone to obey: enabled without keys would accept nothing, which is
+    /// never what the author meant.
+    fn control(&mut self, c: Option<&Node>) {
+        let Some(c) = c else { return };
+        if let Some(keys) = c.get("keys") {
+            for (i, k) in keys.items().iter().enumerate() {
+                if let Some(p) = k.as_str() {
+                    let full = self.base_dir.join(p);
+                    if !full.exists() {
+                        self.out.push(
+                            Diagnostic::at(k.span, format!("control key `{p}` does not exist"))
+                                .label(format!("control.keys[{i}]: no such file"))
+                                .help("make a key pair with `panoptes operator keygen --out admin.key` and list admin.key.pub here"),
+                        );
+                    }
+                }
+            }
+        }
+        let enabled = c.get("enabled");
+        let on = matches!(
+            enabled.map(|n| &n.value),
+            Some(crate::yaml::Value::Bool(true))
+        );
+        let no_keys = c.get("keys").is_none_or(|k| k.items().is_empty());
+        if on && no_keys {
+            let span = enabled.map_or(c.span, |n| n.span);
+            self.out.push(
+                Diagnostic::at(span, "control is enabled but lists no keys")
+                    .label("no request could be accepted")
+                    .help("add the public key files of the people allowed to send control requests under control.keys"),
+            );
+        }
+        for host in c.get("allow_hosts").map(Node::items).unwrap_or_default() {
+            if let Some(h) = host.as_str()
+                && (h.is_empty() || h.contains(['/', '@', ' ']))
+            {
+                self.out.push(
+                    Diagnostic::at(host.span, format!("{h:?} is not a host name or address"))
+                        .label("write the host alone, e.g. cam1.example.net or 10.0.0.5"),
+                );
+            }
         }
     }
 

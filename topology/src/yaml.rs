@@ -200,6 +200,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<(Node, Vec<Diagnostic>), 
         problems: Vec::new(),
         char_to_byte: None,
         depth: 0,
+        alias_bytes: 0,
     };
     let root = b.document()?;
     Ok((root, b.problems))
@@ -207,14 +208,70 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<(Node, Vec<Diagnostic>), 
 
 const MAX_DEPTH: usize = 64;
 
+/// How much aliases may add to a document, in (approximate) bytes of tree. An alias copies its
+/// anchor's value, and aliases of anchors that hold aliases multiply: a few hundred bytes of
+/// nested aliases ("billion laughs") would otherwise expand to gigabytes. Real topologies reuse
+/// a few defaults blocks, kilobytes at most.
+pub const MAX_ALIAS_EXPANSION: usize = 16 << 20;
+
 struct Builder<'a> {
     text: &'a str,
     parser: Parser<'a, serde_saphyr::granit_parser::StrInput<'a>>,
     env: EnvLookup<'a>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's value with its [`measure`]: what an alias to it adds to the document.
+    anchors: HashMap<usize, (Node, Measure)>,
     problems: Vec<Diagnostic>,
     char_to_byte: Option<Vec<usize>>,
     depth: usize,
+    /// What aliases have added so far, against [`MAX_ALIAS_EXPANSION`].
+    alias_bytes: usize,
+}
+
+/// The size of a subtree: approximate bytes (nodes, entries and string contents) and height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Measure {
+    bytes: usize,
+    height: usize,
+}
+
+fn measure(node: &Node) -> Measure {
+    let own = std::mem::size_of::<Node>();
+    match &node.value {
+        Value::Str(s) => Measure {
+            bytes: own + s.len(),
+            height: 0,
+        },
+        Value::Seq(items) => items.iter().map(measure).fold(
+            Measure {
+                bytes: own,
+                height: 1,
+            },
+            |acc, m| Measure {
+                bytes: acc.bytes.saturating_add(m.bytes),
+                height: acc.height.max(m.height + 1),
+            },
+        ),
+        Value::Map(entries) => entries.iter().fold(
+            Measure {
+                bytes: own,
+                height: 1,
+            },
+            |acc, e| {
+                let m = measure(&e.value);
+                Measure {
+                    bytes: acc
+                        .bytes
+                        .saturating_add(std::mem::size_of::<Entry>() + e.key.len())
+                        .saturating_add(m.bytes),
+                    height: acc.height.max(m.height + 1),
+                }
+            },
+        ),
+        _ => Measure {
+            bytes: own,
+            height: 0,
+        },
+    }
 }
 
 impl<'a> Builder<'a> {
@@ -416,13 +473,42 @@ impl<'a> Builder<'a> {
                 self.remember(anchor, &node);
                 Ok(node)
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(n) => Ok(Node {
-                    value: n.value.clone(),
+            Event::Alias(id) => {
+                let Some((anchored, size)) = self.anchors.get(&id) else {
+                    return Err(Box::new(Diagnostic::at(span, "alias to an unknown anchor")));
+                };
+                // Checked before the copy is made, so a bomb never allocates.
+                self.alias_bytes = self.alias_bytes.saturating_add(size.bytes);
+                if self.alias_bytes > MAX_ALIAS_EXPANSION {
+                    return Err(Box::new(
+                        Diagnostic::at(
+                            span,
+                            format!(
+                                "aliases expand this file by more than {} MiB",
+                                MAX_ALIAS_EXPANSION >> 20
+                            ),
+                        )
+                        .label("this alias crosses the limit")
+                        .help(
+                            "each alias copies its anchor's value, and aliases to anchors that \
+                             hold aliases multiply; reuse fewer or smaller anchors",
+                        ),
+                    ));
+                }
+                if self.depth + size.height > MAX_DEPTH {
+                    return Err(Box::new(
+                        Diagnostic::at(
+                            span,
+                            format!("nesting deeper than {MAX_DEPTH} levels through this alias"),
+                        )
+                        .label("this alias"),
+                    ));
+                }
+                Ok(Node {
+                    value: anchored.value.clone(),
                     span,
-                }),
-                None => Err(Box::new(Diagnostic::at(span, "alias to an unknown anchor"))),
-            },
+                })
+            }
             other => Err(Box::new(Diagnostic::at(
                 span,
                 format!("invalid YAML: unexpected {other:?}"),
@@ -443,7 +529,7 @@ impl<'a> Builder<'a> {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), measure(node)));
         }
     }
 
@@ -642,6 +728,55 @@ mod tests {
         let u = n.get("use").expect("use");
         assert_eq!(u.get("x").map(|n| &n.value), Some(&Value::Int(1)));
         assert_eq!(u.get("y").map(|n| &n.value), Some(&Value::Int(3)));
+    }
+
+    /// Nine levels of ten aliases each: 10^9 leaves if expanded ("billion laughs").
+    fn billion_laughs() -> String {
+        let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..=9 {
+            let prev = format!("*a{}", i - 1);
+            let items = [prev.as_str(); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{items}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_that_crosses_the_limit() {
+        let text = billion_laughs();
+        let err = parse(&text, &env).expect_err("alias bomb");
+        assert!(
+            err.message.contains("aliases expand this file"),
+            "{}",
+            err.message
+        );
+        let span = err.span.expect("located");
+        assert!(text[span.start..span.end].starts_with("*a"), "{span:?}");
+    }
+
+    #[test]
+    fn aliases_that_nest_past_the_depth_limit_are_refused() {
+        // Each anchor holds the previous one a level deeper: depth grows by one per line.
+        let mut text = String::from("a0: &a0 [x]\n");
+        for i in 1..=70 {
+            text.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+        }
+        let err = parse(&text, &env).expect_err("too deep");
+        assert!(
+            err.message.contains("nesting deeper than"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn modest_reuse_of_anchors_is_fine() {
+        let mut text = String::from("defaults: &d {fps: 10, width: 640, height: 480}\ncams:\n");
+        for i in 0..200 {
+            text.push_str(&format!("  - {{<<: *d, id: cam{i}}}\n"));
+        }
+        let n = parse_ok(&text);
+        assert_eq!(n.get("cams").map(|c| c.items().len()), Some(200));
     }
 
     #[test]

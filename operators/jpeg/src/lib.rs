@@ -93,7 +93,10 @@ impl Operator for JpegOperator {
         }
         let file = frame.pixels();
         let mut pixels = Vec::new();
-        let (width, height) = jpeg::decode_rgb8(&file, &self.options, &mut pixels).map_err(
+        // Later stages (and the boxes they report) go by the frame's declared size, so a JPEG of
+        // any other size is refused, from its header, before its pixels are allocated.
+        let (width, height) = (frame.width(), frame.height());
+        jpeg::decode_rgb8_sized(&file, &self.options, (width, height), &mut pixels).map_err(
             |e: PreprocessError| {
                 if e.is_input() {
                     Error::InvalidInput(format!("{}: {e}", where_()))
@@ -102,15 +105,6 @@ impl Operator for JpegOperator {
                 }
             },
         )?;
-        // Later stages (and the boxes they report) go by the frame's declared size.
-        if (width, height) != (frame.width(), frame.height()) {
-            return Err(Error::InvalidInput(format!(
-                "{}: the frame says {}x{} but the JPEG is {width}x{height}",
-                where_(),
-                frame.width(),
-                frame.height()
-            )));
-        }
         Ok(Output::Image(Image {
             width,
             height,

@@ -2,8 +2,10 @@
 //!
 //! Frames come from cameras and third-party publishers, so the bytes are hostile until decoded:
 //! the header is read first and the image refused before anything is allocated for its pixels
-//! when it is larger than `max_pixels`; a damaged file is an error, never a panic (zune-jpeg is
-//! fuzzed for that, and the tests here feed it truncated and bit-flipped files).
+//! when it is larger than `max_pixels`, when its size is not the one the frame declares
+//! ([`decode_rgb8_sized`]), or when the file is too short to hold an image of that size at all (a
+//! few KB claiming 8K); a damaged file is an error, never a panic (zune-jpeg is fuzzed for that,
+//! and the tests here feed it truncated and bit-flipped files).
 
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
@@ -37,7 +39,18 @@ impl Default for JpegOptions {
 /// Reads only the header: `(width, height)`.
 pub fn dimensions(data: &[u8], options: &JpegOptions) -> Result<(u32, u32), PreprocessError> {
     let mut decoder = decoder(data, options);
-    header(&mut decoder, options)
+    header(&mut decoder, data.len(), options)
+}
+
+/// Like [`decode_rgb8`], for an image whose size is declared elsewhere (a frame's `width` and
+/// `height`): a header claiming any other size is refused before anything is allocated.
+pub fn decode_rgb8_sized(
+    data: &[u8],
+    options: &JpegOptions,
+    expected: (u32, u32),
+    out: &mut Vec<u8>,
+) -> Result<(), PreprocessError> {
+    decode(data, options, Some(expected), out).map(|_| ())
 }
 
 /// Decodes `data` to packed RGB8 in `out` (replaced, `width * height * 3` bytes) and returns
@@ -47,8 +60,24 @@ pub fn decode_rgb8(
     options: &JpegOptions,
     out: &mut Vec<u8>,
 ) -> Result<(u32, u32), PreprocessError> {
+    decode(data, options, None, out)
+}
+
+fn decode(
+    data: &[u8],
+    options: &JpegOptions,
+    expected: Option<(u32, u32)>,
+    out: &mut Vec<u8>,
+) -> Result<(u32, u32), PreprocessError> {
     let mut decoder = decoder(data, options);
-    let (width, height) = header(&mut decoder, options)?;
+    let (width, height) = header(&mut decoder, data.len(), options)?;
+    if let Some((w, h)) = expected
+        && (w, h) != (width, height)
+    {
+        return Err(PreprocessError::Jpeg(format!(
+            "the frame says {w}x{h} but the JPEG is {width}x{height}"
+        )));
+    }
     // At most MAX_SIDE^2 * 3 bytes (checked in `header`), which fits a 32-bit usize.
     let len = width as usize * height as usize * 3;
     out.clear();
@@ -68,8 +97,18 @@ fn decoder<'a>(data: &'a [u8], options: &JpegOptions) -> JpegDecoder<ZCursor<&'a
     JpegDecoder::new_with_options(ZCursor::new(data), opts)
 }
 
+/// The fewest bytes a JPEG of `width` x `height` can have. Every 8x8 block of the
+/// full-resolution component carries its DC coefficient as a Huffman code of at least one bit
+/// (zune-jpeg decodes Huffman-coded files only), so a file shorter than one bit per block is
+/// truncated or its header is forged: decoding it would allocate for the claimed size and fill
+/// it with nothing.
+pub fn min_file_len(width: u64, height: u64) -> u64 {
+    (width.div_ceil(8) * height.div_ceil(8)).div_ceil(8)
+}
+
 fn header(
     decoder: &mut JpegDecoder<ZCursor<&[u8]>>,
+    data_len: usize,
     options: &JpegOptions,
 ) -> Result<(u32, u32), PreprocessError> {
     decoder
@@ -90,6 +129,13 @@ fn header(
             height: h,
             max_pixels: options.max_pixels,
         });
+    }
+    let needed = min_file_len(w, h);
+    if (data_len as u64) < needed {
+        return Err(PreprocessError::Jpeg(format!(
+            "{data_len} bytes cannot hold a {w}x{h} JPEG (it needs at least {needed}): the file \
+             is truncated or its header is wrong"
+        )));
     }
     // Both sides are at most MAX_SIDE.
     Ok((w as u32, h as u32))
@@ -224,6 +270,80 @@ mod tests {
         let err = decode_rgb8(&huge, &JpegOptions::default(), &mut out).unwrap_err();
         assert!(
             matches!(err, PreprocessError::TooLarge { width: 16000, .. }),
+            "{err}"
+        );
+        assert_eq!(out.capacity(), 0);
+    }
+
+    /// A real file with its baseline frame header rewritten to claim `w` x `h`.
+    fn claiming(file: &[u8], w: u16, h: u16) -> Vec<u8> {
+        let mut forged = file.to_vec();
+        let sof = forged
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("baseline SOF0");
+        forged[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+        forged[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+        forged
+    }
+
+    #[test]
+    fn a_short_file_claiming_a_large_image_is_refused_before_allocating() {
+        let file = encode(
+            &smooth(64, 64),
+            64,
+            64,
+            ColorType::Rgb,
+            90,
+            SamplingFactor::R_4_2_0,
+            false,
+        );
+        // 8K UHD is within the default `max_pixels`, but a couple of KB cannot hold it.
+        let forged = claiming(&file, 7680, 4320);
+        assert!(forged.len() < 4096, "{}", forged.len());
+        for strict in [true, false] {
+            let opts = JpegOptions {
+                strict,
+                ..JpegOptions::default()
+            };
+            let mut out = Vec::new();
+            let err = decode_rgb8(&forged, &opts, &mut out).unwrap_err();
+            assert!(err.is_input(), "{err}");
+            assert!(
+                err.to_string().contains("cannot hold a 7680x4320 JPEG"),
+                "{err}"
+            );
+            assert_eq!(
+                out.capacity(),
+                0,
+                "nothing allocated for the claimed pixels"
+            );
+        }
+        // The bound is far below what real files take: the genuine file passes it easily.
+        assert!(min_file_len(64, 64) * 20 < file.len() as u64);
+    }
+
+    #[test]
+    fn a_header_that_is_not_the_frame_size_is_refused_before_allocating() {
+        let file = encode(
+            &smooth(64, 48),
+            64,
+            48,
+            ColorType::Rgb,
+            90,
+            SamplingFactor::R_4_2_0,
+            false,
+        );
+        let mut out = Vec::new();
+        decode_rgb8_sized(&file, &JpegOptions::default(), (64, 48), &mut out).unwrap();
+        assert_eq!(out.len(), 64 * 48 * 3);
+        let mut out = Vec::new();
+        let err =
+            decode_rgb8_sized(&file, &JpegOptions::default(), (32, 24), &mut out).unwrap_err();
+        assert!(err.is_input(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the frame says 32x24 but the JPEG is 64x48"),
             "{err}"
         );
         assert_eq!(out.capacity(), 0);

@@ -287,12 +287,9 @@ impl fmt::Debug for Graph {
 impl Graph {
     /// Loads `path` as the model called `name` (the name errors and detections carry).
     pub fn load(name: &str, path: &Path, opts: &GraphOptions) -> Result<Graph, ModelError> {
-        if !path.is_file() {
-            return Err(ModelError::MissingFile {
-                model: name.to_owned(),
-                path: path.display().to_string(),
-            });
-        }
+        // A FIFO, directory or device is named as such, and a file past the size limit is
+        // refused before a backend reads it.
+        crate::registry::check_model_file(name, path)?;
         if opts.backend == Backend::Tract && opts.device != Device::Cpu {
             return Err(ModelError::Device {
                 model: name.to_owned(),
@@ -607,6 +604,29 @@ mod tests {
         };
         let err = check_view(&info(vec![]), &bytes).unwrap_err();
         assert!(err.contains("takes f32 tensors, got u8"), "{err}");
+    }
+
+    #[test]
+    fn a_model_file_that_is_not_a_regular_file_is_named_as_such() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("m.onnx");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        for (path, kind) in [
+            (fifo.as_path(), "is a FIFO, not a regular file"),
+            (dir.path(), "is a directory, not a regular file"),
+            (Path::new("/dev/zero"), "is a device, not a regular file"),
+        ] {
+            let err = Graph::load("m", path, &GraphOptions::default()).unwrap_err();
+            assert!(matches!(err, ModelError::Read { .. }), "{err}");
+            assert!(err.to_string().ends_with(kind), "{err}");
+        }
+        let err =
+            Graph::load("m", &dir.path().join("nope.onnx"), &GraphOptions::default()).unwrap_err();
+        assert!(matches!(err, ModelError::MissingFile { .. }), "{err}");
     }
 
     #[test]

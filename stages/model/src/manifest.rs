@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use panoptes_files::{FileError, MANIFEST_MAX};
+
 use crate::ModelError;
 use crate::graph::{ElementType, Graph, GraphOptions, TensorInfo, fmt_dims};
 use crate::registry::load_checked;
@@ -23,14 +25,17 @@ use crate::registry::load_checked;
 /// manifest schema, or a field is inconsistent (with itself or with the model file).
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read model manifest {}: {source}", .path.display())]
+    /// Missing, not a regular file, too large or not UTF-8 (the message never quotes it).
+    #[error("cannot read model manifest {source}")]
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: FileError,
     },
     /// Not YAML, or not the manifest schema (unknown key, missing key, wrong type). The message
-    /// is the YAML reader's, with the line and column and the key concerned.
+    /// is the YAML reader's, with the line and column and the key concerned; lines of the file
+    /// are shown only once it is known to be a YAML mapping (a manifest-like file), so naming
+    /// any other file as a manifest does not print its content.
     #[error("model manifest {}: {message}", .path.display())]
     Parse { path: PathBuf, message: String },
     /// A field that parsed but does not hold: `field` is its path, e.g. `inputs[0].shape[2]`.
@@ -449,22 +454,189 @@ impl Normalization {
     }
 }
 
+/// Labels files: one class name a line; large vocabularies (OCR dictionaries) run to a few
+/// hundred KiB.
+const LABELS_MAX: u64 = 16 << 20;
+
+/// The keys every manifest has (serde refuses one without them).
+const REQUIRED_KEYS: [&str; 4] = ["name", "file", "inputs", "outputs"];
+
+/// The shape of a YAML document's top level, read without keeping (or quoting) any of it.
+enum TopLevel {
+    /// A mapping, and how many of its keys are [`REQUIRED_KEYS`].
+    Mapping { manifest_keys: usize },
+    /// What it is instead, in words.
+    Other(&'static str),
+}
+
+/// Whether a mapping key is one of [`REQUIRED_KEYS`]; any key is read, none is kept.
+struct RequiredKey(bool);
+
+impl<'de> Deserialize<'de> for RequiredKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl<'de> Visitor<'de> for Key {
+            type Value = RequiredKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(REQUIRED_KEYS.contains(&key)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequiredKey, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(RequiredKey(false))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RequiredKey, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(RequiredKey(false))
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<RequiredKey, E> {
+                Ok(RequiredKey(false))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RequiredKey, D::Error> {
+                d.deserialize_any(Key)
+            }
+        }
+        d.deserialize_any(Key)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> Visitor<'de> for Shape {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a YAML document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+                let mut manifest_keys = 0;
+                while let Some((RequiredKey(required), de::IgnoredAny)) = map.next_entry()? {
+                    manifest_keys += usize::from(required);
+                }
+                Ok(TopLevel::Mapping { manifest_keys })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(TopLevel::Other("a list"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("text"))
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("bytes"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("a number"))
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("a number"))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("a number"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("nothing"))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other("nothing"))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<TopLevel, D::Error> {
+                d.deserialize_any(Shape)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
 impl ModelManifest {
     /// Reads and validates a manifest: YAML syntax, the schema (unknown keys are refused) and
     /// what the manifest can check on its own (sha256 format, unique names, layouts against
     /// ranks, normalisation against channels). Does not open the model file: see
     /// [`check`](Self::check).
     pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            panoptes_files::read_to_string_bounded(path, MANIFEST_MAX).map_err(|source| {
+                ManifestError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         Self::parse(&text, path)
     }
 
     /// Like [`load`](Self::load), from text; `path` names the manifest in errors and anchors
     /// its relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<ModelManifest, ManifestError> {
+        // First only the shape, quoting nothing: a file that is not YAML, or that is not a
+        // mapping with a manifest's required keys, is not a manifest anyone wrote (say,
+        // `/etc/shadow` named as one: YAML reads each of its lines as a key), and the reader's
+        // snippet or its "unknown field `root:…`" would print its lines.
+        let plain = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+        match serde_saphyr::from_str::<TopLevel>(text) {
+            Ok(TopLevel::Mapping { manifest_keys }) if manifest_keys > 0 => {}
+            Ok(TopLevel::Mapping { .. }) => {
+                return Err(ManifestError::Parse {
+                    path: path.to_owned(),
+                    message: format!(
+                        "not a model manifest: none of its top-level keys is one a manifest \
+                         must have ({})",
+                        REQUIRED_KEYS.join(", ")
+                    ),
+                });
+            }
+            Ok(TopLevel::Other(kind)) => {
+                return Err(ManifestError::Parse {
+                    path: path.to_owned(),
+                    message: format!(
+                        "not a model manifest: the file holds {kind}, not a YAML mapping of keys"
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(ManifestError::Parse {
+                    path: path.to_owned(),
+                    message: format!("not valid YAML: {}", e.render_with_options(plain)),
+                });
+            }
+        }
         let mut manifest: ModelManifest = serde_saphyr::from_str(text).map_err(|e| {
             let name = path.display().to_string();
             ManifestError::Parse {
@@ -688,14 +860,19 @@ impl ModelManifest {
     /// manifest against it. Errors name the manifest and the field (`file`, `sha256`, …).
     pub fn load_model(&self, opts: &GraphOptions) -> Result<Graph, ManifestError> {
         let path = self.file_path();
-        if !path.is_file() {
-            return Err(self.field_error(
-                "file",
-                format!(
-                    "{} does not exist (relative to the manifest's directory); run models/fetch.sh",
-                    path.display()
-                ),
-            ));
+        match panoptes_files::check_regular(&path) {
+            Ok(_) => {}
+            Err(FileError::NotFound { .. }) => {
+                return Err(self.field_error(
+                    "file",
+                    format!(
+                        "{} does not exist (relative to the manifest's directory); run models/fetch.sh",
+                        path.display()
+                    ),
+                ));
+            }
+            // A directory, FIFO or device is said to be one, not "does not exist".
+            Err(e) => return Err(self.field_error("file", e.to_string())),
         }
         let graph = load_checked(&self.name, &path, self.sha256.as_deref(), opts).map_err(|e| {
             let field = match e {
@@ -904,12 +1081,8 @@ impl ModelManifest {
             }
             Labels::File(file) => {
                 let path = self.resolve(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    self.field_error(
-                        "labels.file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
+                let text = panoptes_files::read_to_string_bounded(&path, LABELS_MAX)
+                    .map_err(|e| self.field_error("labels.file", format!("cannot read {e}")))?;
                 split_lines(&text)
             }
         };
@@ -951,6 +1124,57 @@ mod tests {
 
     fn parse(text: &str) -> Result<ModelManifest, ManifestError> {
         ModelManifest::parse(text, Path::new("models/m.yaml"))
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_manifest_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.yaml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        // Nothing writes to it: a blocking open would never return.
+        let err = ModelManifest::load(&fifo).unwrap_err();
+        assert!(matches!(err, ManifestError::Read { .. }), "{err}");
+        assert!(
+            err.to_string().ends_with("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        let err = ModelManifest::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is a device, not a regular file"),
+            "{err}"
+        );
+        let cases: [(&str, &[u8], &str); 4] = [
+            // /etc/shadow's shape: YAML reads it as one multi-line string.
+            (
+                "shadow",
+                b"root:$6$SECRETSALT$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000::::::\n",
+                "not a model manifest: none of its top-level keys",
+            ),
+            ("broken", b"SECRET: [unclosed\n  - {\n", "not valid YAML"),
+            (
+                "text",
+                b"just SECRET text\n",
+                "not a model manifest: the file holds text",
+            ),
+            ("binary", b"SECRET\xff\xfe", "is not UTF-8 text"),
+        ];
+        for (name, content, expected) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write");
+            let err = ModelManifest::load(&path).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("SECRET"), "content quoted: {message}");
+            assert!(!message.contains("daemon"), "content quoted: {message}");
+            assert!(message.contains(name), "{message}");
+        }
+        // A real manifest with a mistake still gets its snippet: it is a manifest.
+        let err = parse("name: m\nfile: m.onnx\ninputs: 3\noutputs: []\n").unwrap_err();
+        assert!(err.to_string().contains("inputs: 3"), "{err}");
     }
 
     const MINIMAL: &str = "

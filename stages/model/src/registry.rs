@@ -2,10 +2,10 @@
 //! stage and Wasm instance that asks for a name gets a clone of the same [`Graph`]).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use panoptes_files::{FileError, MODEL_MAX};
 use sha2::{Digest as _, Sha256};
 
 use crate::ModelError;
@@ -115,17 +115,7 @@ pub fn load_checked(
 }
 
 fn check_sha256(model: &str, path: &Path, want: &str) -> Result<(), ModelError> {
-    if !path.is_file() {
-        return Err(ModelError::MissingFile {
-            model: model.to_owned(),
-            path: path.display().to_string(),
-        });
-    }
-    let got = sha256_file(path).map_err(|e| ModelError::Read {
-        model: model.to_owned(),
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let got = sha256_file(path).map_err(|e| model_file_error(model, path, &e))?;
     if got.eq_ignore_ascii_case(want.trim()) {
         Ok(())
     } else {
@@ -138,18 +128,42 @@ fn check_sha256(model: &str, path: &Path, want: &str) -> Result<(), ModelError> 
     }
 }
 
-/// Lower-case hex sha256 of a file, read in chunks (model files are tens of MB).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+/// A model file that cannot be used, as the error naming the model: missing (with the hint to
+/// fetch it), not a regular file (a FIFO, a directory, a device: said as such), too large.
+pub(crate) fn model_file_error(model: &str, path: &Path, e: &FileError) -> ModelError {
+    match e {
+        FileError::NotFound { .. } => ModelError::MissingFile {
+            model: model.to_owned(),
+            path: path.display().to_string(),
+        },
+        other => ModelError::Read {
+            model: model.to_owned(),
+            path: path.display().to_string(),
+            message: other.reason(),
+        },
     }
+}
+
+/// Checks, without opening it, that a model file is a regular file within [`MODEL_MAX`]; the
+/// backends then read it by path.
+pub(crate) fn check_model_file(model: &str, path: &Path) -> Result<(), ModelError> {
+    let meta =
+        panoptes_files::check_regular(path).map_err(|e| model_file_error(model, path, &e))?;
+    if meta.len() > MODEL_MAX {
+        let e = FileError::TooLarge {
+            path: path.to_owned(),
+            limit: MODEL_MAX,
+        };
+        return Err(model_file_error(model, path, &e));
+    }
+    Ok(())
+}
+
+/// Lower-case hex sha256 of a file (a model or a module), read in chunks without holding it:
+/// model files are tens of MB. Non-regular files and files past [`MODEL_MAX`] are refused.
+pub fn sha256_file(path: &Path) -> Result<String, FileError> {
+    let mut hasher = Sha256::new();
+    panoptes_files::read_chunked(path, MODEL_MAX, |chunk| hasher.update(chunk))?;
     Ok(hasher
         .finalize()
         .iter()

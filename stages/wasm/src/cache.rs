@@ -31,9 +31,11 @@ pub(crate) fn entry_path(dir: &Path, module: &[u8], engine: &Engine) -> PathBuf 
 /// anyone truncates or rewrites in place would crash this process with SIGBUS the next time the
 /// code runs. Entries are small, so the copy costs little next to a compilation.
 pub(crate) fn read(engine: &Engine, path: &Path) -> Option<Component> {
-    let bytes = match std::fs::read(path) {
+    // Bounded and non-blocking like every read of a configured path: compiled code is a few
+    // times the module's size, so four module limits.
+    let bytes = match panoptes_files::read_bounded(path, 4 * panoptes_files::MODULE_MAX) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(panoptes_files::FileError::NotFound { .. }) => return None,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e,
                 "cannot read compiled-module cache entry; recompiling");

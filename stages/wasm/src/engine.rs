@@ -172,10 +172,7 @@ impl OperatorEngine {
     /// compiled copy exists, compiled (and cached) otherwise.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<OperatorModule, WasmError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| WasmError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = crate::stage::read_module(path)?;
         self.load_bytes(path, &bytes)
     }
 
@@ -250,29 +247,44 @@ const WASI_MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// Replaces WASI's timed waits with traps. Epoch deadlines only interrupt Wasm code, not a host
 /// call, so a guest sleeping in `wasi:io/poll` would otherwise hold its worker thread past any
-/// deadline. Operators get no clock anyway (see `FrozenClock`), so nothing legitimate waits.
+/// deadline. This holds with `grants.clock` too: the grant gives real time to read, not waits.
 fn deny_clock_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
     use wasmtime::component::Resource;
     use wasmtime_wasi::p2::DynPollable;
 
-    fn denied(what: &str) -> wasmtime::Error {
-        wasmtime::format_err!(
-            "the operator called {WASI_MONOTONIC_CLOCK}#{what} (sleep or timed wait), but \
-             operators are not granted clocks"
-        )
+    fn denied(what: &str, clock_granted: bool) -> wasmtime::Error {
+        let called =
+            format!("the operator called {WASI_MONOTONIC_CLOCK}#{what} (sleep or timed wait)");
+        if clock_granted {
+            wasmtime::format_err!(
+                "{called}, but timed waits are not allowed even with `grants.clock`: the grant \
+                 gives real time to read, and an epoch deadline cannot interrupt a host call, so \
+                 a sleeping operator would hold its worker past its `timeout_ms`"
+            )
+        } else {
+            wasmtime::format_err!(
+                "{called}, but this stage is not granted clocks, and timed waits are not allowed \
+                 even with `grants.clock` (an epoch deadline cannot interrupt a host call)"
+            )
+        }
     }
     linker.allow_shadowing(true);
     let mut clock = linker.instance(WASI_MONOTONIC_CLOCK)?;
     clock.func_wrap(
         "subscribe-duration",
-        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(denied("subscribe-duration"))
+        |store: StoreContextMut<'_, HostState>,
+         (_,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(denied("subscribe-duration", store.data().clock_granted))
         },
     )?;
     clock.func_wrap(
         "subscribe-instant",
-        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(denied("subscribe-instant"))
+        |store: StoreContextMut<'_, HostState>,
+         (_,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(denied("subscribe-instant", store.data().clock_granted))
         },
     )?;
     linker.allow_shadowing(false);

@@ -445,6 +445,9 @@ pub(crate) struct HostState {
     /// by the deadline callback.
     pub(crate) kernel_credit_ticks: u64,
     pub(crate) epoch_tick: Duration,
+    /// Whether the stage was granted real clocks, so that a refused timed wait can say that
+    /// the grant does not extend to sleeping.
+    pub(crate) clock_granted: bool,
 }
 
 impl HostState {
@@ -482,6 +485,7 @@ impl HostState {
             nn: NnState::new(models, &capabilities.models),
             kernel_credit_ticks: 0,
             epoch_tick,
+            clock_granted: capabilities.clock,
         })
     }
 

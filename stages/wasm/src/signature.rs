@@ -86,11 +86,27 @@ fn message(module_bytes: &[u8]) -> Vec<u8> {
     m
 }
 
+/// A `SignatureError::Read` from a bounded read: the reason without the path (the variant's
+/// message names it), kind `NotFound` kept so a missing signature still reads as "not signed".
+fn read_error(e: panoptes_files::FileError) -> SignatureError {
+    let kind = match e {
+        panoptes_files::FileError::NotFound { .. } => std::io::ErrorKind::NotFound,
+        _ => std::io::ErrorKind::InvalidInput,
+    };
+    SignatureError::Read {
+        path: e.path().to_owned(),
+        source: std::io::Error::new(kind, e.reason()),
+    }
+}
+
+/// A key or signature file: one short line, read bounded and without blocking.
 fn read_text(path: &Path) -> Result<String, SignatureError> {
-    std::fs::read_to_string(path).map_err(|source| SignatureError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    panoptes_files::read_to_string_bounded(path, panoptes_files::KEY_MAX).map_err(read_error)
+}
+
+/// A module, read bounded and without blocking (a FIFO or `/dev/zero` is refused, not read).
+fn read_module(path: &Path) -> Result<Vec<u8>, SignatureError> {
+    panoptes_files::read_bounded(path, panoptes_files::MODULE_MAX).map_err(read_error)
 }
 
 /// Decodes the one line `<tag><base64 of N bytes>` of `text`.
@@ -178,10 +194,7 @@ impl SecretKey {
     /// Signs the module at `module`, writing [`signature_path`] (replacing an older signature).
     /// Returns where the signature went.
     pub fn sign_file(&self, module: &Path) -> Result<PathBuf, SignatureError> {
-        let bytes = std::fs::read(module).map_err(|source| SignatureError::Read {
-            path: module.to_owned(),
-            source,
-        })?;
+        let bytes = read_module(module)?;
         let signature = self.sign(&bytes);
         let sig_path = signature_path(module);
         let text = format!("{SIGNATURE_TAG}{}\n", BASE64.encode(signature.to_bytes()));
@@ -243,20 +256,17 @@ pub fn generate_key_files(secret: &Path) -> Result<PathBuf, SignatureError> {
 pub fn verify_file(module: &Path, public_key: &Path) -> Result<Vec<u8>, SignatureError> {
     let key = PublicKey::read(public_key)?;
     let sig_path = signature_path(module);
-    let sig_text = match std::fs::read_to_string(&sig_path) {
+    let sig_text = match read_text(&sig_path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(SignatureError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             return Err(SignatureError::NotSigned {
                 module: module.to_owned(),
                 signature: sig_path,
             });
         }
-        Err(source) => {
-            return Err(SignatureError::Read {
-                path: sig_path,
-                source,
-            });
-        }
+        Err(e) => return Err(e),
     };
     let signature = Signature::from_bytes(&decode_line::<64>(
         &sig_path,
@@ -264,10 +274,7 @@ pub fn verify_file(module: &Path, public_key: &Path) -> Result<Vec<u8>, Signatur
         SIGNATURE_TAG,
         &sig_text,
     )?);
-    let bytes = std::fs::read(module).map_err(|source| SignatureError::Read {
-        path: module.to_owned(),
-        source,
-    })?;
+    let bytes = read_module(module)?;
     // Strict verification rejects the malleable and small-order encodings plain `verify` allows.
     key.0
         .verify_strict(&message(&bytes), &signature)
@@ -276,6 +283,44 @@ pub fn verify_file(module: &Path, public_key: &Path) -> Result<Vec<u8>, Signatur
             key: public_key.to_owned(),
         })?;
     Ok(bytes)
+}
+
+/// Signatures over messages other than modules (control requests). The caller's `domain` is
+/// prefixed like [`DOMAIN`] is for modules, so a signature made for one purpose never verifies
+/// for another, even under the same key.
+impl SecretKey {
+    /// Signs `domain || message`; the signature as base64 (what travels in a header).
+    pub fn sign_message(&self, domain: &[u8], message: &[u8]) -> String {
+        use ed25519_dalek::Signer as _;
+        let mut m = Vec::with_capacity(domain.len() + message.len());
+        m.extend_from_slice(domain);
+        m.extend_from_slice(message);
+        BASE64.encode(self.0.sign(&m).to_bytes())
+    }
+}
+
+impl PublicKey {
+    /// Whether `signature` (base64, as [`SecretKey::sign_message`] makes it) signs
+    /// `domain || message` under this key. Malformed signatures simply do not verify.
+    pub fn verify_message(&self, domain: &[u8], message: &[u8], signature: &str) -> bool {
+        let Ok(bytes) = BASE64.decode(signature.trim()) else {
+            return false;
+        };
+        let Ok(bytes) = <[u8; 64]>::try_from(bytes.as_slice()) else {
+            return false;
+        };
+        let mut m = Vec::with_capacity(domain.len() + message.len());
+        m.extend_from_slice(domain);
+        m.extend_from_slice(message);
+        self.0
+            .verify_strict(&m, &Signature::from_bytes(&bytes))
+            .is_ok()
+    }
+
+    /// The key as base64 of its 32 bytes: how a request names the key that signed it.
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(self.0.to_bytes())
+    }
 }
 
 #[cfg(test)]

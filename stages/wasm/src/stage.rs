@@ -52,10 +52,7 @@ impl ModuleSpec {
                     source,
                 })?
             }
-            None => std::fs::read(&self.path).map_err(|source| WasmError::Io {
-                path: self.path.clone(),
-                source,
-            })?,
+            None => read_module(&self.path)?,
         };
         if let Some(declared) = &self.digest {
             let got = sha256_hex(&bytes);
@@ -69,6 +66,23 @@ impl ModuleSpec {
         }
         Ok(bytes)
     }
+}
+
+/// Reads an operator module named by a topology or a reload request: bounded by
+/// [`panoptes_files::MODULE_MAX`] and without blocking, so `/dev/zero` or a FIFO is refused by
+/// what it is instead of read until memory runs out (or forever).
+pub(crate) fn read_module(path: &Path) -> Result<Vec<u8>, WasmError> {
+    panoptes_files::read_bounded(path, panoptes_files::MODULE_MAX).map_err(|e| {
+        let kind = match e {
+            panoptes_files::FileError::NotFound { .. } => std::io::ErrorKind::NotFound,
+            _ => std::io::ErrorKind::InvalidInput,
+        };
+        // The variant's message names the path; the source says only what is wrong.
+        WasmError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(kind, e.reason()),
+        }
+    })
 }
 
 /// Whether a hex sha256 is the one a topology declares (`sha256:<hex>` or bare hex).
@@ -662,5 +676,44 @@ mod tests {
         let err = spec.read_checked().unwrap_err();
         assert!(matches!(err, WasmError::Digest { .. }), "{err}");
         assert!(err.to_string().contains("m.wasm"), "{err}");
+    }
+
+    /// A FIFO nothing ever writes to: a blocking open or read of it never returns.
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn a_module_or_key_that_is_not_a_regular_file_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("m.wasm");
+        mkfifo(&fifo);
+        let err = ModuleSpec::new(&fifo).read_checked().unwrap_err();
+        assert!(matches!(err, WasmError::Io { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("m.wasm: is a FIFO, not a regular file"),
+            "{err}"
+        );
+        let err = ModuleSpec::new("/dev/zero").read_checked().unwrap_err();
+        assert!(err.to_string().contains("is a device"), "{err}");
+        // The public key a signature is checked against, and the signature itself.
+        let module = dir.path().join("ok.wasm");
+        std::fs::write(&module, b"bytes").unwrap();
+        let key = dir.path().join("key.pub");
+        mkfifo(&key);
+        let mut spec = ModuleSpec::new(&module);
+        spec.signed_by = Some(key);
+        let err = spec.read_checked().unwrap_err();
+        assert!(
+            err.to_string().contains("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        let missing = read_module(&dir.path().join("nope.wasm")).unwrap_err();
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
     }
 }
