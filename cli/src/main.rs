@@ -166,18 +166,27 @@ fn init_logging(format: LogFormat, default: &str, traces: Option<BoxedLayer>) {
 
 /// The telemetry settings of the topology a command runs, if it runs one (read leniently: a
 /// topology that does not load is reported by the command itself).
-fn telemetry_of(command: &Command) -> (Option<ServiceRole>, Option<TelemetryConfig>) {
+fn telemetry_of(
+    command: &Command,
+) -> (
+    Option<ServiceRole>,
+    Option<TelemetryConfig>,
+    Option<std::time::Duration>,
+) {
     let (role, path) = match command {
         Command::Run { topology, .. } => (ServiceRole::All, Some(topology)),
         Command::Worker(args) => (ServiceRole::Worker, Some(&args.topology)),
         Command::Ingest(args) => (ServiceRole::Ingest, Some(&args.topology)),
         Command::Publish(_) => (ServiceRole::Publish, None),
-        _ => return (None, None),
+        _ => return (None, None, None),
     };
-    let config = path
-        .and_then(|p| TopologyFile::load(p).ok())
-        .map(|t| t.telemetry.clone());
-    (Some(role), config)
+    let topology = path.and_then(|p| TopologyFile::load(p).ok());
+    let config = topology.as_ref().map(|t| t.telemetry.clone());
+    // Metric series of a camera expire when the worker forgets the camera.
+    let idle = topology
+        .as_ref()
+        .map(|t| std::time::Duration::from_millis(t.workers.camera_idle_ttl_ms));
+    (Some(role), config, idle)
 }
 
 #[tokio::main]
@@ -191,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
             | Command::Operator(_)
             | Command::Camera(_)
     );
-    let (role, telemetry) = telemetry_of(&cli.command);
+    let (role, telemetry, idle) = telemetry_of(&cli.command);
     let export = match role {
         Some(role) => trace_export(telemetry.as_ref(), role, |k| std::env::var(k).ok())?,
         None => None,
@@ -214,7 +223,10 @@ async fn main() -> anyhow::Result<()> {
     if role.is_some_and(|r| r != ServiceRole::Publish)
         && let Some(addr) = metrics_address(cli.metrics.as_deref(), telemetry.as_ref())?
     {
-        panoptes::telemetry::serve_metrics(addr)?;
+        match idle {
+            Some(idle) => panoptes::telemetry::serve_metrics_with(addr, idle)?,
+            None => panoptes::telemetry::serve_metrics(addr)?,
+        }
     }
     let stop_timeout = std::time::Duration::from_secs(cli.stop_timeout);
     let result = dispatch(cli.command, stop_timeout).await;

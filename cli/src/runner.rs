@@ -245,7 +245,11 @@ impl Running {
             let worker = Worker::with_graph(client.clone(), subjects.clone(), built.graph)
                 .with_ownership(ownership)
                 .with_delivery(delivery)
-                .with_input(unit.input, unit.name);
+                .with_input(unit.input, unit.name)
+                .with_limits(panoptes_pipeline::camera_state::CameraLimits {
+                    max_cameras: topology.workers.max_cameras,
+                    idle_ttl: Duration::from_millis(topology.workers.camera_idle_ttl_ms),
+                });
             let stats = worker.stats();
             let cancel = CancellationToken::new();
             // A worker that fails (e.g. JetStream refuses its streams) says so at once and ends

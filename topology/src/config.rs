@@ -163,6 +163,23 @@ pub struct WorkersConfig {
     #[serde(default = "default_stream_max_mib")]
     #[schemars(range(min = 1))]
     pub stream_max_mib: u64,
+    /// The most cameras one worker keeps state for; frames of further cameras are refused
+    /// (counted, reported in `frames_refused` events) until idle ones expire.
+    #[serde(default = "default_max_cameras")]
+    #[schemars(range(min = 1))]
+    pub max_cameras: usize,
+    /// A camera without frames this long is forgotten by the worker (its queue, counters,
+    /// watermark and metric series). Keep it longer than `ack_wait_ms`.
+    #[serde(default = "default_camera_idle_ttl_ms")]
+    #[schemars(range(min = 1000))]
+    pub camera_idle_ttl_ms: u64,
+}
+
+fn default_max_cameras() -> usize {
+    1024
+}
+fn default_camera_idle_ttl_ms() -> u64 {
+    300_000
 }
 
 fn default_lease_ttl_ms() -> u64 {
@@ -181,6 +198,8 @@ impl Default for WorkersConfig {
             lease_ttl_ms: default_lease_ttl_ms(),
             ack_wait_ms: default_ack_wait_ms(),
             stream_max_mib: default_stream_max_mib(),
+            max_cameras: default_max_cameras(),
+            camera_idle_ttl_ms: default_camera_idle_ttl_ms(),
         }
     }
 }

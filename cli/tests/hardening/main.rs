@@ -6,3 +6,4 @@ mod bounded_inputs;
 mod control_plane;
 mod third_party_publisher;
 mod validate_model_input;
+mod worker_state;
