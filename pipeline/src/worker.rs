@@ -55,8 +55,8 @@ pub struct WorkerStats {
     pub handed_back: AtomicU64,
     /// Live delivery: frames nobody processed because their partition had no live owner:
     /// published between a worker's death and the takeover (counted by the worker that took the
-    /// partition over), or arrived here while this worker's lease had lapsed (NATS unreachable)
-    /// and it then kept the partition.
+    /// partition over), or arrived here (or were here, unpublished) while this worker's lease
+    /// had lapsed (NATS unreachable, the worker stalled) and it then kept the partition.
     pub lost: AtomicU64,
     /// Durable delivery: frames redelivered after newer frames of their camera were processed;
     /// acknowledged, not processed (per-camera order).
@@ -122,6 +122,9 @@ struct Pending {
     _permit: Option<OwnedSemaphorePermit>,
     /// The frame's span in this worker, continuing the publisher's trace.
     span: tracing::Span,
+    /// Live delivery: the frame's sequence number, read at intake, so that a frame given up
+    /// after intake is accounted for by seq like one refused there.
+    seq: Option<u64>,
 }
 
 /// A message for one publication on the async side.
@@ -439,6 +442,34 @@ fn parse_progress(value: &[u8]) -> Option<Mark> {
     Some(Mark { seq, capture_ts_ns })
 }
 
+/// A live frame of a partition whose lease lapsed: not served, and lost or another worker's
+/// depending on what the next lease round finds (`Intake::resolve`). Frames refused at
+/// intake and frames given up inside the worker (taken in while the lease held, not published
+/// because it lapsed meanwhile) join the same run, so each is reported once.
+fn note_lapsed(
+    table: &CameraTable,
+    ownership: &Ownership,
+    camera: &str,
+    partition: u32,
+    seq: Option<u64>,
+) {
+    let handovers = ownership.handovers(partition);
+    table.with(camera, |s| {
+        let run = s.lapsed.get_or_insert(LapsedRun {
+            partition,
+            handovers,
+            count: 0,
+            first: None,
+            last: None,
+        });
+        run.count += 1;
+        if let Some(seq) = seq {
+            run.first = Some(run.first.map_or(seq, |f| f.min(seq)));
+            run.last = Some(run.last.map_or(seq, |l| l.max(seq)));
+        }
+    });
+}
+
 /// The sequence number and capture time of a frame or forwarded item, read from its metadata
 /// (no pixels or tensors copied).
 fn meta_of(input: &str, payload: &Bytes) -> Option<(u64, u64)> {
@@ -504,7 +535,13 @@ impl Intake {
             meta_of(&self.input, &incoming.payload)
         };
         if standing == Standing::Lapsed {
-            self.lapsed(&camera, partition, meta.map(|m| m.0));
+            note_lapsed(
+                &self.table,
+                &self.ownership,
+                &camera,
+                partition,
+                meta.map(|m| m.0),
+            );
             return;
         }
         if let Some(run) = self.table.with(&camera, |s| s.lapsed).flatten() {
@@ -534,6 +571,7 @@ impl Intake {
             acker: incoming.acker,
             _permit: incoming.permit,
             span,
+            seq: meta.map(|m| m.0),
         };
         if let Some(replaced) = self.slots.put(pending) {
             self.ownership.leave(replaced.partition);
@@ -545,26 +583,6 @@ impl Intake {
                 self.report_drops(&camera, count).await;
             }
         }
-    }
-
-    /// A live frame of a partition whose lease lapsed: not served, and lost or another
-    /// worker's depending on what the next lease round finds.
-    fn lapsed(&mut self, camera: &str, partition: u32, seq: Option<u64>) {
-        let handovers = self.ownership.handovers(partition);
-        self.table.with(camera, |s| {
-            let run = s.lapsed.get_or_insert(LapsedRun {
-                partition,
-                handovers,
-                count: 0,
-                first: None,
-                last: None,
-            });
-            run.count += 1;
-            if let Some(seq) = seq {
-                run.first = Some(run.first.map_or(seq, |f| f.min(seq)));
-                run.last = Some(run.last.map_or(seq, |l| l.max(seq)));
-            }
-        });
     }
 
     /// Settles frames that arrived while `camera`'s partition had lapsed, once the lease round
@@ -1145,7 +1163,7 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
             }
             Outbound::HandBack(pending) => {
                 table.left(&pending.camera);
-                hand_back(&stats, &ownership, pending).await;
+                not_held(&stats, &ownership, &table, durable, pending).await;
             }
             Outbound::Late { pending, seq } => {
                 table.left(&pending.camera);
@@ -1168,7 +1186,7 @@ async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>) {
                     if let Some(mark) = fed {
                         table.with(&pending.camera, |s| s.unstored(mark));
                     }
-                    hand_back(&stats, &ownership, pending).await;
+                    not_held(&stats, &ownership, &table, durable, pending).await;
                     continue;
                 }
                 // Counted here, not where it ran: a frame whose partition moved meanwhile is
@@ -1340,6 +1358,31 @@ async fn late(
         }
     }
     ownership.leave(pending.partition);
+}
+
+/// A frame taken in but not published because its partition is no longer held. Live, with the
+/// lease merely lapsed (nobody took the partition), it joins its camera's lapsed run and is
+/// reported with the frames that arrived meanwhile; otherwise it is handed back.
+async fn not_held(
+    stats: &WorkerStats,
+    ownership: &Ownership,
+    table: &CameraTable,
+    durable: bool,
+    pending: Pending,
+) {
+    if !durable && ownership.standing(pending.partition) == Standing::Lapsed {
+        note_lapsed(
+            table,
+            ownership,
+            &pending.camera,
+            pending.partition,
+            pending.seq,
+        );
+        pending.span.record("outcome", "lapsed");
+        ownership.leave(pending.partition);
+        return;
+    }
+    hand_back(stats, ownership, pending).await;
 }
 
 async fn hand_back(stats: &WorkerStats, ownership: &Ownership, pending: Pending) {
@@ -1890,6 +1933,7 @@ mod tests {
             acker: None,
             _permit: None,
             span: tracing::Span::none(),
+            seq: None,
         }
     }
 
