@@ -407,17 +407,12 @@ fn a_second_ctrl_c_ends_a_stop_that_waits_on_a_dead_server() {
     // A deadline far beyond the hang detector: only the second signal can end this stop.
     let mut run = stopping_without_nats("3600", temp.path());
     run.signal(libc::SIGINT);
-    let status = run.wait_exit("a second SIGINT");
-    assert_eq!(status.code(), Some(130), "output:\n{}", run.output());
-    assert!(
-        run.output().contains("interrupted again"),
-        "output:\n{}",
-        run.output()
-    );
-    assert_eq!(
-        store_dirs(temp.path()),
-        Vec::<PathBuf>::new(),
-        "store left behind"
+    ended_with(
+        &mut run,
+        "a second SIGINT",
+        130,
+        "interrupted again",
+        temp.path(),
     );
 }
 
@@ -426,18 +421,22 @@ fn a_stop_that_waits_on_a_dead_server_ends_at_its_deadline() {
     let _one = one_at_a_time();
     let temp = tempfile::tempdir().expect("temp dir");
     let mut run = stopping_without_nats("2", temp.path());
-    let status = run.wait_exit("SIGINT with a 2 s stop deadline");
-    assert_eq!(status.code(), Some(1), "output:\n{}", run.output());
-    assert!(
-        run.output().contains("did not finish within 2s"),
-        "output:\n{}",
-        run.output()
+    ended_with(
+        &mut run,
+        "SIGINT with a 2 s stop deadline",
+        1,
+        "did not finish within 2s",
+        temp.path(),
     );
-    assert_eq!(
-        store_dirs(temp.path()),
-        Vec::<PathBuf>::new(),
-        "store left behind"
-    );
+}
+
+/// `run` exits (after `what`) with `code`, says `says`, and leaves no nats-server store in
+/// `temp`.
+fn ended_with(run: &mut Panoptes, what: &str, code: i32, says: &str, temp: &Path) {
+    let status = run.wait_exit(what);
+    assert_eq!(status.code(), Some(code), "output:\n{}", run.output());
+    assert!(run.output().contains(says), "output:\n{}", run.output());
+    assert_eq!(store_dirs(temp), Vec::<PathBuf>::new(), "store left behind");
 }
 
 #[test]

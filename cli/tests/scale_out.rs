@@ -467,22 +467,7 @@ async fn stored_detections(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let total = stream.clone().info().await.expect("info").state.messages;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::new();
-    while (out.len() as u64) < total {
-        let msg = tokio::time::timeout(GUARD, messages.next())
-            .await
-            .expect("detections in time")
-            .expect("stream open")
-            .expect("message");
-        out.push(serde_json::from_slice(&msg.payload).expect("detections/v1"));
-    }
-    out
+    panoptes_tests::read_detections(&stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

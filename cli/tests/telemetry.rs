@@ -502,31 +502,6 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// `GET /metrics` on `addr`; the body.
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach /metrics at {addr}: {e}"));
-    stream
-        .write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
 /// The sum of `name` over the series whose labels include `labels` (0 when there is none).
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -677,12 +652,12 @@ async fn metrics_count_the_frames_published_and_the_detections_received() {
                     == detections.get(*c).copied().unwrap_or(0) as f64
         })
     };
-    let mut w = scrape(&worker_metrics).await;
+    let mut w = panoptes_tests::scrape(&worker_metrics).await;
     while !settled(&w) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        w = scrape(&worker_metrics).await;
+        w = panoptes_tests::scrape(&worker_metrics).await;
     }
-    let i = scrape(&ingest_metrics).await;
+    let i = panoptes_tests::scrape(&ingest_metrics).await;
     let frames = frames.lock().expect("counts").clone();
     let detections = detections.lock().expect("counts").clone();
     let mut report = Vec::new();
@@ -752,8 +727,8 @@ async fn metrics_count_the_frames_published_and_the_detections_received() {
     server.restart().expect("restart nats-server");
     let reconnected = |text: &str| metric(text, "panoptes_nats_reconnects_total", &[]) >= 1.0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !(reconnected(&scrape(&worker_metrics).await)
-        && reconnected(&scrape(&ingest_metrics).await))
+    while !(reconnected(&panoptes_tests::scrape(&worker_metrics).await)
+        && reconnected(&panoptes_tests::scrape(&ingest_metrics).await))
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -831,7 +806,7 @@ stages:
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let deadline = tokio::time::Instant::now() + GUARD;
-    let mut m = scrape(&metrics_addr).await;
+    let mut m = panoptes_tests::scrape(&metrics_addr).await;
     let done = |m: &str| {
         cams.iter().all(|c| {
             let l = [("camera", *c)];
@@ -842,7 +817,7 @@ stages:
     };
     while !done(&m) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        m = scrape(&metrics_addr).await;
+        m = panoptes_tests::scrape(&metrics_addr).await;
     }
     worker.stop();
     let stage = |kind| [("stage", "probe"), ("kind", kind)];

@@ -515,3 +515,53 @@ pub fn spawn_paced_cameras(
     }
     cameras
 }
+
+/// Every detection message a JetStream stream holds now, in stream order (an ordered consumer
+/// reads them; each must arrive within two minutes).
+pub async fn read_detections(
+    stream: &async_nats::jetstream::stream::Stream,
+) -> Vec<panoptes_pipeline::DetectionMessage> {
+    use futures::StreamExt as _;
+    let guard = std::time::Duration::from_secs(120);
+    let total = stream.clone().info().await.expect("info").state.messages;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    while (out.len() as u64) < total {
+        let msg = tokio::time::timeout(guard, messages.next())
+            .await
+            .expect("detections in time")
+            .expect("stream open")
+            .expect("message");
+        out.push(serde_json::from_slice(&msg.payload).expect("detections/v1"));
+    }
+    out
+}
+
+/// `GET /metrics` on `addr` (a 200 answer); the body.
+pub async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach /metrics at {addr}: {e}"));
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}

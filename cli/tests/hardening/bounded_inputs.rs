@@ -46,6 +46,16 @@ impl Finished {
         )
     }
 
+    /// Its stderr says `text`.
+    fn says(&self, text: &str) {
+        assert!(self.stderr.contains(text), "{}", self.describe());
+    }
+
+    /// Its stderr does not say `text`.
+    fn never_says(&self, text: &str) {
+        assert!(!self.stderr.contains(text), "{}", self.describe());
+    }
+
     /// Refused: exited by itself with status 1, within the memory bound.
     fn assert_refused(&self) {
         assert!(
@@ -200,11 +210,7 @@ fn an_alias_bomb_is_refused_at_its_alias_with_bounded_memory() {
     std::fs::write(dir.path().join("bomb.yaml"), &bomb).expect("write");
     let run = panoptes(dir.path(), &["validate", "bomb.yaml"]);
     run.assert_refused();
-    assert!(
-        run.stderr.contains("aliases expand this file by more than"),
-        "{}",
-        run.describe()
-    );
+    run.says("aliases expand this file by more than");
     // Located: the diagnostic names a line of the file, at an alias.
     let at = run
         .stderr
@@ -231,24 +237,14 @@ fn dev_zero_as_a_module_or_a_manifest_is_refused_with_bounded_memory() {
     let wasm = topology(d, &det_manifest(), "/dev/zero");
     let run = panoptes(d, &["validate", "--env", wasm]);
     run.assert_refused();
-    assert!(
-        run.stderr
-            .contains("`/dev/zero` is a device, not a regular file"),
-        "{}",
-        run.describe()
-    );
-    assert!(run.stderr.contains("t.yaml:6:11"), "{}", run.describe());
+    run.says("`/dev/zero` is a device, not a regular file");
+    run.says("t.yaml:6:11");
     eprintln!("wasm: /dev/zero: refused, peak {} KiB", run.peak_kib);
 
     let manifest = topology(d, "{ manifest: /dev/zero }", &letterbox());
     let run = panoptes(d, &["validate", "--env", manifest]);
     run.assert_refused();
-    assert!(
-        run.stderr
-            .contains("`/dev/zero` is a device, not a regular file"),
-        "{}",
-        run.describe()
-    );
+    run.says("`/dev/zero` is a device, not a regular file");
     eprintln!("manifest: /dev/zero: refused, peak {} KiB", run.peak_kib);
 }
 
@@ -261,20 +257,11 @@ fn a_fifo_as_a_manifest_is_refused_by_validate_and_worker_without_hanging() {
     // Nothing ever writes to the FIFO: a blocking open or read would wait forever.
     let run = panoptes(d, &["validate", "--env", t]);
     run.assert_refused();
-    assert!(
-        run.stderr
-            .contains("model manifest `manifest.fifo` is a FIFO, not a regular file"),
-        "{}",
-        run.describe()
-    );
+    run.says("model manifest `manifest.fifo` is a FIFO, not a regular file");
     let run = panoptes(d, &["worker", t, "--nats", "nats://127.0.0.1:9"]);
     assert!(!run.killed_by_watchdog, "never exited: {}", run.describe());
     assert_ne!(run.code, Some(0), "{}", run.describe());
-    assert!(
-        run.stderr.contains("is a FIFO, not a regular file"),
-        "{}",
-        run.describe()
-    );
+    run.says("is a FIFO, not a regular file");
 }
 
 #[test]
@@ -324,15 +311,11 @@ fn a_fifo_or_a_directory_as_a_model_file_is_named_as_such() {
         let t = topology(d, &format!("{{ file: {file} }}"), &letterbox());
         let run = panoptes(d, &["validate", t]);
         run.assert_refused();
-        assert!(
-            run.stderr.contains(&format!(
-                "model file `{file}` is {kind}, not a regular file"
-            )),
-            "{}",
-            run.describe()
-        );
-        assert!(!run.stderr.contains("does not exist"), "{}", run.describe());
-        assert!(run.stderr.contains("t.yaml:2:16"), "{}", run.describe());
+        run.says(&format!(
+            "model file `{file}` is {kind}, not a regular file"
+        ));
+        run.never_says("does not exist");
+        run.says("t.yaml:2:16");
     }
 }
 
@@ -355,10 +338,6 @@ fn a_number_no_field_can_hold_is_reported_at_the_value() {
         run.describe()
     );
     // Line 6, column 17: the value after `timeout_ms: `.
-    assert!(run.stderr.contains("t.yaml:6:17"), "{}", run.describe());
-    assert!(
-        run.stderr.contains("stages[0].timeout_ms must be at most"),
-        "{}",
-        run.describe()
-    );
+    run.says("t.yaml:6:17");
+    run.says("stages[0].timeout_ms must be at most");
 }

@@ -64,8 +64,18 @@ impl Drop for Panoptes {
     }
 }
 
-/// A temp dir with the fixture `name` and, for control, the key pair and `videos/`.
-fn deployment(name: &str) -> (tempfile::TempDir, Signer) {
+/// A nats-server and one `panoptes ROLE topology.yaml` process, in a temp dir holding the
+/// fixture `name`, the key pair `admin.key`(`.pub`) and `videos/`. Destructured in the tests;
+/// the process is declared last, so it is killed before the server stops.
+struct Deployment {
+    server: NatsServer,
+    dir: tempfile::TempDir,
+    signer: Signer,
+    process: Panoptes,
+}
+
+fn deployment(name: &str, role: &str) -> Deployment {
+    let server = panoptes_tests::nats_server();
     let dir = tempfile::tempdir().expect("temp dir");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -74,7 +84,13 @@ fn deployment(name: &str) -> (tempfile::TempDir, Signer) {
     panoptes_wasm::signature::generate_key_files(&dir.path().join("admin.key")).expect("keygen");
     std::fs::create_dir(dir.path().join("videos")).expect("videos dir");
     let signer = Signer::read(&dir.path().join("admin.key")).expect("key");
-    (dir, signer)
+    let process = Panoptes::start(dir.path(), &[role, "topology.yaml", "--nats", server.url()]);
+    Deployment {
+        server,
+        dir,
+        signer,
+        process,
+    }
 }
 
 /// Sends `body` on `subject` with `headers` and returns the first reply within `wait`, if any.
@@ -162,6 +178,16 @@ async fn wait_ready(url: &str, signer: &Signer, p: &Panoptes) {
     panic!("ingest never answered; log:\n{}", p.log());
 }
 
+/// The camera IDs a `list` reply names.
+fn camera_ids(listed: ControlReply) -> Vec<String> {
+    listed
+        .cameras
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
 fn error_of(reply: &ControlReply) -> String {
     assert!(!reply.ok, "expected a refusal: {reply:?}");
     reply.error.clone().unwrap_or_default()
@@ -169,12 +195,12 @@ fn error_of(reply: &ControlReply) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_is_off_unless_the_topology_enables_it() {
-    let server = panoptes_tests::nats_server();
-    let (dir, signer) = deployment("control-off.yaml");
-    let ingest = Panoptes::start(
-        dir.path(),
-        &["ingest", "topology.yaml", "--nats", server.url()],
-    );
+    let Deployment {
+        server,
+        dir: _dir,
+        signer,
+        process: ingest,
+    } = deployment("control-off.yaml", "ingest");
     let client = panoptes::connect(server.url()).await.expect("connect");
     // Running: its camera's frames arrive.
     let mut frames = client.subscribe("ctl.frames.lobby").await.expect("sub");
@@ -193,12 +219,12 @@ async fn control_is_off_unless_the_topology_enables_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_foreign_replayed_and_stale_requests_are_refused() {
-    let server = panoptes_tests::nats_server();
-    let (dir, signer) = deployment("control.yaml");
-    let ingest = Panoptes::start(
-        dir.path(),
-        &["ingest", "topology.yaml", "--nats", server.url()],
-    );
+    let Deployment {
+        server,
+        dir: _dir,
+        signer,
+        process: ingest,
+    } = deployment("control.yaml", "ingest");
     wait_ready(server.url(), &signer, &ingest).await;
     let client = panoptes::connect(server.url()).await.expect("connect");
     let subject = "ctl.control.cameras.remove";
@@ -233,12 +259,7 @@ async fn unsigned_foreign_replayed_and_stale_requests_are_refused() {
 
     // None of the refused requests removed the camera.
     let listed = camera(server.url(), &signer, "list", serde_json::json!({})).await;
-    let ids: Vec<String> = listed
-        .cameras
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids = camera_ids(listed);
     assert_eq!(ids, ["lobby"]);
 
     // A captured valid request works once, and replaying it is refused.
@@ -263,12 +284,12 @@ async fn unsigned_foreign_replayed_and_stale_requests_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_cameras_cannot_read_the_environment_files_or_arbitrary_hosts() {
-    let server = panoptes_tests::nats_server();
-    let (dir, signer) = deployment("control.yaml");
-    let ingest = Panoptes::start(
-        dir.path(),
-        &["ingest", "topology.yaml", "--nats", server.url()],
-    );
+    let Deployment {
+        server,
+        dir,
+        signer,
+        process: ingest,
+    } = deployment("control.yaml", "ingest");
     wait_ready(server.url(), &signer, &ingest).await;
     let url = server.url();
     let add = |id: &str, extra: serde_json::Value| {
@@ -365,12 +386,7 @@ async fn runtime_cameras_cannot_read_the_environment_files_or_arbitrary_hosts() 
     let ssrf = error_of(&camera(url, &signer, "add", add("h", http)).await);
     assert!(ssrf.contains("allow_hosts"), "{ssrf}");
     let listed = camera(url, &signer, "list", serde_json::json!({})).await;
-    let ids: Vec<String> = listed
-        .cameras
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids = camera_ids(listed);
     assert_eq!(ids, ["lobby"], "nothing refused was started");
     assert!(
         !ingest.log().contains(SECRET),
@@ -380,12 +396,12 @@ async fn runtime_cameras_cannot_read_the_environment_files_or_arbitrary_hosts() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_reloads_are_signed_confined_and_bounded() {
-    let server = panoptes_tests::nats_server();
-    let (dir, signer) = deployment("control.yaml");
-    let worker = Panoptes::start(
-        dir.path(),
-        &["worker", "topology.yaml", "--nats", server.url()],
-    );
+    let Deployment {
+        server,
+        dir,
+        signer,
+        process: worker,
+    } = deployment("control.yaml", "worker");
     let url = server.url();
     // Ready once it answers a reload of its own module (unchanged).
     let client = panoptes::connect(url).await.expect("connect");

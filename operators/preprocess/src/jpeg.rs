@@ -260,12 +260,7 @@ mod tests {
 
         // A header claiming 16000 x 16000 over 2 KB of data: refused before any pixel buffer
         // exists.
-        let mut huge = file.clone();
-        let sof = huge
-            .windows(2)
-            .position(|m| m == [0xFF, 0xC0])
-            .expect("baseline SOF0");
-        huge[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]);
+        let huge = claiming(&file, 16000, 16000);
         let mut out = Vec::new();
         let err = decode_rgb8(&huge, &JpegOptions::default(), &mut out).unwrap_err();
         assert!(
