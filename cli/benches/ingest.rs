@@ -69,9 +69,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use panoptes::frame_out::EncodedFrame;
+use panoptes_ingest::frame_out::EncodedFrame;
 use panoptes_ingest::{Ingest, Output, SourceSpec, SourceStatus};
-use panoptes_pipeline::CameraId;
+use panoptes_contracts::CameraId;
 use panoptes_tests::median_f64;
 use panoptes_tests::procstat::{clock_ticks, cpu_ticks, machine_busy_ticks};
 use panoptes_topology::CameraConfig;
@@ -203,7 +203,7 @@ fn camera_description(clip: &Path, (w, h): (u32, u32)) -> anyhow::Result<String>
         "width": w, "height": h, "fps": FPS,
     });
     let cam: CameraConfig = serde_json::from_value(json)?;
-    match panoptes::sources::pipeline_spec(&cam, Path::new("/"))? {
+    match panoptes_ingest::sources::pipeline_spec(&cam, Path::new("/"))? {
         SourceSpec::Recorded { description, .. } | SourceSpec::Pipeline(description) => {
             Ok(description)
         }

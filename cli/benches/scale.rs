@@ -53,9 +53,9 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use panoptes_model::{Graph, GraphOptions, ModelManifest};
-use panoptes_pipeline::Tensor;
+use panoptes_contracts::Tensor;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_pipeline::partition::partition_of;
+use panoptes_contracts::partition::partition_of;
 use panoptes_tests::procstat::{
     clock_ticks, cpu_ticks, find_server_pid, machine_busy_ticks, ticks_of,
 };

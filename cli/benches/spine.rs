@@ -13,11 +13,11 @@ use panoptes::runner::{Role, Running};
 use panoptes_ingest::{Ingest, SourceSpec, SourceStatus};
 use panoptes_model::{Graph, GraphOptions};
 use panoptes_op_preprocess::{Letterbox, Normalize};
-use panoptes_pipeline::CameraId;
-use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
-use panoptes_pipeline::stage::{Item, Payload, Stage};
+use panoptes_contracts::CameraId;
+use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
+use panoptes_contracts::stage::{Item, Payload, Stage};
 use panoptes_postprocess::DbStage;
-use panoptes_sink::{DetectionSubscriber, Received};
+use panoptes_client::{DetectionSubscriber, Received};
 use panoptes_topology::TopologyFile;
 use panoptes_wasm::{EngineOptions, FrameResource, Input, OperatorEngine, Output};
 
@@ -165,13 +165,13 @@ fn main() -> anyhow::Result<()> {
 
     let model_path = root().join("models/files/ch_PP-OCRv4_det_infer.onnx");
     let shape = tensor_out.shape.iter().map(|&d| d as usize).collect();
-    let input = panoptes_pipeline::Tensor::new(shape, tensor_out.data)?;
+    let input = panoptes_contracts::Tensor::new(shape, tensor_out.data)?;
     let model = Graph::load("det", &model_path, &GraphOptions::default())?;
     let model_t = time(10, || model.run_f32(&input).expect("model"));
     row("model: PP-OCRv4 det 640x640, ort CPU", model_t, 10, "");
     let prob = model.run_f32(&input)?;
 
-    let mut db = DbStage::from_config("boxes", "db", &serde_json::Value::Null, None)?;
+    let mut db = DbStage::from_config("boxes", &serde_json::Value::Null, None)?;
     let mut boxes = 0;
     let post_t = time(50, || {
         let mut item = Item::from_frame(frame.clone());

@@ -1,16 +1,16 @@
 //! `panoptes camera`: add, remove and list the cameras of running ingest processes, and make
-//! them reload their topology files, through the camera control subjects (see [`crate::cameras`]).
+//! them reload their topology files, through the camera control subjects (see [`panoptes_ingest::cameras`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use panoptes_pipeline::Subjects;
+use panoptes_contracts::Subjects;
 use panoptes_topology::{Diagnostics, SourceFile};
 
-use crate::cameras::{AddRequest, ControlReply, RemoveRequest};
-use crate::control_auth::Signer;
+use panoptes_client::control::cameras::{AddRequest, ControlReply, RemoveRequest};
+use panoptes_client::control::auth::Signer;
 use crate::nats_args::NatsArgs;
 
 /// Where the running processes are, and who asks.
@@ -167,8 +167,8 @@ pub async fn request(
     wait: Duration,
     expect: Option<usize>,
 ) -> anyhow::Result<Vec<ControlReply>> {
-    crate::control::collect_replies(
-        nats,
+    panoptes_client::control::collect_replies(
+        &nats.connect().await?,
         signer,
         subjects.camera_control(op),
         body,

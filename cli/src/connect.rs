@@ -45,7 +45,7 @@ pub async fn connect_with(
     opts = opts.event_callback(move |event| {
         let connected_before = connected_before.clone();
         async move {
-            use panoptes_pipeline::meter;
+            use panoptes_contracts::meter;
             match event {
                 async_nats::Event::Connected => {
                     if connected_before.swap(true, std::sync::atomic::Ordering::Relaxed) {

@@ -8,8 +8,8 @@ use panoptes::nats_args::NatsArgs;
 use panoptes::roles::{Signals, StopError};
 use panoptes::runner::{Role, Running};
 use panoptes::telemetry::{ServiceRole, metrics_address, trace_export};
-use panoptes_pipeline::{CameraId, Subjects};
-use panoptes_sink::{DetectionSubscriber, Received};
+use panoptes_contracts::{CameraId, Subjects};
+use panoptes_client::{DetectionSubscriber, Received};
 use panoptes_topology::{TelemetryConfig, TopologyFile};
 
 #[derive(Parser)]
@@ -149,7 +149,7 @@ fn init_logging(format: LogFormat, default: &str, traces: Option<BoxedLayer>) {
         .ok()
         .filter(|v| !v.trim().is_empty());
     let mut directives = from_env.unwrap_or_else(|| default.to_owned());
-    if !directives.contains(panoptes_pipeline::trace::TARGET) {
+    if !directives.contains(panoptes_telemetry::trace::TARGET) {
         directives.push_str(",panoptes::trace=off");
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
@@ -380,7 +380,7 @@ async fn subscribe(
         match received {
             Received::Message(m) => match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string(&m).context("encode")?),
-                OutputFormat::Table => println!("{}", panoptes_sink::table_row(&m)),
+                OutputFormat::Table => println!("{}", panoptes_client::table_row(&m)),
             },
             Received::Invalid { subject, error } => {
                 eprintln!("panoptes: ignoring message on {subject}: {error}")

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
-use panoptes_pipeline::Subjects;
+use panoptes_contracts::Subjects;
 
-use crate::control::{ReloadReply, ReloadRequest};
-use crate::control_auth::Signer;
+use panoptes_client::control::{ReloadReply, ReloadRequest};
+use panoptes_client::control::auth::Signer;
 use crate::nats_args::NatsArgs;
-use panoptes_wasm::signature::{self, SecretKey};
+use panoptes_client::keys::{self, SecretKey};
 
 // `Reload` carries the NATS flags; the enum is parsed once per process, so its size is moot.
 #[allow(clippy::large_enum_variant)]
@@ -102,7 +102,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
             );
         }
         OperatorCommand::Keygen { out } => {
-            let public = signature::generate_key_files(&out)?;
+            let public = keys::generate_key_files(&out)?;
             println!(
                 "wrote secret key {} (keep it private) and public key {}",
                 out.display(),
@@ -114,7 +114,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
             println!("signed {}: {}", module.display(), sig.display());
         }
         OperatorCommand::Verify { public_key, module } => {
-            signature::verify_file(&module, &public_key)?;
+            keys::verify_file(&module, &public_key)?;
             println!(
                 "ok: {} is signed by {}",
                 module.display(),
@@ -135,8 +135,8 @@ pub async fn reload(
     wait: Duration,
     expect: Option<usize>,
 ) -> anyhow::Result<Vec<ReloadReply>> {
-    crate::control::collect_replies(
-        nats,
+    panoptes_client::control::collect_replies(
+        &nats.connect().await?,
         signer,
         subjects.operator_reload(),
         serde_json::to_vec(request)?,

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use panoptes_ingest::{Framerate, Ingest, Output, RawFrame, SourceSpec, SourceStatus, TestPattern};
-use panoptes_pipeline::{CameraId, Subjects};
+use panoptes_contracts::{CameraId, Subjects};
 use tokio::sync::mpsc;
 
-use crate::frame_out::{EncodedFrame, FramePublisher, raw_fits};
+use panoptes_ingest::frame_out::{EncodedFrame, FramePublisher, raw_fits};
 use crate::nats_args::NatsArgs;
 
 /// How `panoptes publish` sends pictures, as a camera's `encoding` in a topology.
@@ -284,7 +284,7 @@ async fn publish_still(
     for seq in 0..args.count.unwrap_or(1) {
         ticks.tick().await;
         let frame = RawFrame {
-            capture_ts_ns: panoptes_pipeline::time::now_ns(),
+            capture_ts_ns: panoptes_contracts::time::now_ns(),
             ..still.clone()
         };
         send(publisher, seq, frame, progress).await?;

@@ -11,8 +11,8 @@ use panoptes_model::{
     load_checked,
 };
 use panoptes_pipeline::StageGraph;
-use panoptes_pipeline::stage::Stage;
-use panoptes_pipeline::{BatchPolicy, BatchStats};
+use panoptes_contracts::stage::Stage;
+use panoptes_contracts::{BatchPolicy, BatchStats};
 use panoptes_topology::{Emits, FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
     Capabilities, DirGrant, EngineOptions, InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot,
@@ -277,7 +277,7 @@ pub fn operator_config_json(config: &serde_json::Value) -> String {
 
 /// Where compiled Wasm operators are cached between runs.
 pub fn operator_cache_dir() -> std::path::PathBuf {
-    panoptes_pipeline::paths::panoptes_home().join("wasm-cache")
+    panoptes_files::paths::panoptes_home().join("wasm-cache")
 }
 
 /// Builds the stage graph of `topology`: every stage wired to its input, sinks as publications
@@ -497,7 +497,6 @@ fn build_stage(
         }
         StageConfig::Postprocess(p) => {
             let id = &p.id;
-            let name = postprocessor_name(p.postprocessor);
             let upstream = upstream_model(topology, cfg, p.postprocessor, cx)
                 .with_context(|| format!("stage {id:?}"))?;
             // No `params`: the model's manifest's, when it names this postprocessor.
@@ -505,7 +504,13 @@ fn build_stage(
                 (serde_json::Value::Null, Some(params)) => params,
                 (given, _) => given.clone(),
             };
-            panoptes_postprocess::build(id, name, &params, p.label.as_deref(), upstream.labels)
+            panoptes_postprocess::build(
+                id,
+                p.postprocessor,
+                &params,
+                p.label.as_deref(),
+                upstream.labels,
+            )
                 .with_context(|| format!("stage {id:?}"))?
         }
         other => anyhow::bail!(
@@ -664,15 +669,6 @@ fn crop_spec(
     })
 }
 
-fn postprocessor_name(p: Postprocessor) -> &'static str {
-    match p {
-        Postprocessor::Db => "db",
-        Postprocessor::Ctc => "ctc",
-        Postprocessor::Yolo => "yolo",
-        Postprocessor::Topk => "topk",
-    }
-}
-
 /// What the model whose output a postprocess stage reads says about its postprocessing.
 #[derive(Default)]
 struct Upstream {
@@ -713,7 +709,7 @@ fn upstream_model(
             params: manifest
                 .postprocessor
                 .as_ref()
-                .filter(|p| postprocessor_name(kind) == p.kind.name())
+                .filter(|p| p.kind.name() == kind.name())
                 .map(|p| serde_json::Value::Object(p.params.clone())),
         }),
         None if kind == Postprocessor::Ctc => Ok(Upstream {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use panoptes_pipeline::PartitionSet;
+use panoptes_contracts::PartitionSet;
 use panoptes_topology::TopologyFile;
 
 use crate::nats_args::NatsArgs;

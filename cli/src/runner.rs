@@ -11,11 +11,11 @@ use panoptes_pipeline::durable::DurableConfig;
 use panoptes_pipeline::lease::{LeaseConfig, LeaseManager, Ownership};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_pipeline::worker::{Delivery, StatsSnapshot, Worker, WorkerError, WorkerStats};
-use panoptes_pipeline::{BatchStats, PartitionSet, Subjects};
+use panoptes_contracts::{BatchStats, PartitionSet, Subjects};
 use panoptes_topology::{CameraConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
 
-use crate::cameras::CameraSet;
+use panoptes_ingest::cameras::CameraSet;
 
 /// Which part of a topology this process runs.
 #[derive(Clone, Debug)]
@@ -159,7 +159,7 @@ impl Running {
             None => crate::connect_with(&url, &topology.nats, &topology.base_dir).await?,
         };
         let subjects = Subjects::new(topology.namespace.clone());
-        let guard = crate::control::ControlGuard::from_topology(topology)?;
+        let guard = panoptes_client::control::ControlGuard::from_topology(topology)?;
 
         let failed = CancellationToken::new();
         let worker = if role.runs_worker() {
@@ -181,8 +181,8 @@ impl Running {
             let control = match &guard {
                 Some(guard) => {
                     // Subscribed before `start` returns, so a reload sent right after start is heard.
-                    let control_sub = crate::control::subscribe(&client, &subjects).await?;
-                    Some(tokio::spawn(crate::control::serve(
+                    let control_sub = crate::operator_reload::subscribe(&client, &subjects).await?;
+                    Some(tokio::spawn(crate::operator_reload::serve(
                         client.clone(),
                         control_sub,
                         built.operators,
@@ -293,11 +293,11 @@ impl Running {
                 set.add(cam).await?;
             }
             let subs = match &guard {
-                Some(_) => crate::cameras::subscribe(&client, &subjects).await?,
+                Some(_) => panoptes_ingest::cameras::subscribe(&client, &subjects).await?,
                 None => Vec::new(),
             };
             let control_cancel = CancellationToken::new();
-            let control = tokio::spawn(crate::cameras::serve(
+            let control = tokio::spawn(panoptes_ingest::cameras::serve(
                 set.clone(),
                 subs,
                 guard.clone(),
@@ -330,7 +330,7 @@ impl Running {
     /// Makes `reload` (camera control subject, SIGHUP) re-read the topology at `path`.
     pub fn reload_from(&self, path: &std::path::Path) {
         if let Some(c) = &self.cameras {
-            c.set.reload_from(path.to_path_buf());
+            c.set.reload_from(path.to_path_buf(), camera_refusals);
         }
     }
 
@@ -439,4 +439,15 @@ fn cameras_of<'a>(
                 .collect())
         }
     }
+}
+
+/// What a reloaded topology's cameras must pass: what `start` refuses of cameras.
+fn camera_refusals(topology: &TopologyFile) -> Vec<panoptes_topology::Diagnostic> {
+    crate::validate::unsupported(
+        topology,
+        crate::validate::Scope {
+            cameras: true,
+            stages: false,
+        },
+    )
 }

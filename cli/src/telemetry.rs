@@ -186,7 +186,7 @@ pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
 pub fn serve_metrics_with(addr: SocketAddr, idle: Duration) -> anyhow::Result<()> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     use metrics_util::MetricKindMask;
-    use panoptes_pipeline::meter;
+    use panoptes_contracts::meter;
     let (recorder, exporter) = PrometheusBuilder::new()
         .with_http_listener(addr)
         .idle_timeout(
@@ -275,7 +275,7 @@ where
         .with_threads(false)
         .with_location(false)
         .with_filter(
-            Targets::new().with_target(panoptes_pipeline::trace::TARGET, tracing::Level::TRACE),
+            Targets::new().with_target(panoptes_telemetry::trace::TARGET, tracing::Level::TRACE),
         );
     Ok((Box::new(layer), Tracing { provider }))
 }

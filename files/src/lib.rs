@@ -8,6 +8,8 @@
 //! refused before it is read, and at most `limit + 1` bytes are ever read (a file that grows while
 //! it is read is still bounded). Errors name the path and never carry the file's content.
 
+pub mod paths;
+
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 
 use crate::lease::token;
-use crate::subjects::Subjects;
+use panoptes_contracts::subjects::Subjects;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DurableError {
@@ -179,6 +179,35 @@ pub async fn ensure_consumer(
             consumer: name,
             message: e.to_string(),
         })
+}
+
+/// Sets up, once at a unit's start, what its durable delivery needs (each call retried a few
+/// times, see [`with_retries`]): a server that can partition streams, the stream of its input,
+/// the detections stream, the streams of the stages it forwards to (so its first publications
+/// are kept even before the next stage's workers start), and every partition's consumer from
+/// the start (interest retention keeps messages only for consumers that exist). Returns the
+/// input stream the unit's consumers pull from.
+pub async fn prepare_unit(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    input: &str,
+    unit: &str,
+    forwarded: &[String],
+    partitions: u32,
+    config: &DurableConfig,
+) -> Result<stream::Stream, DurableError> {
+    check_server(client)?;
+    let js = jetstream::new(client.clone());
+    let stream =
+        with_retries(|| ensure_input_stream(&js, subjects, input, partitions, config)).await?;
+    with_retries(|| ensure_detections_stream(&js, subjects)).await?;
+    for stage in forwarded {
+        with_retries(|| ensure_input_stream(&js, subjects, stage, partitions, config)).await?;
+    }
+    for p in 0..partitions {
+        with_retries(|| ensure_consumer(&stream, subjects, input, unit, p, config)).await?;
+    }
+    Ok(stream)
 }
 
 /// Runs a JetStream set-up call, retrying a few times (0.1 s, doubling): workers starting

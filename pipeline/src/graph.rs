@@ -1,8 +1,11 @@
 //! The stages of a worker wired as a tree: each stage reads camera frames or one other stage's
 //! output (chains and fan-out), and every branch ends in one or more publications.
 
-use crate::Subjects;
-use crate::stage::Stage;
+use std::time::Duration;
+
+use panoptes_contracts::Subjects;
+use panoptes_contracts::camera::CameraId;
+use panoptes_contracts::stage::{Stage, StageError};
 
 /// The subject results go to when a branch names none.
 pub const DEFAULT_RESULT_SUBJECT: &str = "{namespace}.detections.{camera}";
@@ -181,6 +184,40 @@ impl StageGraph {
             .collect()
     }
 
+    /// Starts every stage, inputs first. On a failure the stages already started are stopped
+    /// and the one that failed is named. Returns the nodes whose stages want ticks, with how
+    /// often.
+    pub(crate) fn start(&mut self) -> Result<Vec<(usize, Duration)>, (String, StageError)> {
+        for i in 0..self.nodes.len() {
+            if let Err(e) = self.nodes[i].stage.start() {
+                for started in self.nodes[..i].iter_mut().rev() {
+                    started.stage.stop();
+                }
+                return Err((self.nodes[i].stage.id().to_owned(), e));
+            }
+        }
+        Ok(self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.stage.tick_interval().map(|every| (i, every)))
+            .collect())
+    }
+
+    /// Every stage drops what it keeps of `camera`.
+    pub(crate) fn forget(&mut self, camera: &CameraId) {
+        for n in &mut self.nodes {
+            n.stage.forget(camera);
+        }
+    }
+
+    /// Stops every stage, successors before their inputs (the reverse of [`Self::start`]).
+    pub(crate) fn stop(&mut self) {
+        for n in self.nodes.iter_mut().rev() {
+            n.stage.stop();
+        }
+    }
+
     /// `a>b>c` for the one-line log of what the worker runs.
     pub fn describe(&self) -> String {
         self.nodes
@@ -195,7 +232,7 @@ impl StageGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::{Item, StageError};
+    use panoptes_contracts::stage::{Item, StageError};
 
     /// A stage that passes items through: only the wiring is under test here.
     struct Pass(&'static str);

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::partition::{PartitionSet, fnv1a_32, partition_of};
+use panoptes_contracts::partition::{PartitionSet, fnv1a_32, partition_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -289,7 +289,7 @@ pub fn worker_id() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_owned());
-    let nanos = crate::time::now_ns() % 1_000_000_000;
+    let nanos = panoptes_contracts::time::now_ns() % 1_000_000_000;
     token(&format!("{host}-{}-{nanos}", std::process::id()))
 }
 

@@ -1,37 +1,19 @@
-//! Core runtime of panoptes: the wire contracts every process agrees on (subjects, headers, Arrow
-//! frames, detection and event messages), the [`Stage`] trait stage crates
-//! implement, and the worker loop that moves frames from NATS through a chain of stages.
+//! panoptes-pipeline: the stage worker. It takes frames (and forwarded items) of the cameras
+//! whose partitions it holds from NATS, gathers them into batches across cameras, runs them
+//! through its unit's stage graph and publishes what comes out.
+//!
+//! Invariant: each camera has at most one owner at a time (a partition lease in NATS KV), and
+//! every frame that reaches the owner is either published, reported (`frame_error`,
+//! `frames_dropped`, `frames_lost`) or, in durable mode, left unacknowledged for redelivery.
+//! The wire formats it reads and writes are `panoptes-contracts`'.
 
 pub mod batch;
-pub mod camera;
 pub mod camera_state;
-pub mod detection;
 pub mod durable;
-pub mod envelope;
-pub mod event;
-pub mod frame;
 pub mod graph;
-pub mod headers;
-mod ipc_check;
 pub mod lease;
-pub mod meter;
 pub mod nats_server;
-pub mod partition;
-pub mod paths;
-pub mod stage;
-pub mod subjects;
-pub mod tensor;
-pub mod time;
-pub mod trace;
 pub mod worker;
 
-pub use batch::{BatchPolicy, BatchStats, Batcher};
-pub use camera::{CameraId, InvalidCameraId};
-pub use detection::{Detection, DetectionMessage};
-pub use event::{Event, EventKind};
-pub use frame::{Frame, FrameError, PixelFormat};
+pub use batch::Batcher;
 pub use graph::StageGraph;
-pub use partition::{PartitionSet, PartitionSpecError};
-pub use stage::{Item, Payload, Stage, StageError};
-pub use subjects::Subjects;
-pub use tensor::{Tensor, Transform};

@@ -8,10 +8,10 @@ pub mod rtsp;
 use std::path::{Path, PathBuf};
 
 use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};
-use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
+use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_pipeline::stage::{Item, Payload};
-use panoptes_pipeline::{CameraId, Tensor};
+use panoptes_contracts::stage::{Item, Payload};
+use panoptes_contracts::{CameraId, Tensor};
 use panoptes_topology::{CameraConfig, TopologyFile};
 
 pub fn repo_root() -> PathBuf {
@@ -66,7 +66,7 @@ pub fn topology(name: &str) -> TopologyFile {
 /// `[x1, y1, x2, y2]` in frame pixels.
 pub fn text_region(cam: &CameraConfig) -> [f32; 4] {
     gst();
-    let spec = match panoptes::ingest_node::source_spec(cam, Path::new(".")) {
+    let spec = match panoptes_ingest::node::source_spec(cam, Path::new(".")) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };
@@ -471,7 +471,7 @@ pub fn bench_camera_frame(
     let bytes = Frame {
         camera: CameraId::new(&camera)?,
         seq: 1,
-        capture_ts_ns: panoptes_pipeline::time::now_ns(),
+        capture_ts_ns: panoptes_contracts::time::now_ns(),
         width: w,
         height: h,
         format: PixelFormat::Rgb8,
@@ -520,7 +520,7 @@ pub fn spawn_paced_cameras(
 /// reads them; each must arrive within two minutes).
 pub async fn read_detections(
     stream: &async_nats::jetstream::stream::Stream,
-) -> Vec<panoptes_pipeline::DetectionMessage> {
+) -> Vec<panoptes_contracts::DetectionMessage> {
     use futures::StreamExt as _;
     let guard = std::time::Duration::from_secs(120);
     let total = stream.clone().info().await.expect("info").state.messages;

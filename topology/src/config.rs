@@ -2,6 +2,7 @@
 //! schemars) the JSON Schema editors use. Validation lives in `check`; these types only
 //! describe a topology that already passed it.
 
+pub use panoptes_contracts::kinds::Postprocessor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -701,19 +702,6 @@ pub struct PostprocessStage {
     /// Label given to every detection.
     #[serde(default)]
     pub label: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Postprocessor {
-    /// DB text boxes from a PP-OCR detection probability map.
-    Db,
-    /// CTC text recognition: the string of each cropped box, charset from the model metadata.
-    Ctc,
-    /// YOLO-family boxes with NMS (v5/v8 and YOLOX grid layouts; `params.layout`).
-    Yolo,
-    /// Classifier top-k labels (`params.k`).
-    Topk,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use panoptes_pipeline::tensor::Tensor;
+use panoptes_contracts::tensor::Tensor;
 
 use crate::ModelError;
 use crate::ort_backend::OrtGraph;

@@ -27,7 +27,7 @@ pub fn library_path() -> Result<PathBuf, ModelError> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let venv = panoptes_pipeline::paths::venv();
+    let venv = panoptes_files::paths::venv();
     let lib = venv.join("lib");
     std::fs::read_dir(&lib)
         .into_iter()

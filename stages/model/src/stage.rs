@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use panoptes_pipeline::batch::{BatchPolicy, BatchStats};
-use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
-use panoptes_pipeline::tensor::Tensor;
+use panoptes_contracts::batching::{BatchPolicy, BatchStats};
+use panoptes_contracts::stage::{Item, Payload, Stage, StageError};
+use panoptes_contracts::tensor::Tensor;
 
 use crate::crops::Crops;
 use crate::graph::{Graph, TensorView};
@@ -180,9 +180,9 @@ impl ModelStage {
             ("stage", self.id.clone()),
             ("model", self.graph.name().to_owned()),
         ];
-        metrics::histogram!(panoptes_pipeline::meter::MODEL_BATCH_ROWS, &labels)
+        metrics::histogram!(panoptes_contracts::meter::MODEL_BATCH_ROWS, &labels)
             .record(total as f64);
-        metrics::histogram!(panoptes_pipeline::meter::MODEL_SECONDS, &labels)
+        metrics::histogram!(panoptes_contracts::meter::MODEL_SECONDS, &labels)
             .record(elapsed.as_secs_f64());
         match out.shape.split_first() {
             Some((&n, trailing)) if n == total => Ok((trailing.to_vec(), out.data)),

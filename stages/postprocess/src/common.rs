@@ -2,9 +2,9 @@
 //! parsing `params`, class labels, mapping boxes back to original-frame pixels, and the boxes
 //! (cascade regions or the whole frame) that the rows of a batch belong to.
 
-use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::stage::{FrameMeta, Payload, StageError};
-use panoptes_pipeline::tensor::{Tensor, Transform};
+use panoptes_contracts::detection::Detection;
+use panoptes_contracts::stage::{FrameMeta, Payload, StageError};
+use panoptes_contracts::tensor::{Tensor, Transform};
 use serde::de::DeserializeOwned;
 
 use crate::stage::PostprocessError;
@@ -147,11 +147,11 @@ pub(crate) fn row_boxes(
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use panoptes_pipeline::CameraId;
-    use panoptes_pipeline::detection::Detection;
-    use panoptes_pipeline::frame::{Frame, PixelBuffer, PixelFormat};
-    use panoptes_pipeline::stage::{Item, Payload};
-    use panoptes_pipeline::tensor::{Tensor, Transform};
+    use panoptes_contracts::CameraId;
+    use panoptes_contracts::detection::Detection;
+    use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
+    use panoptes_contracts::stage::{Item, Payload};
+    use panoptes_contracts::tensor::{Tensor, Transform};
 
     /// An item of a `width x height` frame whose payload is `tensor`.
     pub fn item(tensor: Tensor, width: u32, height: u32, transform: Transform) -> Item {

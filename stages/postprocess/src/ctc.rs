@@ -11,9 +11,9 @@
 //! keeps its box, polygon and label. Without regions the tensor must hold one row, read as the
 //! whole frame.
 
-use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::stage::{FrameMeta, Item, Payload, Stage, StageError};
-use panoptes_pipeline::tensor::Tensor;
+use panoptes_contracts::detection::Detection;
+use panoptes_contracts::stage::{FrameMeta, Item, Payload, Stage, StageError};
+use panoptes_contracts::tensor::Tensor;
 use serde::Deserialize;
 
 use crate::common::{self, InputError};
@@ -233,7 +233,7 @@ impl Stage for CtcStage {
 mod tests {
     use super::*;
     use crate::common::test_support::{detections, item, region};
-    use panoptes_pipeline::tensor::Transform;
+    use panoptes_contracts::tensor::Transform;
 
     const CHARSET: [&str; 3] = ["a", "b", "c"];
 

@@ -24,6 +24,6 @@ pub mod yolo;
 pub use common::InputError;
 pub use ctc::{CtcDecoder, CtcError, CtcParams, CtcStage, CtcText};
 pub use db::{DbError, DbParams, DbPostProcessor, TextBox, db_postprocess};
-pub use stage::{DbStage, PostprocessError, build};
+pub use stage::{DbStage, PostprocessError, Postprocessor, build};
 pub use topk::{Softmax, TopkError, TopkParams, TopkStage};
 pub use yolo::{YoloBox, YoloDecoder, YoloError, YoloLayout, YoloParams, YoloStage, iou, nms};

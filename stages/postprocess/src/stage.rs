@@ -2,8 +2,9 @@
 //! [`DbStage`] runs the DB text-box postprocessor (probability map in, boxes in original-frame
 //! pixels out).
 
-use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
+use panoptes_contracts::detection::Detection;
+pub use panoptes_contracts::kinds::Postprocessor;
+use panoptes_contracts::stage::{Item, Payload, Stage, StageError};
 use serde::Deserialize;
 
 use crate::common;
@@ -15,8 +16,6 @@ use crate::yolo::{YoloParams, YoloStage};
 /// Why a postprocessor stage could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum PostprocessError {
-    #[error("unknown postprocessor {0:?} (available: db, yolo, topk, ctc)")]
-    Unknown(String),
     #[error("invalid params for postprocessor {postprocessor:?}: {message}")]
     Params {
         postprocessor: String,
@@ -44,33 +43,34 @@ pub enum PostprocessError {
 ///   number when there is none) or, for `ctc`, its character list (required); `db` ignores it.
 pub fn build(
     id: &str,
-    postprocessor: &str,
+    postprocessor: Postprocessor,
     params: &serde_json::Value,
     label: Option<&str>,
     labels: Option<Vec<String>>,
 ) -> Result<Box<dyn Stage>, PostprocessError> {
-    let invalid = |postprocessor: &str, e: &dyn std::error::Error| PostprocessError::Params {
-        postprocessor: postprocessor.to_owned(),
+    let name = postprocessor.name();
+    let invalid = |e: &dyn std::error::Error| PostprocessError::Params {
+        postprocessor: name.to_owned(),
         message: e.to_string(),
     };
     Ok(match postprocessor {
-        "db" => Box::new(DbStage::from_config(id, postprocessor, params, label)?),
-        "yolo" => {
-            let p: YoloParams = common::parse_params(postprocessor, params)?;
+        Postprocessor::Db => Box::new(DbStage::from_config(id, params, label)?),
+        Postprocessor::Yolo => {
+            let p: YoloParams = common::parse_params(name, params)?;
             let stage = YoloStage::new(id, p, labels, label.map(str::to_owned));
-            Box::new(stage.map_err(|e| invalid(postprocessor, &e))?)
+            Box::new(stage.map_err(|e| invalid(&e))?)
         }
-        "topk" => {
+        Postprocessor::Topk => {
             if label.is_some() {
                 return Err(PostprocessError::LabelNotUsed {
                     postprocessor: "topk",
                 });
             }
-            let p: TopkParams = common::parse_params(postprocessor, params)?;
-            Box::new(TopkStage::new(id, p, labels).map_err(|e| invalid(postprocessor, &e))?)
+            let p: TopkParams = common::parse_params(name, params)?;
+            Box::new(TopkStage::new(id, p, labels).map_err(|e| invalid(&e))?)
         }
-        "ctc" => {
-            let p: CtcParams = common::parse_params(postprocessor, params)?;
+        Postprocessor::Ctc => {
+            let p: CtcParams = common::parse_params(name, params)?;
             let Some(charset) = labels else {
                 return Err(PostprocessError::Missing {
                     postprocessor: "ctc",
@@ -78,9 +78,8 @@ pub fn build(
                 });
             };
             let stage = CtcStage::new(id, p, charset, label);
-            Box::new(stage.map_err(|e| invalid(postprocessor, &e))?)
+            Box::new(stage.map_err(|e| invalid(&e))?)
         }
-        other => return Err(PostprocessError::Unknown(other.to_owned())),
     })
 }
 
@@ -103,16 +102,13 @@ pub struct DbStage {
 }
 
 impl DbStage {
-    /// Builds the stage named by a topology's `postprocessor` and `params`.
+    /// Builds the stage from a topology's `params` for the `db` postprocessor.
     pub fn from_config(
         id: &str,
-        postprocessor: &str,
         params: &serde_json::Value,
         label: Option<&str>,
     ) -> Result<Self, PostprocessError> {
-        if postprocessor != "db" {
-            return Err(PostprocessError::Unknown(postprocessor.to_owned()));
-        }
+        let postprocessor = Postprocessor::Db.name();
         let fail = |message: String| PostprocessError::Params {
             postprocessor: postprocessor.to_owned(),
             message,
@@ -188,9 +184,9 @@ impl Stage for DbStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use panoptes_pipeline::CameraId;
-    use panoptes_pipeline::frame::{Frame, PixelFormat};
-    use panoptes_pipeline::tensor::{Tensor, Transform};
+    use panoptes_contracts::CameraId;
+    use panoptes_contracts::frame::{Frame, PixelFormat};
+    use panoptes_contracts::tensor::{Tensor, Transform};
 
     fn item_with_map(map: Tensor, transform: Transform) -> Item {
         let frame = Frame {
@@ -208,8 +204,8 @@ mod tests {
         item
     }
 
-    fn arrow_buffer_empty() -> panoptes_pipeline::frame::PixelBuffer {
-        panoptes_pipeline::frame::PixelBuffer::from_vec(Vec::<u8>::new())
+    fn arrow_buffer_empty() -> panoptes_contracts::frame::PixelBuffer {
+        panoptes_contracts::frame::PixelBuffer::from_vec(Vec::<u8>::new())
     }
 
     #[test]
@@ -230,7 +226,7 @@ mod tests {
             offset_y: 0.0,
         };
         let mut stage =
-            DbStage::from_config("boxes", "db", &serde_json::Value::Null, None).expect("stage");
+            DbStage::from_config("boxes", &serde_json::Value::Null, None).expect("stage");
         let out = stage.process(item_with_map(map, t)).expect("process");
         let Payload::Detections(d) = out.payload else {
             panic!("no detections")
@@ -247,13 +243,12 @@ mod tests {
 
     #[test]
     fn bad_config_and_shapes_are_errors() {
-        assert!(DbStage::from_config("b", "yolo", &serde_json::Value::Null, None).is_err());
-        let err = DbStage::from_config("b", "db", &serde_json::json!({"tresh": 0.2}), None)
+        let err = DbStage::from_config("b", &serde_json::json!({"tresh": 0.2}), None)
             .err()
             .expect("typo accepted");
         assert!(err.to_string().contains("tresh"), "{err}");
         let mut stage =
-            DbStage::from_config("b", "db", &serde_json::Value::Null, None).expect("stage");
+            DbStage::from_config("b", &serde_json::Value::Null, None).expect("stage");
         let map = Tensor::new(vec![2, 3, 4], vec![0.0; 24]).expect("shape");
         assert!(
             stage
@@ -266,26 +261,23 @@ mod tests {
     fn build_makes_every_postprocessor_and_names_bad_config() {
         let null = serde_json::Value::Null;
         let chars = Some(vec!["a".to_owned()]);
-        for (name, params, labels) in [
-            ("db", null.clone(), None),
-            ("yolo", serde_json::json!({"layout": "v8"}), None),
-            ("topk", null.clone(), None),
-            ("ctc", serde_json::json!({"min_score": 0.3}), chars.clone()),
+        for (kind, params, labels) in [
+            (Postprocessor::Db, null.clone(), None),
+            (Postprocessor::Yolo, serde_json::json!({"layout": "v8"}), None),
+            (Postprocessor::Topk, null.clone(), None),
+            (Postprocessor::Ctc, serde_json::json!({"min_score": 0.3}), chars.clone()),
         ] {
-            let stage = build("s", name, &params, None, labels).expect(name);
+            let stage = build("s", kind, &params, None, labels).expect(kind.name());
             assert_eq!(stage.id(), "s");
         }
         let err = |name: &str, params: serde_json::Value, label, labels| {
-            build("s", name, &params, label, labels)
+            let kind: Postprocessor = serde_json::from_value(serde_json::json!(name))
+                .expect("a postprocessor name");
+            build("s", kind, &params, label, labels)
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default()
         };
-        let e = err("ssd", null.clone(), None, None);
-        assert!(
-            e.contains("\"ssd\"") && e.contains("yolo, topk, ctc"),
-            "{e}"
-        );
         let e = err("yolo", null.clone(), None, None);
         assert!(e.contains("\"yolo\"") && e.contains("layout"), "{e}");
         let e = err("yolo", serde_json::json!({"layout": "v9"}), None, None);

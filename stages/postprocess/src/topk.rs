@@ -5,9 +5,9 @@
 //! the class's label and score. Without regions the tensor must hold one row, and the
 //! detections cover the whole frame.
 
-use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::stage::{FrameMeta, Item, Payload, Stage, StageError};
-use panoptes_pipeline::tensor::Tensor;
+use panoptes_contracts::detection::Detection;
+use panoptes_contracts::stage::{FrameMeta, Item, Payload, Stage, StageError};
+use panoptes_contracts::tensor::Tensor;
 use serde::Deserialize;
 
 use crate::common::{self, InputError};
@@ -223,7 +223,7 @@ impl Stage for TopkStage {
 mod tests {
     use super::*;
     use crate::common::test_support::{detections, item, region};
-    use panoptes_pipeline::tensor::Transform;
+    use panoptes_contracts::tensor::Transform;
 
     fn stage(p: TopkParams, labels: &[&str]) -> TopkStage {
         let labels = labels.iter().map(|s| s.to_string()).collect();

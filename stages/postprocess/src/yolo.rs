@@ -23,9 +23,9 @@
 //! and drops those entirely outside it (letterbox padding) before NMS, so `max_detections`
 //! counts only boxes in the frame.
 
-use panoptes_pipeline::detection::Detection;
-use panoptes_pipeline::stage::{Item, Payload, Stage, StageError};
-use panoptes_pipeline::tensor::Tensor;
+use panoptes_contracts::detection::Detection;
+use panoptes_contracts::stage::{Item, Payload, Stage, StageError};
+use panoptes_contracts::tensor::Tensor;
 use serde::Deserialize;
 
 use crate::common::{self, InputError};
@@ -497,7 +497,7 @@ impl Stage for YoloStage {
 mod tests {
     use super::*;
     use crate::common::test_support::{detections, item};
-    use panoptes_pipeline::tensor::Transform;
+    use panoptes_contracts::tensor::Transform;
 
     fn params(layout: YoloLayout) -> YoloParams {
         YoloParams::new(layout)

@@ -11,7 +11,8 @@
 //! cargo bench -p panoptes-wasm --bench operators            # PANOPTES_BENCH_RUNS=50 for more
 //! ```
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common.rs"]
+#[allow(dead_code)] // The benchmark uses a subset of the tests' helpers.
 mod common;
 
 use std::hint::black_box;
@@ -23,7 +24,7 @@ use panoptes_op_preprocess::crop::{self, Crop};
 use panoptes_op_preprocess::jpeg::{self, JpegOptions};
 use panoptes_op_preprocess::resize::Resize;
 use panoptes_op_preprocess::{Letterbox, Normalize, normalize};
-use panoptes_pipeline::frame::{PixelBuffer, PixelFormat as FrameFormat};
+use panoptes_contracts::frame::{PixelBuffer, PixelFormat as FrameFormat};
 use panoptes_wasm::{Detection, EngineOptions, FrameResource, Input, OperatorEngine};
 
 const W: u32 = 1280;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use panoptes_model::{Graph, GraphOptions, ModelRegistry};
-use panoptes_pipeline::frame::PixelFormat;
-use panoptes_pipeline::tensor::Tensor as FrameTensor;
+use panoptes_contracts::frame::PixelFormat;
+use panoptes_contracts::tensor::Tensor as FrameTensor;
 use panoptes_wasm::{
     Capabilities, EngineOptions, FrameResource, Input, OperatorEngine, Tensor, TensorInput,
     Transform,

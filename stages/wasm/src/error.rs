@@ -52,7 +52,7 @@ pub enum WasmError {
     Signature {
         path: PathBuf,
         #[source]
-        source: crate::signature::SignatureError,
+        source: panoptes_client::keys::SignatureError,
     },
 
     #[error("refusing operator {}: its digest is sha256:{got}, not the declared {declared}", path.display())]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use panoptes_pipeline::frame::{PixelBuffer, PixelFormat as FrameFormat};
+use panoptes_contracts::frame::{PixelBuffer, PixelFormat as FrameFormat};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -60,7 +60,7 @@ pub struct FrameResource {
 }
 
 impl FrameResource {
-    pub fn from_frame(frame: &panoptes_pipeline::frame::Frame) -> Self {
+    pub fn from_frame(frame: &panoptes_contracts::frame::Frame) -> Self {
         Self {
             camera: frame.camera.to_string(),
             seq: frame.seq,

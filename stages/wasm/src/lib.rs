@@ -5,8 +5,8 @@
 //! [`OperatorInstance`] and calls [`OperatorInstance::process`] per frame. Operators run sandboxed:
 //! no filesystem, network, environment, inherited stdio or clock (guest output is captured only to
 //! explain traps), a memory cap and a per-call deadline. A trap or timeout fails that frame only;
-//! the instance is rebuilt on the next call. [`signature`] signs and verifies modules with ed25519
-//! so a topology can require a key holder's signature before a module is compiled.
+//! the instance is rebuilt on the next call. A topology can require a key holder's ed25519 signature
+//! (`panoptes_client::keys`) before a module is compiled.
 
 mod cache;
 mod capabilities;
@@ -14,7 +14,6 @@ mod engine;
 mod error;
 mod instance;
 mod nn;
-pub mod signature;
 mod stage;
 
 pub use capabilities::{Capabilities, DirGrant};
@@ -24,7 +23,7 @@ pub use instance::{
     Detection, FrameResource, Image, Input, OperatorInstance, Output, PixelFormat, Tensor,
     TensorInput, TensorOutput, Transform,
 };
-pub use signature::SignatureError;
+pub use panoptes_client::keys::SignatureError;
 pub use stage::{
     InstanceSpec, ModuleSpec, OperatorSlot, OperatorStage, OutputKind, Reloaded, Watcher,
     digest_matches, sha256_hex,

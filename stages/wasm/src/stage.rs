@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use panoptes_pipeline::detection::Detection as FrameDetection;
-use panoptes_pipeline::frame::Frame;
-use panoptes_pipeline::stage::{FrameMeta, Item, Payload, Stage, StageError};
-use panoptes_pipeline::tensor::{Tensor as FrameTensor, Transform as FrameTransform};
+use panoptes_contracts::detection::Detection as FrameDetection;
+use panoptes_contracts::frame::Frame;
+use panoptes_contracts::stage::{FrameMeta, Item, Payload, Stage, StageError};
+use panoptes_contracts::tensor::{Tensor as FrameTensor, Transform as FrameTransform};
 use sha2::{Digest, Sha256};
 
 use crate::capabilities::Capabilities;
@@ -21,7 +21,6 @@ use crate::error::WasmError;
 use crate::instance::{
     Detection, FrameResource, Input, OperatorInstance, Output, TensorInput, Transform, frame_format,
 };
-use crate::signature;
 
 /// Where an operator module comes from and what it must prove before it is compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +46,7 @@ impl ModuleSpec {
     pub fn read_checked(&self) -> Result<Vec<u8>, WasmError> {
         let bytes = match &self.signed_by {
             Some(key) => {
-                signature::verify_file(&self.path, key).map_err(|source| WasmError::Signature {
+                panoptes_client::keys::verify_file(&self.path, key).map_err(|source| WasmError::Signature {
                     path: self.path.clone(),
                     source,
                 })?
@@ -325,7 +324,7 @@ impl OperatorSlot {
                 .ok()
                 .and_then(|m| Some((m.len(), m.modified().ok()?)))
         };
-        [meta(&path), meta(&signature::signature_path(&path))]
+        [meta(&path), meta(&panoptes_client::keys::signature_path(&path))]
     }
 }
 
@@ -542,7 +541,7 @@ fn frame_resource(item: &Item) -> FrameResource {
             capture_ts_ns: item.frame.capture_ts_ns,
             width: item.frame.width,
             height: item.frame.height,
-            format: panoptes_pipeline::frame::PixelFormat::Rgb8,
+            format: panoptes_contracts::frame::PixelFormat::Rgb8,
             pixels: None,
         },
     }

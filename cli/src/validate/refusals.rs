@@ -1,0 +1,380 @@
+//! What `run`, `worker`, `ingest` and `validate --env` refuse to start with: features this
+//! build does not run, devices it cannot use, and JPEG frames for stages that cannot read them.
+
+use panoptes_topology::{
+    Backend, CameraConfig, Diagnostic, FRAMES, OperatorStage, PathSeg, SinkFormat, StageConfig,
+    TopologyFile, WireEncoding,
+};
+
+use super::stage_path;
+
+/// NATS's default `max_payload` (1 MiB): what `encoding: auto` cameras are checked against
+/// where the server is not known (`run`, `worker` and `ingest` check before they connect;
+/// `validate --env` asks the server).
+pub const NATS_DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+
+/// The operator that decodes JPEG frames (and passes raw ones through): `operators/jpeg`,
+/// shipped as `jpeg.wasm`.
+const JPEG_OPERATOR: &str = "jpeg";
+
+/// The other built-in operators (`scripts/build-operators.sh`), none of which reads JPEG.
+const RAW_ONLY_OPERATORS: &[&str] = &[
+    "letterbox",
+    "resize",
+    "normalize",
+    "colorconvert",
+    "crop",
+    "onnx",
+    "misbehave",
+];
+
+/// Which parts of a topology a process runs, for [`unsupported`].
+#[derive(Clone, Copy, Debug)]
+pub struct Scope {
+    pub cameras: bool,
+    pub stages: bool,
+}
+
+impl Scope {
+    pub const ALL: Scope = Scope {
+        cameras: true,
+        stages: true,
+    };
+}
+
+/// What the topology asks for that this build of the runtime does not do yet, within `scope`,
+/// and cameras whose JPEG frames the stages could not read ([`jpeg_readers`], with `auto`
+/// cameras judged against [`NATS_DEFAULT_MAX_PAYLOAD`]). `run`, `worker`, `ingest` and
+/// `validate --env` refuse these instead of ignoring them.
+pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
+    refused(t, scope, None)
+}
+
+/// [`unsupported`] with `auto` cameras judged against the server's `max_payload` where known.
+pub(super) fn refused(
+    t: &TopologyFile,
+    scope: Scope,
+    max_payload: Option<usize>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    // Both sides of a deployment read the same file, and either one alone cannot work with
+    // the other: an ingest node would send frames every worker fails.
+    if scope.cameras || scope.stages {
+        out.extend(jpeg_readers(t, max_payload));
+    }
+    let mut not_yet = |path: Vec<PathSeg>, what: String| {
+        out.push(t.diagnostic_at(
+            &path,
+            format!("this build of panoptes does not run {what} yet"),
+        ));
+    };
+    let stages = if scope.stages {
+        t.stages.as_slice()
+    } else {
+        &[]
+    };
+    // A device is refused only where this build cannot use it; `not_yet` does not fit ("not
+    // yet" is wrong: another build or backend has it), so these are worded on their own.
+    let mut no_device = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        match stage {
+            StageConfig::Model(m) => {
+                let device = crate::registry::graph_options(m).device;
+                if m.backend == Backend::Tract && device != panoptes_model::Device::Cpu {
+                    no_device.push(t.diagnostic_at(
+                        &stage_path(i, "device"),
+                        format!(
+                            "the tract backend runs on the CPU only; device {device} needs `backend: ort`"
+                        ),
+                    ));
+                } else if let Some(feature) = device.feature().filter(|_| !device.is_compiled()) {
+                    no_device.push(t.diagnostic_at(
+                        &stage_path(i, "device"),
+                        format!(
+                            "this build of panoptes has no `{feature}` feature, so it cannot run device {device}; rebuild with `--features {feature}`"
+                        ),
+                    ));
+                }
+            }
+            StageConfig::Tracker(_) => not_yet(stage_path(i, "kind"), "the tracker stage".into()),
+            StageConfig::Sink(s) if s.format == SinkFormat::Arrow => {
+                not_yet(stage_path(i, "format"), "Arrow sink output".into());
+            }
+            _ => {}
+        }
+    }
+    out.extend(no_device);
+    out
+}
+
+/// Whether an operator stage reads JPEG frames, told by its file's name: `Some(true)` for the
+/// built-in `jpeg` operator, `Some(false)` for the other built-in ones, `None` for an operator
+/// of the user's own, which may decode JPEG itself (nothing in a component declares the pixel
+/// formats it takes, so only running it could tell).
+fn takes_jpeg(op: &OperatorStage) -> Option<bool> {
+    let name = op.wasm.file_stem()?.to_str()?;
+    if name == JPEG_OPERATOR {
+        Some(true)
+    } else if RAW_ONLY_OPERATORS.contains(&name) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether `cam`'s frames travel as JPEG on a server with this `max_payload` (`auto`: when a
+/// raw frame would not fit, by the same rule as the ingest node's).
+fn sends_jpeg(cam: &CameraConfig, max_payload: usize) -> bool {
+    match cam.encoding {
+        WireEncoding::Raw => false,
+        WireEncoding::Jpeg => true,
+        WireEncoding::Auto => {
+            !panoptes_ingest::frame_out::raw_fits(cam.width, cam.height, max_payload)
+        }
+    }
+}
+
+/// Cameras that send JPEG frames to stages that cannot read them: every stage that reads
+/// `frames` must take JPEG, and today only the `jpeg` operator does (it passes raw frames
+/// through, so raw and JPEG cameras share a chain behind it). Reported at the camera's
+/// `encoding`, with the stage shown beside it. Stages whose operator is not a built-in one are
+/// given the benefit of the doubt (see [`takes_jpeg`]). `max_payload` is the server's, where
+/// known; `auto` cameras are otherwise judged against [`NATS_DEFAULT_MAX_PAYLOAD`].
+pub fn jpeg_readers(t: &TopologyFile, max_payload: Option<usize>) -> Vec<Diagnostic> {
+    let limit = max_payload.unwrap_or(NATS_DEFAULT_MAX_PAYLOAD);
+    let whose = match max_payload {
+        Some(_) => "the server's",
+        None => "NATS's default",
+    };
+    let inputs = t.stage_inputs();
+    let refusing: Vec<(usize, &OperatorStage)> = t
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| inputs.get(*i) == Some(&FRAMES))
+        .filter_map(|(i, stage)| match stage {
+            StageConfig::Operator(op) if takes_jpeg(op) == Some(false) => Some((i, op)),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (c, cam) in t.cameras.iter().enumerate() {
+        if !sends_jpeg(cam, limit) {
+            continue;
+        }
+        let otherwise = match cam.encoding {
+            WireEncoding::Auto => "or raise the server's max_payload so that raw frames fit",
+            _ => "or send this camera's frames raw",
+        };
+        let why = match cam.encoding {
+            WireEncoding::Auto => format!(
+                "`encoding: auto`, and a raw {}x{} frame, {} bytes plus framing, is over {whose} max_payload of {limit} bytes",
+                cam.width,
+                cam.height,
+                u64::from(cam.width) * u64::from(cam.height) * 3
+            ),
+            _ => "`encoding: jpeg`".to_owned(),
+        };
+        for (i, op) in &refusing {
+            let name = op.wasm.file_name().map_or_else(
+                || op.wasm.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let mut d = t
+                .diagnostic_at(
+                    &["cameras".into(), c.into(), "encoding".into()],
+                    format!(
+                        "camera `{}` sends JPEG frames ({why}), but stage `{}` reads frames with the `{name}` operator, which takes raw frames only",
+                        cam.id, op.id
+                    ),
+                )
+                .label("frames travel as JPEG")
+                .help(format!(
+                    "put the `jpeg` operator (operators/dist/jpeg.wasm, `emits: frames`) before `{}`: it decodes JPEG and passes raw frames through, so raw and JPEG cameras can share the chain; {otherwise}",
+                    op.id
+                ));
+            if let Some(span) = t.diagnostic_at(&stage_path(*i, "wasm"), "").span {
+                d = d.related(span, format!("stage `{}` takes raw frames", op.id));
+            }
+            out.push(d);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> TopologyFile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../topologies")
+            .join(format!("{name}.yaml"));
+        TopologyFile::load(&path).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    #[test]
+    fn quickstart_and_ocr_ask_for_nothing_this_build_lacks() {
+        for name in ["quickstart", "ocr"] {
+            let t = example(name);
+            let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
+            assert!(found.is_empty(), "{name}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn unsupported_features_are_named_at_their_lines() {
+        // distributed.yaml without its `decode` stage: the `warehouse` camera's JPEG frames
+        // would reach the letterbox operator.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+        let text = std::fs::read_to_string(dir.join("distributed.yaml")).expect("example");
+        let decode = text
+            .lines()
+            .find(|l| l.contains("id: decode"))
+            .expect("distributed.yaml decodes JPEG first")
+            .to_owned();
+        let text = text.replace(&format!("{decode}\n"), "");
+        let t = TopologyFile::parse(&text, "distributed.yaml", &dir, &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
+        let text = found.join("\n");
+        assert!(
+            text.contains("camera `warehouse` sends JPEG frames"),
+            "JPEG not reported:\n{text}"
+        );
+        assert!(
+            found.iter().all(|l| l.contains("distributed.yaml:")),
+            "{text}"
+        );
+        // Ingest nodes and workers read the same file, and neither works with the other here.
+        for (cameras, stages) in [(true, false), (false, true)] {
+            let one = t
+                .diagnostics(unsupported(&t, Scope { cameras, stages }))
+                .short();
+            assert!(one.join("\n").contains("warehouse"), "{one:?}");
+        }
+        // With the decode stage, as the example has it, nothing is refused.
+        let t = example("distributed");
+        let found = t.diagnostics(unsupported(&t, Scope::ALL)).short();
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// A topology of `cameras` (YAML list items) and `stages`, the operators named by file in
+    /// `operators/dist`: `{op:letterbox}` becomes that file's absolute path. `{tail:<input>}`
+    /// becomes a detector and DB boxes reading `<input>`, so every branch ends in detections.
+    fn wire_topology(cameras: &str, stages: &str) -> TopologyFile {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let repo = repo.canonicalize().unwrap_or(repo);
+        let dist = repo.join("operators/dist");
+        let mut text = format!(
+            "models:\n  det: {{ manifest: \"{}\" }}\ncameras:\n{cameras}stages:\n{stages}",
+            repo.join("models/ppocr-v4-det.yaml").display()
+        );
+        while let Some(at) = text.find("{tail:") {
+            let end = at + text[at..].find('}').unwrap_or(0);
+            let input = text[at + 6..end].to_owned();
+            let tail = format!(
+                "  - {{ id: det-{input}, kind: model, model: det, input: {input} }}\n  - {{ id: boxes-{input}, kind: postprocess, postprocessor: db }}\n"
+            );
+            text.replace_range(at..=end, &tail);
+        }
+        for name in ["jpeg", "letterbox", "misbehave-v2"] {
+            text = text.replace(
+                &format!("{{op:{name}}}"),
+                &dist.join(format!("{name}.wasm")).display().to_string(),
+            );
+        }
+        TopologyFile::parse(&text, "t.yaml", &dist, &|_| None).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    const LETTERBOX: &str = "  - { id: pre, kind: operator, wasm: \"{op:letterbox}\", config: { width: 160, height: 160 } }\n{tail:pre}";
+    const JPEG_FIRST: &str = "  - { id: decode, kind: operator, wasm: \"{op:jpeg}\", emits: frames }\n  - { id: pre, kind: operator, wasm: \"{op:letterbox}\", config: { width: 160, height: 160 } }\n{tail:pre}";
+
+    fn camera(id: &str, extra: &str) -> String {
+        format!("  - id: {id}\n    source: {{ test_pattern: {{ text: x }} }}\n{extra}")
+    }
+
+    fn wire_problems(t: &TopologyFile, max_payload: Option<usize>) -> Vec<String> {
+        t.diagnostics(jpeg_readers(t, max_payload)).short()
+    }
+
+    #[test]
+    fn jpeg_frames_need_the_jpeg_operator_first() {
+        let jpeg_cam = camera("cam-j", "    encoding: jpeg\n");
+        // Raw cameras are no concern; the jpeg operator reads both.
+        let t = wire_topology(&camera("cam-r", ""), LETTERBOX);
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+        let t = wire_topology(&format!("{}{jpeg_cam}", camera("cam-r", "")), JPEG_FIRST);
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+
+        let t = wire_topology(&jpeg_cam, LETTERBOX);
+        let found = wire_problems(&t, None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        // Line 6: the camera's `encoding`.
+        assert!(
+            found[0].starts_with("t.yaml:6:")
+                && found[0].contains("camera `cam-j` sends JPEG frames (`encoding: jpeg`)")
+                && found[0].contains("stage `pre` reads frames with the `letterbox.wasm` operator, which takes raw frames only"),
+            "{found:?}"
+        );
+        let d = &jpeg_readers(&t, None)[0];
+        assert!(d.related.is_some(), "the stage is shown beside the camera");
+        assert!(
+            d.help
+                .as_deref()
+                .is_some_and(|h| h.contains("operators/dist/jpeg.wasm")),
+            "{d:?}"
+        );
+        // And `run`, `worker` and `ingest` refuse it.
+        assert_eq!(unsupported(&t, Scope::ALL).len(), 1);
+    }
+
+    #[test]
+    fn every_stage_reading_frames_must_take_jpeg() {
+        // Fan-out: the jpeg operator on one branch does not help the other.
+        let stages = format!(
+            "{JPEG_FIRST}  - {{ id: raw-branch, kind: operator, input: frames, wasm: \"{{op:letterbox}}\", config: {{ width: 64, height: 64 }} }}\n{{tail:raw-branch}}"
+        );
+        let t = wire_topology(&camera("cam-j", "    encoding: jpeg\n"), &stages);
+        let found = wire_problems(&t, None);
+        assert!(
+            found.len() == 1 && found[0].contains("stage `raw-branch`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn auto_cameras_are_judged_by_max_payload() {
+        // 1280x720 RGB is 2,764,800 bytes: JPEG under NATS's default 1 MiB, raw under 8 MB.
+        let t = wire_topology(&camera("cam-a", "    encoding: auto\n"), LETTERBOX);
+        let found = wire_problems(&t, None);
+        assert!(
+            found.len() == 1
+                && found[0].contains("`encoding: auto`, and a raw 1280x720 frame, 2764800 bytes plus framing, is over NATS's default max_payload of 1048576 bytes"),
+            "{found:?}"
+        );
+        assert_eq!(wire_problems(&t, Some(8 << 20)), Vec::<String>::new());
+        let found = wire_problems(&t, Some(2_000_000));
+        assert!(
+            found[0].contains("the server's max_payload of 2000000"),
+            "{found:?}"
+        );
+        // 0: the server set no limit, so frames stay raw.
+        assert_eq!(wire_problems(&t, Some(0)), Vec::<String>::new());
+        // 640x480 (921,600 bytes) fits 1 MiB with the framing allowance.
+        let small = camera(
+            "cam-a",
+            "    encoding: auto\n    width: 640\n    height: 480\n",
+        );
+        let t = wire_topology(&small, LETTERBOX);
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn operators_of_the_users_own_are_given_the_benefit_of_the_doubt() {
+        // Not a built-in name: it may decode JPEG itself, which only running it could tell.
+        let stages = "  - { id: own, kind: operator, wasm: \"{op:misbehave-v2}\", emits: frames }\n  - { id: pre, kind: operator, wasm: \"{op:letterbox}\", config: { width: 160, height: 160 } }\n{tail:pre}";
+        let t = wire_topology(&camera("cam-j", "    encoding: jpeg\n"), stages);
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+    }
+}

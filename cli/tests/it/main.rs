@@ -1,0 +1,16 @@
+//! The integration tests of the `panoptes` binary and its roles, compiled as one test binary
+//! (one link of wasmtime, ONNX Runtime and GStreamer instead of one per file); a module per area,
+//! each saying what it proves.
+
+mod bounded_inputs;
+mod cli_topology;
+mod control_plane;
+mod ctrl_c;
+mod jpeg_wire;
+mod live_cameras;
+mod operator_signing;
+mod publish_roundtrip;
+mod scale_out;
+mod third_party_publisher;
+mod validate_model_input;
+mod worker_state;
