@@ -52,10 +52,10 @@ use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use panoptes_model::{Graph, GraphOptions, ModelManifest};
 use panoptes_contracts::Tensor;
-use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_contracts::partition::partition_of;
+use panoptes_model::{Graph, GraphOptions, ModelManifest};
+use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_tests::procstat::{
     clock_ticks, cpu_ticks, find_server_pid, machine_busy_ticks, ticks_of,
 };

@@ -10,14 +10,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use panoptes::runner::{Role, Running};
-use panoptes_ingest::{Ingest, SourceSpec, SourceStatus};
-use panoptes_model::{Graph, GraphOptions};
-use panoptes_op_preprocess::{Letterbox, Normalize};
+use panoptes_client::{DetectionSubscriber, Received};
 use panoptes_contracts::CameraId;
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::stage::{Item, Payload, Stage};
+use panoptes_ingest::{Ingest, SourceSpec, SourceStatus};
+use panoptes_model::{Graph, GraphOptions};
+use panoptes_op_preprocess::{Letterbox, Normalize};
 use panoptes_postprocess::DbStage;
-use panoptes_client::{DetectionSubscriber, Received};
 use panoptes_topology::TopologyFile;
 use panoptes_wasm::{EngineOptions, FrameResource, Input, OperatorEngine, Output};
 

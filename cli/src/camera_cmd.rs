@@ -9,9 +9,9 @@ use clap::Subcommand;
 use panoptes_contracts::Subjects;
 use panoptes_topology::{Diagnostics, SourceFile};
 
-use panoptes_client::control::cameras::{AddRequest, ControlReply, RemoveRequest};
-use panoptes_client::control::auth::Signer;
 use crate::nats_args::NatsArgs;
+use panoptes_client::control::auth::Signer;
+use panoptes_client::control::cameras::{AddRequest, ControlReply, RemoveRequest};
 
 /// Where the running processes are, and who asks.
 #[derive(Debug, Clone, clap::Args)]

@@ -8,8 +8,8 @@ use panoptes::nats_args::NatsArgs;
 use panoptes::roles::{Signals, StopError};
 use panoptes::runner::{Role, Running};
 use panoptes::telemetry::{ServiceRole, metrics_address, trace_export};
-use panoptes_contracts::{CameraId, Subjects};
 use panoptes_client::{DetectionSubscriber, Received};
+use panoptes_contracts::{CameraId, Subjects};
 use panoptes_topology::{TelemetryConfig, TopologyFile};
 
 #[derive(Parser)]

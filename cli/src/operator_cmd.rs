@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use panoptes_contracts::Subjects;
 
-use panoptes_client::control::{ReloadReply, ReloadRequest};
-use panoptes_client::control::auth::Signer;
 use crate::nats_args::NatsArgs;
+use panoptes_client::control::auth::Signer;
+use panoptes_client::control::{ReloadReply, ReloadRequest};
 use panoptes_client::keys::{self, SecretKey};
 
 // `Reload` carries the NATS flags; the enum is parsed once per process, so its size is moot.

@@ -156,4 +156,3 @@ fn reply_error(e: &WasmError) -> String {
         other => other.to_string(),
     }
 }
-

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use panoptes_ingest::{Framerate, Ingest, Output, RawFrame, SourceSpec, SourceStatus, TestPattern};
 use panoptes_contracts::{CameraId, Subjects};
+use panoptes_ingest::{Framerate, Ingest, Output, RawFrame, SourceSpec, SourceStatus, TestPattern};
 use tokio::sync::mpsc;
 
-use panoptes_ingest::frame_out::{EncodedFrame, FramePublisher, raw_fits};
 use crate::nats_args::NatsArgs;
+use panoptes_ingest::frame_out::{EncodedFrame, FramePublisher, raw_fits};
 
 /// How `panoptes publish` sends pictures, as a camera's `encoding` in a topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

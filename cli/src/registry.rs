@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use panoptes_contracts::stage::Stage;
+use panoptes_contracts::{BatchPolicy, BatchStats};
 use panoptes_model::{
     CropSpec, Crops, GraphOptions, ModelManifest, ModelRegistry, ModelStage, Orientation,
     load_checked,
 };
 use panoptes_pipeline::StageGraph;
-use panoptes_contracts::stage::Stage;
-use panoptes_contracts::{BatchPolicy, BatchStats};
 use panoptes_topology::{Emits, FRAMES, Postprocessor, StageConfig, TopologyFile};
 use panoptes_wasm::{
     Capabilities, DirGrant, EngineOptions, InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot,
@@ -511,7 +511,7 @@ fn build_stage(
                 p.label.as_deref(),
                 upstream.labels,
             )
-                .with_context(|| format!("stage {id:?}"))?
+            .with_context(|| format!("stage {id:?}"))?
         }
         other => anyhow::bail!(
             "stage {:?}: {} stages are not supported by this build yet",
@@ -709,7 +709,7 @@ fn upstream_model(
             params: manifest
                 .postprocessor
                 .as_ref()
-                .filter(|p| p.kind.name() == kind.name())
+                .filter(|p| p.kind == kind)
                 .map(|p| serde_json::Value::Object(p.params.clone())),
         }),
         None if kind == Postprocessor::Ctc => Ok(Upstream {

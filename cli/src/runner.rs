@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use panoptes_contracts::{BatchStats, PartitionSet, Subjects};
 use panoptes_pipeline::durable::DurableConfig;
 use panoptes_pipeline::lease::{LeaseConfig, LeaseManager, Ownership};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_pipeline::worker::{Delivery, StatsSnapshot, Worker, WorkerError, WorkerStats};
-use panoptes_contracts::{BatchStats, PartitionSet, Subjects};
 use panoptes_topology::{CameraConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
 

@@ -5,9 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The postprocessor of a postprocess stage or a model manifest.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Postprocessor {
     /// DB text boxes from a PP-OCR detection probability map.

@@ -57,12 +57,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
-use panoptes_ingest::TestPattern;
-use panoptes_model::{Backend, Graph, GraphOptions, ModelManifest};
 use panoptes_contracts::frame::PixelBuffer;
 use panoptes_contracts::time::now_ns;
-use panoptes_pipeline::worker::{StatsSnapshot, Worker};
 use panoptes_contracts::{CameraId, DetectionMessage, Frame, PixelFormat, Subjects, Tensor};
+use panoptes_ingest::TestPattern;
+use panoptes_model::{Backend, Graph, GraphOptions, ModelManifest};
+use panoptes_pipeline::worker::{StatsSnapshot, Worker};
 use panoptes_topology::TopologyFile;
 use tokio_util::sync::CancellationToken;
 

@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use panoptes_op_preprocess::jpeg::{JpegOptions, decode_rgb8};
 use panoptes_contracts::envelope;
 use panoptes_contracts::frame::PixelBuffer;
 use panoptes_contracts::stage::{Item, Payload};
 use panoptes_contracts::{CameraId, Frame, PixelFormat, Tensor, Transform};
+use panoptes_op_preprocess::jpeg::{JpegOptions, decode_rgb8};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;

@@ -7,11 +7,11 @@ pub mod rtsp;
 
 use std::path::{Path, PathBuf};
 
-use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
-use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_contracts::stage::{Item, Payload};
 use panoptes_contracts::{CameraId, Tensor};
+use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};
+use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_topology::{CameraConfig, TopologyFile};
 
 pub fn repo_root() -> PathBuf {

@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use panoptes::nats_args::NatsArgs;
+use panoptes_client::control::auth::Signer;
 use panoptes_client::control::cameras::ControlReply;
 use panoptes_client::control::{ReloadReply, ReloadRequest};
-use panoptes_client::control::auth::Signer;
-use panoptes::nats_args::NatsArgs;
 use panoptes_contracts::Subjects;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 

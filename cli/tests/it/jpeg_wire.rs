@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use panoptes_op_preprocess::jpeg::{self, JpegOptions};
 use panoptes_contracts::DetectionMessage;
 use panoptes_contracts::frame::{Frame, PixelFormat};
+use panoptes_op_preprocess::jpeg::{self, JpegOptions};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_tests::{area, intersection, iou, repo_root, require_setup, text_region};
 use panoptes_topology::TopologyFile;

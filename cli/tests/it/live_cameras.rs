@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use panoptes::camera_cmd;
-use panoptes_client::control::cameras::ControlReply;
-use panoptes_client::control::auth::Signer;
 use panoptes::nats_args::NatsArgs;
 use panoptes::runner::{Role, Running};
-use panoptes_contracts::{Event, EventKind, Subjects, headers};
+use panoptes_client::control::auth::Signer;
+use panoptes_client::control::cameras::ControlReply;
 use panoptes_client::{DetectionSubscriber, Received};
+use panoptes_contracts::{Event, EventKind, Subjects, headers};
 use panoptes_tests::rtsp::{RtspServer, h264_camera};
 use panoptes_topology::TopologyFile;
 

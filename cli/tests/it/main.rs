@@ -11,6 +11,7 @@ mod live_cameras;
 mod operator_signing;
 mod publish_roundtrip;
 mod scale_out;
+mod telemetry;
 mod third_party_publisher;
 mod validate_model_input;
 mod worker_state;

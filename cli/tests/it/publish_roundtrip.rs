@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use panoptes_ingest::{Ingest, RawFrame, SourceSpec, ink_bbox};
 use panoptes_contracts::DetectionMessage;
-use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_contracts::partition::partition_of;
+use panoptes_ingest::{Ingest, RawFrame, SourceSpec, ink_bbox};
+use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_tests::{area, intersection, iou, nats_server, repo_root, require_setup};
 
 /// Failure guard only: how long any one step may take before the test gives up.

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_contracts::{DetectionMessage, Event, EventKind};
+use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_tests::{area, detector_topology, intersection, repo_root, require_setup};
 
 /// Failure guard only: how long any one step may take before the test gives up.

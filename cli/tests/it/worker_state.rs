@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use panoptes_pipeline::camera_state::CameraLimits;
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
-use panoptes_pipeline::worker::{Worker, WorkerStats};
 use panoptes_contracts::{CameraId, DetectionMessage, Event, EventKind, Subjects};
+use panoptes_pipeline::camera_state::CameraLimits;
+use panoptes_pipeline::worker::{Worker, WorkerStats};
 use panoptes_tests::{WorkerProcesses, detector_topology, nats_server};
 
 /// Failure guard only: how long any wait may take before the test gives up.

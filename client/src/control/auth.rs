@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::keys::{PublicKey, SecretKey};
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use panoptes_topology::ControlConfig;
-use crate::keys::{PublicKey, SecretKey};
 
 /// Header naming the signing key (base64 of its 32 bytes).
 pub const KEY_HEADER: &str = "Panoptes-Control-Key";

@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 
-use panoptes_op_preprocess::crop::{Crop, CropRegion};
-use panoptes_op_preprocess::{Normalize, PreprocessError};
 use panoptes_contracts::detection::Detection;
 use panoptes_contracts::frame::PixelFormat;
 use panoptes_contracts::stage::{Item, Payload, StageError};
+use panoptes_op_preprocess::crop::{Crop, CropRegion};
+use panoptes_op_preprocess::{Normalize, PreprocessError};
 
 use crate::graph::{Graph, TensorView};
 use crate::stage::Rows;

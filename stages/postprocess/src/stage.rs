@@ -247,8 +247,7 @@ mod tests {
             .err()
             .expect("typo accepted");
         assert!(err.to_string().contains("tresh"), "{err}");
-        let mut stage =
-            DbStage::from_config("b", &serde_json::Value::Null, None).expect("stage");
+        let mut stage = DbStage::from_config("b", &serde_json::Value::Null, None).expect("stage");
         let map = Tensor::new(vec![2, 3, 4], vec![0.0; 24]).expect("shape");
         assert!(
             stage
@@ -263,16 +262,25 @@ mod tests {
         let chars = Some(vec!["a".to_owned()]);
         for (kind, params, labels) in [
             (Postprocessor::Db, null.clone(), None),
-            (Postprocessor::Yolo, serde_json::json!({"layout": "v8"}), None),
+            (
+                Postprocessor::Yolo,
+                serde_json::json!({"layout": "v8"}),
+                None,
+            ),
             (Postprocessor::Topk, null.clone(), None),
-            (Postprocessor::Ctc, serde_json::json!({"min_score": 0.3}), chars.clone()),
+            (
+                Postprocessor::Ctc,
+                serde_json::json!({"min_score": 0.3}),
+                chars.clone(),
+            ),
         ] {
-            let stage = build("s", kind, &params, None, labels).expect(kind.name());
+            let stage =
+                build("s", kind, &params, None, labels).unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!(stage.id(), "s");
         }
         let err = |name: &str, params: serde_json::Value, label, labels| {
-            let kind: Postprocessor = serde_json::from_value(serde_json::json!(name))
-                .expect("a postprocessor name");
+            let kind: Postprocessor =
+                serde_json::from_value(serde_json::json!(name)).expect("a postprocessor name");
             build("s", kind, &params, label, labels)
                 .err()
                 .map(|e| e.to_string())

@@ -19,12 +19,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+use panoptes_contracts::frame::{PixelBuffer, PixelFormat as FrameFormat};
 use panoptes_op_preprocess::color::{Layout, Matrix, Range, YuvToRgb};
 use panoptes_op_preprocess::crop::{self, Crop};
 use panoptes_op_preprocess::jpeg::{self, JpegOptions};
 use panoptes_op_preprocess::resize::Resize;
 use panoptes_op_preprocess::{Letterbox, Normalize, normalize};
-use panoptes_contracts::frame::{PixelBuffer, PixelFormat as FrameFormat};
 use panoptes_wasm::{Detection, EngineOptions, FrameResource, Input, OperatorEngine};
 
 const W: u32 = 1280;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panoptes_model::{Graph, GraphOptions, ModelRegistry};
 use panoptes_contracts::frame::PixelFormat;
 use panoptes_contracts::tensor::Tensor as FrameTensor;
+use panoptes_model::{Graph, GraphOptions, ModelRegistry};
 use panoptes_wasm::{
     Capabilities, EngineOptions, FrameResource, Input, OperatorEngine, Tensor, TensorInput,
     Transform,

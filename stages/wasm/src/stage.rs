@@ -45,12 +45,12 @@ impl ModuleSpec {
     /// so exactly those are compiled.
     pub fn read_checked(&self) -> Result<Vec<u8>, WasmError> {
         let bytes = match &self.signed_by {
-            Some(key) => {
-                panoptes_client::keys::verify_file(&self.path, key).map_err(|source| WasmError::Signature {
+            Some(key) => panoptes_client::keys::verify_file(&self.path, key).map_err(|source| {
+                WasmError::Signature {
                     path: self.path.clone(),
                     source,
-                })?
-            }
+                }
+            })?,
             None => read_module(&self.path)?,
         };
         if let Some(declared) = &self.digest {
@@ -324,7 +324,10 @@ impl OperatorSlot {
                 .ok()
                 .and_then(|m| Some((m.len(), m.modified().ok()?)))
         };
-        [meta(&path), meta(&panoptes_client::keys::signature_path(&path))]
+        [
+            meta(&path),
+            meta(&panoptes_client::keys::signature_path(&path)),
+        ]
     }
 }
 

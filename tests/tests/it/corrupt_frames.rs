@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use panoptes::runner::{Role, Running};
+use panoptes_client::{DetectionSubscriber, EventSubscriber, Received};
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::{CameraId, EventKind};
-use panoptes_client::{DetectionSubscriber, EventSubscriber, Received};
 use panoptes_tests::{nats_server, topology};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,12 @@
 //! The full detector + recogniser cascade is tested elsewhere; this pins the decoder to the
 //! model's real output (class count, blank, space class, score).
 
-use panoptes_ingest::{RawFrame, TestPattern, ink_bbox, render_still};
-use panoptes_model::{Graph, GraphOptions};
-use panoptes_op_preprocess::{Letterbox, Normalize, fit};
 use panoptes_contracts::detection::Detection;
 use panoptes_contracts::stage::Payload;
 use panoptes_contracts::tensor::Tensor;
+use panoptes_ingest::{RawFrame, TestPattern, ink_bbox, render_still};
+use panoptes_model::{Graph, GraphOptions};
+use panoptes_op_preprocess::{Letterbox, Normalize, fit};
 use panoptes_tests::{frame_item, gst, repo_root};
 
 /// PP-OCR rec input: 48 rows, up to 320 columns.

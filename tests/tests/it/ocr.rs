@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use panoptes::runner::{Role, Running};
-use panoptes_contracts::DetectionMessage;
 use panoptes_client::{DetectionSubscriber, EventSubscriber, Received};
+use panoptes_contracts::DetectionMessage;
 use panoptes_tests::{area, intersection, repo_root, require_setup, text_region};
 use panoptes_topology::TopologyFile;
 

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use panoptes_client::control::ReloadRequest;
-use panoptes_client::control::auth::Signer;
 use panoptes::nats_args::NatsArgs;
 use panoptes::runner::{Role, Running};
+use panoptes_client::control::ReloadRequest;
+use panoptes_client::control::auth::Signer;
 use panoptes_contracts::event::{Event, EventKind};
 use panoptes_contracts::{DetectionMessage, Subjects};
 use panoptes_tests::repo_root;

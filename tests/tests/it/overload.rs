@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use panoptes::runner::{Role, Running};
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
-use panoptes_pipeline::worker::StatsSnapshot;
 use panoptes_contracts::{CameraId, DetectionMessage, Event, EventKind};
+use panoptes_pipeline::worker::StatsSnapshot;
 use panoptes_tests::nats_server;
 use panoptes_topology::TopologyFile;
 

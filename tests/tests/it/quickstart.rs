@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use panoptes::runner::{Role, Running};
-use panoptes_contracts::DetectionMessage;
 use panoptes_client::{DetectionSubscriber, Received};
+use panoptes_contracts::DetectionMessage;
 use panoptes_tests::{area, intersection, iou, text_region, topology};
 
 const MESSAGES_PER_CAMERA: usize = 3;

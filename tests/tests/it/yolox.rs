@@ -3,12 +3,12 @@
 //! preprocessed the way ddddocr does, run through ONNX Runtime, decoded and NMSed; every
 //! detection must sit on a character and every character must be found.
 
-use panoptes_ingest::{RawFrame, TestPattern, render_still};
-use panoptes_model::{Graph, GraphOptions};
-use panoptes_op_preprocess::{Letterbox, Normalize};
 use panoptes_contracts::detection::Detection;
 use panoptes_contracts::stage::{Item, Payload};
 use panoptes_contracts::tensor::{Tensor, Transform};
+use panoptes_ingest::{RawFrame, TestPattern, render_still};
+use panoptes_model::{Graph, GraphOptions};
+use panoptes_op_preprocess::{Letterbox, Normalize};
 use panoptes_tests::{frame_item, gst, iou, repo_root};
 
 /// common_det's input side.
@@ -152,8 +152,14 @@ fn yolox_finds_every_rendered_character() {
 
         let params = serde_json::json!({"layout": "yolox"});
         let labels = Some(vec!["char".to_owned()]);
-        let mut stage =
-            panoptes_postprocess::build("chars", panoptes_postprocess::Postprocessor::Yolo, &params, None, labels).expect("stage");
+        let mut stage = panoptes_postprocess::build(
+            "chars",
+            panoptes_postprocess::Postprocessor::Yolo,
+            &params,
+            None,
+            labels,
+        )
+        .expect("stage");
         let out = stage
             .process(item(&frame, out, transform))
             .expect("process");

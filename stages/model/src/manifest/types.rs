@@ -223,30 +223,9 @@ pub struct OutputSpec {
     pub description: Option<String>,
 }
 
-/// The postprocessors a manifest can name (those of the topology's postprocess stages).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PostprocessorKind {
-    /// DB text boxes from a probability map.
-    Db,
-    /// YOLO-family boxes with NMS (`params.layout`: `yolox`, `v5`, `v8`).
-    Yolo,
-    /// Classifier top-k.
-    Topk,
-    /// CTC text recognition.
-    Ctc,
-}
-
-impl PostprocessorKind {
-    pub const fn name(self) -> &'static str {
-        match self {
-            PostprocessorKind::Db => "db",
-            PostprocessorKind::Yolo => "yolo",
-            PostprocessorKind::Topk => "topk",
-            PostprocessorKind::Ctc => "ctc",
-        }
-    }
-}
+/// The postprocessors a manifest can name: the topology's own kind (`panoptes_contracts::kinds`),
+/// so a manifest and a postprocess stage can only name the same set.
+pub use panoptes_contracts::kinds::Postprocessor as PostprocessorKind;
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use panoptes_model::{CropSpec, Crops, Graph, GraphOptions, ModelStage, Orientation};
 use panoptes_contracts::CameraId;
 use panoptes_contracts::batching::BatchPolicy;
 use panoptes_contracts::detection::Detection;
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::stage::{Item, Payload, Stage};
 use panoptes_contracts::tensor::Tensor;
+use panoptes_model::{CropSpec, Crops, Graph, GraphOptions, ModelStage, Orientation};
 
 fn model(file: &str) -> Graph {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

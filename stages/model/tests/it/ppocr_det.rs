@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use panoptes_model::{Graph, GraphOptions, ModelStage};
 use panoptes_contracts::CameraId;
 use panoptes_contracts::stage::{FrameMeta, Item, Payload, Stage};
 use panoptes_contracts::tensor::{Tensor, Transform};
+use panoptes_model::{Graph, GraphOptions, ModelStage};
 
 fn det_model() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -11,13 +11,13 @@ use crate::common;
 
 use common::{first_tensor, load, max_abs_diff, options, rgb, rgb_frame};
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+use panoptes_contracts::frame::PixelFormat as FrameFormat;
 use panoptes_op_preprocess::Normalize;
 use panoptes_op_preprocess::color::{Layout, Matrix, Range, YuvToRgb};
 use panoptes_op_preprocess::crop::{self, Crop};
 use panoptes_op_preprocess::jpeg::{self, JpegOptions};
 use panoptes_op_preprocess::normalize;
 use panoptes_op_preprocess::resize::Resize;
-use panoptes_contracts::frame::PixelFormat as FrameFormat;
 use panoptes_wasm::{
     Detection, Image, Input, OperatorErrorKind, OperatorInstance, Output, PixelFormat, Tensor,
     TensorInput, Transform, WasmError,

@@ -1,7 +1,6 @@
 //! Helpers shared by the host's integration tests: finding built operators, small engines,
 //! frames, and unpacking outputs.
 
-
 use std::path::{Path, PathBuf};
 
 use panoptes_contracts::frame::{PixelBuffer, PixelFormat as FrameFormat};

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{first_tensor, load, max_abs_diff, options, rgb};
-use panoptes_model::{Graph, GraphOptions, ModelRegistry};
 use panoptes_contracts::tensor::Tensor as FrameTensor;
+use panoptes_model::{Graph, GraphOptions, ModelRegistry};
 use panoptes_wasm::{
     Capabilities, Input, OperatorEngine, OperatorErrorKind, Tensor, TensorInput, Transform,
     WasmError,

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{operator_path, options, rgb_frame};
+use panoptes_client::keys::SecretKey;
 use panoptes_contracts::CameraId;
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::stage::{Item, Payload, Stage};
-use panoptes_client::keys::SecretKey;
 use panoptes_wasm::{
     InstanceSpec, ModuleSpec, OperatorEngine, OperatorSlot, OperatorStage, Reloaded, WasmError,
 };

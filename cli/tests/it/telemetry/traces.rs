@@ -8,7 +8,7 @@ use futures::StreamExt;
 use panoptes_tests::nats_server;
 use panoptes_tests::otlp::{OtlpReceiver, ReceivedSpan};
 
-use crate::{GUARD, Process, SERIAL, STAGES, test_pattern_cameras, write_topology};
+use super::{GUARD, Process, SERIAL, STAGES, test_pattern_cameras, write_topology};
 
 /// Detection messages as they arrive, with the trace ID of their `traceparent` header.
 async fn collect_detections(

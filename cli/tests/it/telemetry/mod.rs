@@ -3,7 +3,7 @@
 //! (ingest → frame → every stage → publish, the model's batch span linked to every frame it
 //! served); `/metrics` must count exactly the frames published and the detections received.
 //!
-//! This file holds what every test here shares: the topology, and `panoptes` child processes
+//! This module holds what every test here shares: the topology, and `panoptes` child processes
 //! with their logs.
 
 mod faults;

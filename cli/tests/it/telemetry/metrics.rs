@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use panoptes_tests::nats_server;
 
-use crate::{GUARD, Process, SERIAL, STAGES, write_topology};
+use super::{GUARD, Process, SERIAL, STAGES, write_topology};
 
 /// A free loopback port for a `/metrics` listener.
 pub(crate) fn free_port() -> u16 {

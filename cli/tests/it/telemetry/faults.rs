@@ -6,8 +6,8 @@ use std::time::Duration;
 use panoptes_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use panoptes_tests::{nats_server, require_setup};
 
-use crate::metrics::{count_per_camera, free_port, metric};
-use crate::{GUARD, Process, SERIAL};
+use super::metrics::{count_per_camera, free_port, metric};
+use super::{GUARD, Process, SERIAL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_faults_are_counted_and_their_spans_fail() {
