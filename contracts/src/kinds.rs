@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The postprocessor of a postprocess stage or a model manifest.
+// The postprocessor of a postprocess stage or a model manifest. (A plain comment: a doc comment
+// would become a description in the topology's JSON Schema.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Postprocessor {
