@@ -64,10 +64,53 @@ pub(crate) struct LapsedRun {
     pub partition: u32,
     /// [`crate::lease::Ownership::handovers`] when the first of them arrived.
     pub handovers: u64,
-    pub count: u64,
-    /// The lowest and highest sequence numbers among them (of those that could be read).
+    /// Members counted one by one: frames given up inside the worker (accounted for when they
+    /// entered it), and arrivals whose sequence number could not be read or was at or below
+    /// what this worker had accounted for.
+    pub singles: u64,
+    /// Arrivals above what this worker had accounted for; `first..=last` are their lowest and
+    /// highest sequence numbers. Settled as lost, every sequence number from the last one
+    /// accounted for up to `last` is lost, those that never arrived (dropped on the way while
+    /// the worker stalled) included.
+    pub arrived: u64,
     pub first: Option<u64>,
     pub last: Option<u64>,
+}
+
+impl LapsedRun {
+    /// Frames that reached this worker and were not processed.
+    pub fn members(&self) -> u64 {
+        self.singles + self.arrived
+    }
+
+    /// The run settled as lost, `accounted` being the highest sequence number this worker
+    /// accounted for: every frame after it up to the newest that arrived is lost, those that
+    /// arrived and those that never reached the worker (published while NATS was down for it,
+    /// or dropped on the way while it stalled), besides the members counted one by one.
+    pub fn settle(&self, accounted: Option<u64>) -> Settled {
+        let span = match (self.first, self.last) {
+            (Some(first), Some(last)) => {
+                Some((accounted.map_or(first, |a| a.saturating_add(1)), last))
+            }
+            _ => None,
+        };
+        let spanned = span.map_or(0, |(from, last)| (last + 1).saturating_sub(from));
+        Settled {
+            lost: self.singles + spanned.max(self.arrived),
+            never: spanned.saturating_sub(self.arrived),
+            span,
+        }
+    }
+}
+
+/// A lapsed run settled as lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Settled {
+    pub lost: u64,
+    /// Of them, frames that never reached this worker.
+    pub never: u64,
+    /// The sequence numbers lost, when the arrivals' could be read.
+    pub span: Option<(u64, u64)>,
 }
 
 /// One camera's state.
@@ -277,6 +320,47 @@ mod tests {
             idle_ttl: Duration::from_millis(ttl_ms),
         };
         (CameraTable::new(limits, tracked.clone()), tracked)
+    }
+
+    fn run(singles: u64, arrived: u64, first: Option<u64>, last: Option<u64>) -> LapsedRun {
+        LapsedRun {
+            partition: 0,
+            handovers: 0,
+            singles,
+            arrived,
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn a_settled_run_counts_the_frames_that_never_arrived_inside_and_before_it() {
+        // 6 accounted for; 34 of 7..=51 arrived (11 dropped on the way while it stalled).
+        let settled = run(0, 34, Some(7), Some(51)).settle(Some(6));
+        assert_eq!(
+            settled,
+            Settled {
+                lost: 45,
+                never: 11,
+                span: Some((7, 51))
+            }
+        );
+        // Frames published while NATS was down for the worker, before the first arrival.
+        let settled = run(0, 5, Some(20), Some(24)).settle(Some(6));
+        assert_eq!((settled.lost, settled.never), (18, 13));
+    }
+
+    #[test]
+    fn frames_given_up_inside_the_worker_are_counted_once_besides_the_span() {
+        // Frames 5 and 6 were accounted for at intake and given up; 7..=9 arrived lapsed.
+        let settled = run(2, 3, Some(7), Some(9)).settle(Some(6));
+        assert_eq!((settled.lost, settled.never), (5, 0));
+        // Nothing accounted for yet: the span starts at the first arrival.
+        let settled = run(0, 2, Some(3), Some(6)).settle(None);
+        assert_eq!(settled.span, Some((3, 6)));
+        assert_eq!((settled.lost, settled.never), (4, 2));
+        // Unreadable sequence numbers: counted one by one.
+        assert_eq!(run(4, 0, None, None).settle(Some(6)).lost, 4);
     }
 
     #[test]

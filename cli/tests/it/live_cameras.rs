@@ -521,13 +521,14 @@ cameras:
     .await;
     // Nothing restarts a recording: give a reconnect (200 ms and up) the time to show.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    running.stop().await.expect("stop");
+    let summary = running.stop().await.expect("stop");
     let s = seen.lock().expect("lock");
+    let (mut seen_total, mut holes) = (0, 0);
     for cam in ["mp4", "mkv"] {
         let seqs = s.seqs(cam);
-        // One second at 10 fps; videorate may add the frame at the very end.
-        assert!(seqs.len() == 10 || seqs.len() == 11, "{cam}: {seqs:?}");
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{cam}: {seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{cam}: {seqs:?}");
+        seen_total += seqs.len() as u64;
+        holes += seqs.last().map_or(0, |last| last + 1 - seqs.len() as u64);
         let down: Vec<Event> = s
             .events_of(EventKind::CameraDown)
             .into_iter()
@@ -536,6 +537,12 @@ cameras:
         assert_eq!(down.len(), 1, "{cam}: {down:?}");
         assert_eq!(down[0].message, "end of stream");
     }
+    // One second at 10 fps each; videorate may add the frame at the very end. A frame the
+    // ingest dropped because publishing fell behind (a loaded machine) is counted, not lost.
+    assert_eq!(summary.published, seen_total, "{summary:?}");
+    let made = summary.published + summary.ingest_dropped;
+    assert!((20..=22).contains(&made), "{made} frames made: {summary:?}");
+    assert!(holes <= summary.ingest_dropped, "{holes} gaps: {summary:?}");
     assert!(
         s.events_of(EventKind::CameraReconnecting).is_empty(),
         "a recording is not reconnected"

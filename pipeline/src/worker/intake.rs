@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::loss::{GapCheck, Refusals, note_lapsed};
+use super::loss::{GapCheck, Lapsed, Refusals, note_lapsed};
 use super::publishing::Outbound;
 use super::scheduling::{Pending, Slots};
 use super::{Input, WorkerError, WorkerStats};
@@ -142,7 +142,7 @@ impl Intake {
                 &self.ownership,
                 &camera,
                 partition,
-                meta.map(|m| m.0),
+                Lapsed::Arrived(meta.map(|m| m.0)),
             );
             return;
         }
@@ -173,7 +173,6 @@ impl Intake {
             acker: incoming.acker,
             _permit: incoming.permit,
             span,
-            seq: meta.map(|m| m.0),
         };
         if let Some(replaced) = self.slots.put(pending) {
             self.ownership.leave(replaced.partition);

@@ -15,36 +15,49 @@ use super::WorkerStats;
 use super::intake::{Intake, PROGRESS_READ, parse_progress};
 use super::publishing::Outbound;
 use super::scheduling::Pending;
-use crate::camera_state::{CameraTable, LapsedRun};
+use crate::camera_state::{CameraTable, LapsedRun, Settled};
 use crate::lease::{Ownership, Standing};
 use panoptes_contracts::event::{Event, EventKind};
 use panoptes_contracts::meter::{self, count_camera};
 use panoptes_contracts::subjects::Subjects;
 
+/// How a frame joins its camera's lapsed run.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Lapsed {
+    /// Arrived while the lease had lapsed, with its sequence number when it could be read.
+    Arrived(Option<u64>),
+    /// Taken in while the lease held, not published because it lapsed meanwhile.
+    GivenUp,
+}
+
 /// A live frame of a partition whose lease lapsed: not served, and lost or another worker's
 /// depending on what the next lease round finds (`Intake::resolve`). Frames refused at
-/// intake and frames given up inside the worker (taken in while the lease held, not published
-/// because it lapsed meanwhile) join the same run, so each is reported once.
+/// intake and frames given up inside the worker join the same run, so each is reported once.
 pub(super) fn note_lapsed(
     table: &CameraTable,
     ownership: &Ownership,
     camera: &str,
     partition: u32,
-    seq: Option<u64>,
+    how: Lapsed,
 ) {
     let handovers = ownership.handovers(partition);
     table.with(camera, |s| {
+        let accounted = s.accounted;
         let run = s.lapsed.get_or_insert(LapsedRun {
             partition,
             handovers,
-            count: 0,
+            singles: 0,
+            arrived: 0,
             first: None,
             last: None,
         });
-        run.count += 1;
-        if let Some(seq) = seq {
-            run.first = Some(run.first.map_or(seq, |f| f.min(seq)));
-            run.last = Some(run.last.map_or(seq, |l| l.max(seq)));
+        match how {
+            Lapsed::Arrived(Some(seq)) if accounted.is_none_or(|a| seq > a) => {
+                run.arrived += 1;
+                run.first = Some(run.first.map_or(seq, |f| f.min(seq)));
+                run.last = Some(run.last.map_or(seq, |l| l.max(seq)));
+            }
+            Lapsed::Arrived(_) | Lapsed::GivenUp => run.singles += 1,
         }
     });
 }
@@ -67,27 +80,26 @@ impl Intake {
         };
         self.table.with(camera, |s| s.lapsed = None);
         if !lost {
-            self.stats.skipped.fetch_add(run.count, Ordering::Relaxed);
-            count_camera(meter::WORKER_SKIPPED, camera, run.count);
+            self.stats
+                .skipped
+                .fetch_add(run.members(), Ordering::Relaxed);
+            count_camera(meter::WORKER_SKIPPED, camera, run.members());
             return;
         }
-        // Nobody else served the partition meanwhile, so frames between the last one this
-        // worker accounted for and the first that arrived in the lapse never reached a worker
-        // (published while NATS was down for this worker): lost as well.
+        // Nobody else served the partition meanwhile, so every frame after the last one this
+        // worker accounted for, up to the newest that arrived in the lapse, is lost: those
+        // that arrived, and those that never reached it (published while NATS was down for
+        // this worker, or dropped on the way while it stalled).
         let accounted = self.table.with(camera, |s| s.accounted).flatten();
-        let (gap, from) = match (accounted, run.first) {
-            (Some(a), Some(first)) if first > a.saturating_add(1) => (first - a - 1, Some(a + 1)),
-            _ => (0, run.first),
-        };
-        let lost = run.count + gap;
+        let Settled { lost, never, span } = run.settle(accounted);
         if let Some(last) = run.last {
             self.table.with(camera, |s| s.account(last));
         }
         self.stats.lost.fetch_add(lost, Ordering::Relaxed);
         count_camera(meter::WORKER_LOST, camera, lost);
-        let which = match (from, run.last) {
-            (Some(from), Some(last)) => format!(" (seq {from}..={last})"),
-            _ => String::new(),
+        let which = match span {
+            Some((from, last)) => format!(" (seq {from}..={last})"),
+            None => String::new(),
         };
         tracing::warn!(
             camera,
@@ -99,8 +111,9 @@ impl Intake {
             camera,
             EventKind::FramesLost,
             format!(
-                "{lost} frames{which} lost while this worker's lease on partition {} had lapsed (NATS unreachable, or the worker stalled): {} arrived and were not processed, {gap} never reached it; live delivery does not keep them",
-                run.partition, run.count
+                "{lost} frames{which} lost while this worker's lease on partition {} had lapsed (NATS unreachable, or the worker stalled): {} arrived and were not processed, {never} never reached it; live delivery does not keep them",
+                run.partition,
+                run.members()
             ),
         )
         .stage("worker")

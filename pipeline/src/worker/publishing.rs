@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::WorkerStats;
-use super::loss::{late, note_lapsed};
+use super::loss::{Lapsed, late, note_lapsed};
 use super::scheduling::Pending;
 use crate::camera_state::{CameraTable, Mark};
 use crate::durable;
@@ -456,7 +456,7 @@ async fn not_held(
             ownership,
             &pending.camera,
             pending.partition,
-            pending.seq,
+            Lapsed::GivenUp,
         );
         pending.span.record("outcome", "lapsed");
         ownership.leave(pending.partition);

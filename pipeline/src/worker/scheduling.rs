@@ -24,9 +24,6 @@ pub(super) struct Pending {
     pub(super) _permit: Option<OwnedSemaphorePermit>,
     /// The frame's span in this worker, continuing the publisher's trace.
     pub(super) span: tracing::Span,
-    /// Live delivery: the frame's sequence number, read at intake, so that a frame given up
-    /// after intake is accounted for by seq like one refused there.
-    pub(super) seq: Option<u64>,
 }
 
 /// Work for the stages besides frames, done before the frames taken with it.
@@ -263,7 +260,6 @@ mod tests {
             acker: None,
             _permit: None,
             span: tracing::Span::none(),
-            seq: None,
         }
     }
 

@@ -108,7 +108,6 @@ fn pending(camera: &str, seq: u64) -> Pending {
         acker: None,
         _permit: None,
         span: tracing::Span::none(),
-        seq: None,
     }
 }
 
