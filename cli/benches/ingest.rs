@@ -10,16 +10,8 @@
 //! ```
 //!
 //! Needs GStreamer with x264enc (gstreamer1.0-plugins-ugly), avdec_h264 (gstreamer1.0-libav) and
-//! jpegenc (gstreamer1.0-plugins-good). Options (each also as an environment variable; the
-//! argument wins):
-//!
-//! | argument      | variable                 | default                                       |
-//! |---------------|--------------------------|-----------------------------------------------|
-//! | `--quick`     | `PANOPTES_BENCH_QUICK=1` | off: 5 rounds, 150-frame clips; quick: 2, 60  |
-//! | `--rounds N`  | `INGEST_ROUNDS`          | see `--quick`                                 |
-//! | `--frames N`  | `INGEST_FRAMES`          | see `--quick`                                 |
-//! | `--quality Q` | `INGEST_QUALITY`         | 85 (the topology's default `jpeg_quality`)    |
-//! | `--noise A`   | `INGEST_NOISE`           | 0.15: noise over the SMPTE bars (0: flat bars) |
+//! jpegenc (gstreamer1.0-plugins-good). Options: `cargo bench -p panoptes --bench ingest -- --help`
+//! (each also an environment variable; the argument wins).
 //!
 //! What it measures. First it makes one H.264-in-MP4 clip per size with GStreamer (30 fps, x264
 //! `veryfast`, `zerolatency` so no B-frames, as IP cameras send; 3 Mb/s at 720p, 6 Mb/s at
@@ -111,6 +103,38 @@ impl Config {
     }
 }
 
+/// Ingest CPU per frame (decode, convert, encode for the wire), raw RGB against JPEG, at 720p
+/// and 1080p; see the file's header.
+#[derive(clap::Parser)]
+struct Args {
+    /// A smoke run: 2 rounds, 60-frame clips (otherwise 5, 150).
+    #[arg(long, env = "PANOPTES_BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
+    quick: bool,
+    /// Rounds of every configuration [default: see --quick].
+    #[arg(long, env = "INGEST_ROUNDS", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rounds: Option<u64>,
+    /// Frames per clip, 10..=10000 [default: see --quick].
+    #[arg(long, env = "INGEST_FRAMES", value_parser = clap::value_parser!(u32).range(10..=10_000))]
+    frames: Option<u32>,
+    /// The JPEG quality (the topology's default `jpeg_quality`).
+    #[arg(long, env = "INGEST_QUALITY", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    quality: u8,
+    /// Share of noise over the SMPTE bars, 0..=1 (0: flat bars).
+    #[arg(long, env = "INGEST_NOISE", default_value_t = 0.15, value_parser = noise)]
+    noise: f64,
+    #[command(flatten)]
+    cargo: panoptes_tests::CargoBench,
+}
+
+/// `--noise`'s values: an alpha.
+fn noise(s: &str) -> Result<f64, String> {
+    panoptes_tests::non_negative(s)
+        .ok()
+        .filter(|x| *x <= 1.0)
+        .ok_or_else(|| format!("{s:?} is not a number from 0 to 1"))
+}
+
 struct Options {
     rounds: usize,
     frames: u32,
@@ -119,37 +143,17 @@ struct Options {
 }
 
 impl Options {
-    /// Environment first, then arguments (`cargo bench` adds `--bench`, which is ignored).
-    fn load() -> anyhow::Result<Self> {
-        let known = [
-            ("quick", "PANOPTES_BENCH_QUICK"),
-            ("rounds", "INGEST_ROUNDS"),
-            ("frames", "INGEST_FRAMES"),
-            ("quality", "INGEST_QUALITY"),
-            ("noise", "INGEST_NOISE"),
-        ];
-        let args = panoptes_tests::BenchArgs::load(&known, &["quick"])?;
-        let num = |key: &str, default: f64| args.non_negative(key, default);
-        let quick = args.switch("quick");
-        let (rounds, frames) = if quick { (2.0, 60.0) } else { (5.0, 150.0) };
-        let quality = num("quality", 85.0)?.round();
-        if !(1.0..=100.0).contains(&quality) {
-            bail!("--quality {quality} must be 1..=100");
+    /// The options of [`Args`], with `--quick`'s defaults filled in.
+    fn load() -> Self {
+        let args = <Args as clap::Parser>::parse();
+        let (rounds, frames) = if args.quick { (2, 60) } else { (5, 150) };
+        Self {
+            // At most 1000, checked by clap, so the cast is exact.
+            rounds: args.rounds.map_or(rounds, |n| n as usize),
+            frames: args.frames.unwrap_or(frames),
+            quality: args.quality,
+            noise: args.noise,
         }
-        let noise = num("noise", 0.15)?;
-        if noise > 1.0 {
-            bail!("--noise {noise} must be 0..=1");
-        }
-        let frames = num("frames", frames)?.round();
-        if !(10.0..=10_000.0).contains(&frames) {
-            bail!("--frames {frames} must be 10..=10000");
-        }
-        Ok(Self {
-            rounds: num("rounds", rounds)?.round().max(1.0) as usize,
-            frames: frames as u32,
-            quality: quality as u8,
-            noise,
-        })
     }
 }
 
@@ -408,7 +412,7 @@ fn min_max(xs: &[f64]) -> (f64, f64) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let o = Options::load()?;
+    let o = Options::load();
     panoptes_ingest::init()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ticks = clock_ticks();

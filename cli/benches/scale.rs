@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Needs what scripts/setup.sh makes (the letterbox operator, the PP-OCRv4 det model, a
-//! nats-server). `SCALE_WINDOW_S` (default 10) and `SCALE_WINDOWS` (default 3) set the measured
-//! windows per configuration, `SCALE_FPS` (default 15) the rate each camera offers.
+//! nats-server). Options (the measured windows per configuration, the rate each camera offers):
+//! `cargo bench -p panoptes --bench scale -- --help` (each also an environment variable; the
+//! argument wins).
 //!
 //! What it measures:
 //!
@@ -24,7 +25,7 @@
 //!    namespace, a topology letterbox 640×640 (Wasm) → det → db written to a temporary
 //!    directory, and that many `panoptes worker` processes leasing its 16 partitions. Once
 //!    every worker is a member and holds leases (KV bucket `<ns>-leases`),
-//!    the bench publishes eight cameras' 640×480 RGB frames at `SCALE_FPS` each (more than the
+//!    the bench publishes eight cameras' 640×480 RGB frames at `--fps` each (more than the
 //!    workers take: live delivery drops the rest, so every worker always has work), warms up
 //!    3 s, then counts detection messages on `<ns>.detections.*` per window. Reported: the
 //!    median det/s over the windows, its ratio to one worker and to the bare model (same
@@ -83,15 +84,22 @@ const CONFIGS: [(usize, usize, bool); 6] = [
     (3, 1, false),
 ];
 
-fn env_num(name: &str, default: f64) -> anyhow::Result<f64> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v
-            .parse::<f64>()
-            .ok()
-            .filter(|x| x.is_finite() && *x > 0.0)
-            .with_context(|| format!("{name}={v:?} is not a positive number")),
-        _ => Ok(default),
-    }
+/// Scale-out throughput of 1-3 `panoptes worker` processes sharing cameras through partition
+/// leases; see the file's header.
+#[derive(clap::Parser)]
+struct Args {
+    /// Frames per second each camera offers.
+    #[arg(long, env = "SCALE_FPS", default_value_t = 15.0, value_parser = panoptes_tests::positive)]
+    fps: f64,
+    /// Seconds per measured window.
+    #[arg(long, env = "SCALE_WINDOW_S", default_value_t = 10.0, value_parser = panoptes_tests::positive)]
+    window_s: f64,
+    /// Measured windows per configuration.
+    #[arg(long, env = "SCALE_WINDOWS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    windows: u64,
+    #[command(flatten)]
+    cargo: panoptes_tests::CargoBench,
 }
 
 /// A smooth deterministic pattern in [-1, 1] (values do not change the work a CNN does).
@@ -379,9 +387,11 @@ async fn run_config(
 }
 
 fn main() -> anyhow::Result<()> {
-    let fps = env_num("SCALE_FPS", 15.0)?;
-    let window = Duration::from_secs_f64(env_num("SCALE_WINDOW_S", 10.0)?);
-    let windows = env_num("SCALE_WINDOWS", 3.0)?.round().max(1.0) as usize;
+    let args = <Args as clap::Parser>::parse();
+    let fps = args.fps;
+    let window = Duration::from_secs_f64(args.window_s);
+    // At most 1000, checked by clap, so the cast is exact.
+    let windows = args.windows as usize;
     let root = panoptes_tests::require_setup();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(

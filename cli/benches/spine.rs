@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p panoptes --bench spine` (after scripts/setup.sh). Prints medians over repeated
 //! runs and ratios against baselines measured in this same run (native vs Wasm preprocessing, sum
-//! of steps vs end to end). `SPINE_E2E_SECS` sets the end-to-end duration (default 15).
+//! of steps vs end to end). Options: `cargo bench -p panoptes --bench spine -- --help`.
 
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -96,11 +96,19 @@ fn ingest_per_frame(frames: u32) -> anyhow::Result<(Duration, Vec<u8>)> {
     Ok((elapsed / n, last))
 }
 
+/// Per-frame cost of every step of the quickstart path, and end-to-end frames/s for one camera.
+#[derive(clap::Parser)]
+struct Args {
+    /// Seconds of the end-to-end run.
+    #[arg(long, env = "SPINE_E2E_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    e2e_secs: u64,
+    #[command(flatten)]
+    cargo: panoptes_tests::CargoBench,
+}
+
 fn main() -> anyhow::Result<()> {
-    let e2e_secs: u64 = std::env::var("SPINE_E2E_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+    let e2e_secs = <Args as clap::Parser>::parse().e2e_secs;
     println!(
         "panoptes spine benchmark: {W}x{H} RGB frames -> 640x640 PP-OCRv4 det, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())

@@ -236,14 +236,14 @@ fn with_tls(
     let mut opts = opts;
     if let Some(ca) = &tls.ca {
         let path = resolve(base_dir, ca);
-        check_pem(&path, "CA", "CERTIFICATE")?;
+        check_pem(&path, "CA", Pem::Certificates)?;
         opts = opts.add_root_certificates(path);
     }
     match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             let (cert, key) = (resolve(base_dir, cert), resolve(base_dir, key));
-            check_pem(&cert, "client certificate", "CERTIFICATE")?;
-            check_pem(&key, "client key", "PRIVATE KEY")?;
+            check_pem(&cert, "client certificate", Pem::Certificates)?;
+            check_pem(&key, "client key", Pem::PrivateKey)?;
             opts = opts.add_client_certificate(cert, key);
         }
         (Some(_), None) => bail!("nats.tls.cert needs a key"),
@@ -253,26 +253,74 @@ fn with_tls(
     Ok(opts)
 }
 
-/// Checks that `path` is readable and holds a PEM block whose label ends with `label`
-/// (`CERTIFICATE`; `PRIVATE KEY` matches PKCS#8, RSA and EC keys).
-fn check_pem(path: &Path, what: &str, label: &str) -> anyhow::Result<()> {
+/// What a TLS file must hold, as async-nats will read it (rustls-pki-types' PEM parser).
+#[derive(Clone, Copy)]
+enum Pem {
+    /// One or more `CERTIFICATE` blocks, all of them well-formed.
+    Certificates,
+    /// A PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key block.
+    PrivateKey,
+}
+
+impl Pem {
+    /// The PEM label named in errors.
+    fn label(self) -> &'static str {
+        match self {
+            Pem::Certificates => "CERTIFICATE",
+            Pem::PrivateKey => "PRIVATE KEY",
+        }
+    }
+}
+
+/// Checks that `path` is readable and holds what `kind` says, parsed by the same PEM parser
+/// async-nats uses later, so a file it would refuse is refused here with the file named.
+fn check_pem(path: &Path, what: &str, kind: Pem) -> anyhow::Result<()> {
+    use async_nats::rustls::pki_types::pem::{self, PemObject as _};
+    use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
     // A CA bundle holds every root a system trusts: a few hundred KiB.
     const PEM_MAX: u64 = 4 << 20;
-    let text = panoptes_files::read_to_string_bounded(path, PEM_MAX)
+    let bytes = panoptes_files::read_bounded(path, PEM_MAX)
         .map_err(|e| anyhow::anyhow!("cannot read TLS {what} file {e}"))?;
-    let found = text.lines().any(|l| {
-        l.trim()
-            .strip_prefix("-----BEGIN ")
-            .and_then(|rest| rest.strip_suffix("-----"))
-            .is_some_and(|l| l.ends_with(label))
-    });
-    if !found {
-        bail!(
+    let parsed = match kind {
+        Pem::Certificates => CertificateDer::pem_slice_iter(&bytes)
+            .try_fold(0usize, |n, cert| cert.map(|_| n + 1))
+            .and_then(|n| {
+                if n == 0 {
+                    Err(pem::Error::NoItemsFound)
+                } else {
+                    Ok(())
+                }
+            }),
+        Pem::PrivateKey => PrivateKeyDer::from_pem_slice(&bytes).map(drop),
+    };
+    let label = kind.label();
+    match parsed {
+        Ok(()) => Ok(()),
+        Err(pem::Error::NoItemsFound) => bail!(
             "TLS {what} file {} holds no PEM `{label}` block",
             path.display()
-        );
+        ),
+        // Described by kind only: the parser's own message may quote a line of the file, and a
+        // key file's lines are secret.
+        Err(e) => bail!(
+            "TLS {what} file {} is not valid PEM: {}",
+            path.display(),
+            pem_problem(&e)
+        ),
     }
-    Ok(())
+}
+
+/// What is wrong with a PEM file, without quoting it.
+fn pem_problem(e: &async_nats::rustls::pki_types::pem::Error) -> &'static str {
+    use async_nats::rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a block has no END line",
+        Error::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        Error::Base64Decode(_) => "a block is not valid base64",
+        Error::SectionTooLarge => "a block is too large",
+        _ => "it cannot be parsed",
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +476,46 @@ mod tests {
             ExtendedKeyUsagePurpose::ClientAuth,
             "client",
         );
+    }
+
+    #[test]
+    fn tls_files_are_parsed_as_async_nats_will_and_never_quoted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_pki(dir.path());
+        let path = |name: &str| dir.path().join(name);
+        check_pem(&path("ca.pem"), "CA", Pem::Certificates).expect("CA");
+        check_pem(&path("client.pem"), "client certificate", Pem::Certificates).expect("cert");
+        check_pem(&path("client-key.pem"), "client key", Pem::PrivateKey).expect("key");
+        let err = |name: &str, kind: Pem| {
+            check_pem(&path(name), "x", kind)
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = err("client-key.pem", Pem::Certificates);
+        assert!(
+            e.contains("client-key.pem") && e.contains("no PEM `CERTIFICATE` block"),
+            "{e}"
+        );
+        let e = err("client.pem", Pem::PrivateKey);
+        assert!(e.contains("no PEM `PRIVATE KEY` block"), "{e}");
+        // A key whose base64 is damaged: refused, named, and no line of it is repeated.
+        let key = std::fs::read_to_string(path("client-key.pem")).expect("key");
+        let secret = key.lines().nth(1).expect("a base64 line").to_owned();
+        let damaged = key.replacen(&secret, &format!("!{}", &secret[1..]), 1);
+        std::fs::write(path("damaged-key.pem"), damaged).expect("write");
+        let e = err("damaged-key.pem", Pem::PrivateKey);
+        assert!(
+            e.contains("damaged-key.pem") && e.contains("not valid PEM"),
+            "{e}"
+        );
+        assert!(!e.contains(&secret[1..]), "{e}");
+        // A bundle whose second certificate is cut short fails as a whole, as it would later.
+        let ca = std::fs::read_to_string(path("ca.pem")).expect("CA");
+        let cut = format!("{ca}{}", &ca[..ca.len() / 2]);
+        std::fs::write(path("cut.pem"), cut).expect("write");
+        let e = err("cut.pem", Pem::Certificates);
+        assert!(e.contains("cut.pem") && e.contains("no END line"), "{e}");
+        assert!(err("missing.pem", Pem::Certificates).contains("cannot read TLS x file"));
     }
 
     #[tokio::test]

@@ -171,3 +171,53 @@ pub trait Stage: Send {
         None
     }
 }
+
+/// What a stage reads, and what a worker's first stages read (`<ns>.<token>.<camera>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// Camera frames (`frame/v1`) from ingest.
+    #[default]
+    Frames,
+    /// Items (`item/v1`) forwarded by the stage with this ID, run by another process.
+    Stage(String),
+}
+
+impl Input {
+    /// The token the topology names camera frames by; no stage may take it as its ID.
+    pub const FRAMES: &'static str = "frames";
+
+    /// The subject token: `frames`, or the upstream stage's ID.
+    pub fn token(&self) -> &str {
+        match self {
+            Input::Frames => Self::FRAMES,
+            Input::Stage(stage) => stage,
+        }
+    }
+}
+
+/// A topology's `input:`: `frames`, or a stage ID.
+impl From<&str> for Input {
+    fn from(token: &str) -> Self {
+        if token == Self::FRAMES {
+            Input::Frames
+        } else {
+            Input::Stage(token.to_owned())
+        }
+    }
+}
+
+impl From<String> for Input {
+    fn from(token: String) -> Self {
+        if token == Self::FRAMES {
+            Input::Frames
+        } else {
+            Input::Stage(token)
+        }
+    }
+}
+
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.token())
+    }
+}

@@ -29,27 +29,6 @@ impl Tensor {
     }
 }
 
-/// `src = (dst - offset) / scale`, per axis: from tensor pixels to original-frame pixels.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Transform {
-    pub scale_x: f32,
-    pub scale_y: f32,
-    pub offset_x: f32,
-    pub offset_y: f32,
-}
-
-impl Transform {
-    pub const IDENTITY: Transform = Transform {
-        scale_x: 1.0,
-        scale_y: 1.0,
-        offset_x: 0.0,
-        offset_y: 0.0,
-    };
-
-    pub fn to_source(&self, [x, y]: [f32; 2]) -> [f32; 2] {
-        [
-            (x - self.offset_x) / self.scale_x,
-            (y - self.offset_y) / self.scale_y,
-        ]
-    }
-}
+/// `src = (dst - offset) / scale`, per axis: from tensor pixels to original-frame pixels. Defined
+/// once, beside the kernels that make it.
+pub use panoptes_op_preprocess::Transform;

@@ -13,20 +13,8 @@
 //! ```
 //!
 //! Needs what scripts/setup.sh makes (the letterbox operator, the model file, a nats-server).
-//! Options (each also as an environment variable; the argument wins):
-//!
-//! | argument                   | variable                           | default                 |
-//! |----------------------------|------------------------------------|-------------------------|
-//! | `--quick`                  | `PANOPTES_BENCH_QUICK=1`           | off: 8 s warm-up, 10 s measured, 7 bare calls; quick: 3 s, 5 s, 3 |
-//! | `--backend ort,tract`      | `PANOPTES_BENCH_BACKENDS`          | `ort,tract`             |
-//! | `--cameras 1,4,8`          | `PANOPTES_BENCH_CAMERAS`           | `1,4,8`                 |
-//! | `--batching off,fixed,adaptive` | `PANOPTES_BENCH_BATCHING`     | `off,fixed,adaptive`    |
-//! | `--fps 15`                 | `PANOPTES_BENCH_FPS`               | 15 per camera           |
-//! | `--warmup-s S`             | `PANOPTES_BENCH_WARMUP_S`          | see `--quick`           |
-//! | `--measure-s S`            | `PANOPTES_BENCH_MEASURE_S`         | see `--quick`           |
-//! | `--runs N`                 | `PANOPTES_BENCH_RUNS`              | bare-model timed calls  |
-//! | `--max-batch N`            | `PANOPTES_BENCH_MAX_BATCH`         | 8                       |
-//! | `--latency-target-ms MS`   | `PANOPTES_BENCH_LATENCY_TARGET_MS` | 4 × bare batch-1 median |
+//! Options: `cargo bench -p panoptes-tests --bench detector -- --help` (each also an environment
+//! variable; the argument wins).
 //!
 //! What it measures:
 //!
@@ -75,7 +63,7 @@ const FRAME_WIDTH: u32 = 640;
 const FRAME_HEIGHT: u32 = 480;
 const BARE_BATCHES: [usize; 3] = [1, 4, 8];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Batching {
     Off,
     /// Always fill batches up to max_batch (within the latency target).
@@ -91,6 +79,61 @@ impl Batching {
             Batching::Fixed => "fixed",
             Batching::Adaptive => "adaptive",
         }
+    }
+}
+
+/// The PP-OCRv4 text detector as a pipeline stage (off, fixed and adaptive batching) against
+/// the bare model; see the file's header.
+#[derive(clap::Parser)]
+struct Args {
+    /// Shorter runs: 3 s warm-up, 5 s measured, 3 bare calls (otherwise 8 s, 10 s, 7).
+    #[arg(long, env = "PANOPTES_BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
+    quick: bool,
+    /// Backends, comma-separated (ort, tract).
+    #[arg(long = "backend", env = "PANOPTES_BENCH_BACKENDS", value_delimiter = ',',
+          default_value = "ort,tract", value_parser = backend)]
+    backends: Vec<Backend>,
+    /// Camera counts, comma-separated, each 1..=64.
+    #[arg(long, env = "PANOPTES_BENCH_CAMERAS", value_delimiter = ',', default_value = "1,4,8",
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    cameras: Vec<u64>,
+    /// Batching modes, comma-separated.
+    #[arg(
+        long,
+        env = "PANOPTES_BENCH_BATCHING",
+        value_delimiter = ',',
+        default_value = "off,fixed,adaptive"
+    )]
+    batching: Vec<Batching>,
+    /// Frames per second each camera offers.
+    #[arg(long, env = "PANOPTES_BENCH_FPS", default_value_t = 15.0, value_parser = panoptes_tests::positive)]
+    fps: f64,
+    /// Warm-up seconds per case [default: see --quick].
+    #[arg(long, env = "PANOPTES_BENCH_WARMUP_S", value_parser = panoptes_tests::positive)]
+    warmup_s: Option<f64>,
+    /// Measured seconds per case [default: see --quick].
+    #[arg(long, env = "PANOPTES_BENCH_MEASURE_S", value_parser = panoptes_tests::positive)]
+    measure_s: Option<f64>,
+    /// Timed calls of the bare model per batch size [default: see --quick].
+    #[arg(long, env = "PANOPTES_BENCH_RUNS", value_parser = clap::value_parser!(u64).range(1..))]
+    runs: Option<u64>,
+    /// The stage's max_batch.
+    #[arg(long, env = "PANOPTES_BENCH_MAX_BATCH", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_batch: u64,
+    /// The stage's latency target in ms [default: 4 × the bare batch-1 median].
+    #[arg(long, env = "PANOPTES_BENCH_LATENCY_TARGET_MS", value_parser = panoptes_tests::positive)]
+    latency_target_ms: Option<f64>,
+    #[command(flatten)]
+    cargo: panoptes_tests::CargoBench,
+}
+
+/// `--backend`'s values.
+fn backend(s: &str) -> Result<Backend, String> {
+    match s.trim() {
+        "ort" => Ok(Backend::Ort),
+        "tract" => Ok(Backend::Tract),
+        other => Err(format!("unknown backend {other:?} (ort, tract)")),
     }
 }
 
@@ -110,104 +153,27 @@ struct Config {
 }
 
 impl Config {
-    /// Environment first, then arguments (`cargo bench` adds `--bench`, which is ignored).
-    fn load() -> anyhow::Result<Self> {
-        let opts = panoptes_tests::bench_options(
-            &[
-                ("quick", "PANOPTES_BENCH_QUICK"),
-                ("backend", "PANOPTES_BENCH_BACKENDS"),
-                ("cameras", "PANOPTES_BENCH_CAMERAS"),
-                ("batching", "PANOPTES_BENCH_BATCHING"),
-                ("fps", "PANOPTES_BENCH_FPS"),
-                ("warmup-s", "PANOPTES_BENCH_WARMUP_S"),
-                ("measure-s", "PANOPTES_BENCH_MEASURE_S"),
-                ("runs", "PANOPTES_BENCH_RUNS"),
-                ("max-batch", "PANOPTES_BENCH_MAX_BATCH"),
-                ("latency-target-ms", "PANOPTES_BENCH_LATENCY_TARGET_MS"),
-            ],
-            &["quick"],
-        )?;
-        let get = |key: &str| {
-            opts.iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let known = [
-            "quick",
-            "backend",
-            "cameras",
-            "batching",
-            "fps",
-            "warmup-s",
-            "measure-s",
-            "runs",
-            "max-batch",
-            "latency-target-ms",
-        ];
-        if let Some((k, _)) = opts.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            bail!("unknown option --{k} (known: {})", known.join(", "));
-        }
-        let quick = get("quick").is_some_and(|v| v != "0");
-        let num = |key: &str, default: f64| -> anyhow::Result<f64> {
-            match get(key) {
-                Some(v) => v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x > 0.0)
-                    .with_context(|| format!("--{key} {v:?} is not a positive number")),
-                None => Ok(default),
-            }
-        };
-        let backends = get("backend")
-            .unwrap_or("ort,tract")
-            .split(',')
-            .map(|b| match b.trim() {
-                "ort" => Ok(Backend::Ort),
-                "tract" => Ok(Backend::Tract),
-                other => Err(anyhow!("unknown backend {other:?} (ort, tract)")),
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let cameras = get("cameras")
-            .unwrap_or("1,4,8")
-            .split(',')
-            .map(|n| {
-                n.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .with_context(|| format!("camera count {n:?} must be 1..=64"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let batching = get("batching")
-            .unwrap_or("off,fixed,adaptive")
-            .split(',')
-            .map(|b| match b.trim() {
-                "off" => Ok(Batching::Off),
-                "fixed" => Ok(Batching::Fixed),
-                "adaptive" => Ok(Batching::Adaptive),
-                other => Err(anyhow!("unknown batching {other:?} (off, fixed, adaptive)")),
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let (warmup, measure, runs, min_passes) = if quick {
-            (3.0, 5.0, 3.0, 4)
+    /// The options of [`Args`], with `--quick`'s defaults filled in.
+    fn load() -> Self {
+        let args = <Args as clap::Parser>::parse();
+        let (warmup, measure, runs, min_passes) = if args.quick {
+            (3.0, 5.0, 3, 4)
         } else {
-            (8.0, 10.0, 7.0, 10)
+            (8.0, 10.0, 7, 10)
         };
-        Ok(Self {
-            backends,
-            cameras,
-            batching,
-            fps: num("fps", 15.0)?,
-            warmup: Duration::from_secs_f64(num("warmup-s", warmup)?),
-            measure: Duration::from_secs_f64(num("measure-s", measure)?),
+        Self {
+            backends: args.backends,
+            // Ranges checked by clap (1..=64, 1..=1024), so the casts are exact.
+            cameras: args.cameras.into_iter().map(|n| n as usize).collect(),
+            batching: args.batching,
+            fps: args.fps,
+            warmup: Duration::from_secs_f64(args.warmup_s.unwrap_or(warmup)),
+            measure: Duration::from_secs_f64(args.measure_s.unwrap_or(measure)),
             min_passes,
-            runs: num("runs", runs)? as usize,
-            max_batch: num("max-batch", 8.0)? as usize,
-            latency_target_ms: get("latency-target-ms")
-                .map(|_| num("latency-target-ms", 1.0).map(|v| v.ceil() as u64))
-                .transpose()?,
-        })
+            runs: args.runs.map_or(runs, |n| n as usize),
+            max_batch: args.max_batch as usize,
+            latency_target_ms: args.latency_target_ms.map(|v| v.ceil() as u64),
+        }
     }
 }
 
@@ -628,7 +594,7 @@ async fn run_case(
 }
 
 fn main() -> anyhow::Result<()> {
-    let cfg = Config::load()?;
+    let cfg = Config::load();
     let root = panoptes_tests::require_setup();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(

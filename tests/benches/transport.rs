@@ -9,13 +9,8 @@
 //! cargo bench -p panoptes-tests --bench transport -- --messages 100 --window 4 --quality 90
 //! ```
 //!
-//! Options (each also as an environment variable; the argument wins):
-//!
-//! | argument        | variable                   | default                                  |
-//! |-----------------|----------------------------|------------------------------------------|
-//! | `--messages N`  | `PANOPTES_BENCH_MESSAGES`  | 300 per case, for latency and throughput |
-//! | `--window N`    | `PANOPTES_BENCH_WINDOW`    | 8 messages in flight for throughput      |
-//! | `--quality Q`   | `PANOPTES_BENCH_QUALITY`   | 85, the JPEG quality                     |
+//! Options: `cargo bench -p panoptes-tests --bench transport -- --help` (each also an environment
+//! variable; the argument wins).
 //!
 //! Messages, all of camera `cam-1` on a 640×480 synthetic scene (gradients, shapes, mild
 //! sensor noise, so JPEG sizes are those of a camera picture rather than of noise or of a flat
@@ -40,7 +35,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use panoptes_contracts::envelope;
@@ -61,6 +56,26 @@ const WARMUP: usize = 10;
 /// A lost message must not hang the benchmark.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What it costs to move one frame between processes over NATS instead of within one; see the
+/// file's header.
+#[derive(clap::Parser)]
+struct Args {
+    /// Messages per case, for latency and for throughput.
+    #[arg(long, env = "PANOPTES_BENCH_MESSAGES", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    messages: u64,
+    /// Messages in flight for throughput.
+    #[arg(long, env = "PANOPTES_BENCH_WINDOW", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    window: u64,
+    /// The JPEG quality.
+    #[arg(long, env = "PANOPTES_BENCH_QUALITY", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    quality: u8,
+    #[command(flatten)]
+    cargo: panoptes_tests::CargoBench,
+}
+
 struct Config {
     messages: usize,
     window: usize,
@@ -68,33 +83,14 @@ struct Config {
 }
 
 impl Config {
-    fn load() -> anyhow::Result<Self> {
-        let opts = panoptes_tests::bench_options(
-            &[
-                ("messages", "PANOPTES_BENCH_MESSAGES"),
-                ("window", "PANOPTES_BENCH_WINDOW"),
-                ("quality", "PANOPTES_BENCH_QUALITY"),
-            ],
-            &[],
-        )?;
-        let known = ["messages", "window", "quality"];
-        if let Some((k, _)) = opts.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            bail!("unknown option --{k} (known: {})", known.join(", "));
+    fn load() -> Self {
+        let args = <Args as clap::Parser>::parse();
+        // Ranges checked by clap, so the casts are exact.
+        Self {
+            messages: args.messages as usize,
+            window: args.window as usize,
+            quality: args.quality,
         }
-        let get = |key: &str, default: usize, range: std::ops::RangeInclusive<usize>| {
-            let Some((_, v)) = opts.iter().rev().find(|(k, _)| k == key) else {
-                return Ok(default);
-            };
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| range.contains(n))
-                .with_context(|| format!("--{key} {v:?} must be in {range:?}"))
-        };
-        Ok(Self {
-            messages: get("messages", 300, 10..=100_000)?,
-            window: get("window", 8, 1..=64)?,
-            quality: u8::try_from(get("quality", 85, 1..=100)?)?,
-        })
     }
 }
 
@@ -304,7 +300,7 @@ async fn measure_remote(cfg: &Config, url: &str, codec: &Codec) -> anyhow::Resul
 }
 
 fn main() -> anyhow::Result<()> {
-    let cfg = Config::load()?;
+    let cfg = Config::load();
     let bench_started = Instant::now();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(

@@ -301,113 +301,29 @@ pub async fn lease_holders(
     (members, leases)
 }
 
-/// A benchmark's options as `(name, value)` pairs, later ones winning: each `(name, VAR)` of
-/// `env` whose variable is set, then the arguments (`--name value` or `--name=value`; a name in
-/// `switches` takes no value and reads as `"1"`; `--bench`, which `cargo bench` adds, is
-/// ignored).
-pub fn bench_options(
-    env: &[(&str, &str)],
-    switches: &[&str],
-) -> anyhow::Result<Vec<(String, String)>> {
-    use anyhow::Context as _;
-    let mut opts: Vec<(String, String)> = env
-        .iter()
-        .filter_map(|(key, var)| {
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| ((*key).to_owned(), v))
-        })
-        .collect();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let Some(key) = arg.strip_prefix("--") else {
-            anyhow::bail!(
-                "unexpected argument {arg:?} (options are --name value; see the file's header)"
-            );
-        };
-        if key == "bench" {
-            continue;
-        }
-        if switches.contains(&key) {
-            opts.push((key.to_owned(), "1".to_owned()));
-            continue;
-        }
-        let (key, value) = match key.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (
-                key.to_owned(),
-                args.next()
-                    .with_context(|| format!("--{key} needs a value"))?,
-            ),
-        };
-        opts.push((key, value));
-    }
-    Ok(opts)
+/// What `cargo bench` adds to every benchmark binary's arguments: `--bench`. A benchmark's
+/// `#[derive(clap::Parser)]` options take it with `#[command(flatten)]` so that clap accepts it.
+#[derive(Debug, clap::Args)]
+pub struct CargoBench {
+    /// Set by `cargo bench`; changes nothing.
+    #[arg(long, hide = true)]
+    pub bench: bool,
 }
 
-/// A benchmark's options read by [`bench_options`], with unknown names refused and typed
-/// lookups, as the bench binaries take them.
-pub struct BenchArgs {
-    opts: Vec<(String, String)>,
+/// A finite number `> 0`: clap's `value_parser` for benchmark rates, durations and targets.
+pub fn positive(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .ok_or_else(|| format!("{s:?} is not a positive number"))
 }
 
-impl BenchArgs {
-    /// Reads `known` (`(name, VAR)`) and `switches` as [`bench_options`] does; a name not in
-    /// `known` is an error that lists the known ones.
-    pub fn load(known: &[(&str, &str)], switches: &[&str]) -> anyhow::Result<Self> {
-        let opts = bench_options(known, switches)?;
-        if let Some((k, _)) = opts
-            .iter()
-            .find(|(k, _)| !known.iter().any(|(name, _)| name == k))
-        {
-            let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
-            anyhow::bail!("unknown option --{k} (known: {})", names.join(", "));
-        }
-        Ok(Self { opts })
-    }
-
-    /// The last value given for `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.opts
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether the switch `key` is on (given, and not `0`).
-    pub fn switch(&self, key: &str) -> bool {
-        self.get(key).is_some_and(|v| v != "0")
-    }
-
-    /// `key` as a finite number `>= 0`, or `default` when not given.
-    pub fn non_negative(&self, key: &str, default: f64) -> anyhow::Result<f64> {
-        self.number(key, default, |x| x >= 0.0, "non-negative")
-    }
-
-    /// `key` as a finite number `> 0`, or `default` when not given.
-    pub fn positive(&self, key: &str, default: f64) -> anyhow::Result<f64> {
-        self.number(key, default, |x| x > 0.0, "positive")
-    }
-
-    fn number(
-        &self,
-        key: &str,
-        default: f64,
-        ok: impl Fn(f64) -> bool,
-        what: &str,
-    ) -> anyhow::Result<f64> {
-        use anyhow::Context as _;
-        match self.get(key) {
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite() && ok(*x))
-                .with_context(|| format!("--{key} {v:?} is not a {what} number")),
-            None => Ok(default),
-        }
-    }
+/// A finite number `>= 0`: clap's `value_parser` for benchmark amounts that may be zero.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a non-negative number"))
 }
 
 /// The 1, 5 and 15 minute load averages, for benchmark headers ("unknown" off Linux).

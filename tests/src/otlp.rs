@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -407,11 +406,7 @@ fn render(value: &AnyValue) -> String {
     }
 }
 
+/// Lowercase hex, as OTLP/JSON and W3C `traceparent` write trace and span IDs.
 fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    data_encoding::HEXLOWER.encode(bytes)
 }

@@ -479,7 +479,7 @@ pub enum StageConfig {
 }
 
 /// Where a stage reads from: `frames` (camera frames) or another stage's ID.
-pub const FRAMES: &str = "frames";
+pub const FRAMES: &str = panoptes_contracts::stage::Input::FRAMES;
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

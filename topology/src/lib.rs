@@ -4,11 +4,14 @@
 //! Loading goes: YAML → spanned tree (`yaml`, with `${VAR}` interpolation) → structural check
 //! against the JSON Schema generated from [`config`] (`schema_check`) → semantic checks on the
 //! tree (`semantic`) → typed [`Topology`]. Every problem found in one pass is reported.
+//! [`Plan`] compiles a topology for one worker process: its stages in build order and what
+//! flows along each edge.
 
 pub mod config;
 mod de;
 pub mod diagnostic;
 pub mod graph;
+pub mod plan;
 mod schema_check;
 mod semantic;
 pub mod yaml;
@@ -19,6 +22,7 @@ use std::sync::Arc;
 
 pub use config::*;
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+pub use plan::{Plan, PlanError, Step};
 pub use yaml::PathSeg;
 
 /// A topology that passed validation, with what is needed to point back into its file.

@@ -11,17 +11,8 @@
 //! ```
 //!
 //! Needs what scripts/setup.sh makes (the letterbox operator, the PP-OCRv4 det model, a
-//! nats-server). Options (each also as an environment variable; the argument wins):
-//!
-//! | argument       | variable                 | default                                    |
-//! |----------------|--------------------------|--------------------------------------------|
-//! | `--quick`      | `PANOPTES_BENCH_QUICK=1` | off: 5 rounds, 3 s warm-up, 8 s window; quick: 2, 2 s, 4 s |
-//! | `--rounds N`   | `TRACE_ROUNDS`           | see `--quick`                              |
-//! | `--window-s S` | `TRACE_WINDOW_S`         | see `--quick`                              |
-//! | `--warmup-s S` | `TRACE_WARMUP_S`         | see `--quick`                              |
-//! | `--cameras N`  | `TRACE_CAMERAS`          | 4                                          |
-//! | `--fps F`      | `TRACE_FPS`              | 40 per camera                              |
-//! | `--side PX`    | `TRACE_SIDE`             | 160 (detector input side, a multiple of 32) |
+//! nats-server). Options: `cargo bench -p panoptes --bench tracing -- --help` (each also an
+//! environment variable; the argument wins).
 //!
 //! What it measures:
 //!
@@ -102,6 +93,44 @@ const GUARD: Duration = Duration::from_secs(120);
 /// The three configurations: a name and the sampling ratio (`None`: no export at all).
 const CONFIGS: [(&str, Option<f64>); 3] = [("off", None), ("1%", Some(0.01)), ("100%", Some(1.0))];
 
+/// Tracing overhead: one worker's throughput with trace export off, sampled at 1 % and at
+/// 100 %; see the file's header.
+#[derive(clap::Parser)]
+struct Args {
+    /// A smoke run: 2 rounds, 2 s warm-up, 4 s window (otherwise 5, 3 s, 8 s).
+    #[arg(long, env = "PANOPTES_BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
+    quick: bool,
+    /// Rounds of the three configurations [default: see --quick].
+    #[arg(long, env = "TRACE_ROUNDS", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rounds: Option<u64>,
+    /// Seconds counted per run [default: see --quick].
+    #[arg(long, env = "TRACE_WINDOW_S", value_parser = panoptes_tests::positive)]
+    window_s: Option<f64>,
+    /// Warm-up seconds per run [default: see --quick].
+    #[arg(long, env = "TRACE_WARMUP_S", value_parser = panoptes_tests::positive)]
+    warmup_s: Option<f64>,
+    /// Cameras publishing.
+    #[arg(long, env = "TRACE_CAMERAS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    cameras: u64,
+    /// Frames per second each camera offers.
+    #[arg(long, env = "TRACE_FPS", default_value_t = 40.0, value_parser = panoptes_tests::positive)]
+    fps: f64,
+    /// The detector's input side in pixels, a multiple of 32 from 32 to 1280.
+    #[arg(long, env = "TRACE_SIDE", default_value_t = 160, value_parser = side)]
+    side: u32,
+    #[command(flatten)]
+    cargo: panoptes_tests::CargoBench,
+}
+
+/// `--side`'s values: what the detector takes.
+fn side(s: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|side| side.is_multiple_of(32) && (32..=1280).contains(side))
+        .ok_or_else(|| format!("{s:?} is not a multiple of 32 from 32 to 1280"))
+}
+
 struct Options {
     rounds: usize,
     window: Duration,
@@ -112,41 +141,23 @@ struct Options {
 }
 
 impl Options {
-    /// Environment first, then arguments (`cargo bench` adds `--bench`, which is ignored).
-    fn load() -> anyhow::Result<Self> {
-        let known = [
-            ("quick", "PANOPTES_BENCH_QUICK"),
-            ("rounds", "TRACE_ROUNDS"),
-            ("window-s", "TRACE_WINDOW_S"),
-            ("warmup-s", "TRACE_WARMUP_S"),
-            ("cameras", "TRACE_CAMERAS"),
-            ("fps", "TRACE_FPS"),
-            ("side", "TRACE_SIDE"),
-        ];
-        let args = panoptes_tests::BenchArgs::load(&known, &["quick"])?;
-        let num = |key: &str, default: f64| args.positive(key, default);
-        let quick = args.switch("quick");
-        let (rounds, warmup, window) = if quick {
-            (2.0, 2.0, 4.0)
+    /// The options of [`Args`], with `--quick`'s defaults filled in.
+    fn load() -> Self {
+        let args = <Args as clap::Parser>::parse();
+        let (rounds, warmup, window) = if args.quick {
+            (2, 2.0, 4.0)
         } else {
-            (5.0, 3.0, 8.0)
+            (5, 3.0, 8.0)
         };
-        let side = num("side", 160.0)?.round() as u32;
-        if !side.is_multiple_of(32) || !(32..=1280).contains(&side) {
-            bail!("--side {side} must be a multiple of 32 from 32 to 1280 (the detector's input)");
+        Self {
+            // Ranges checked by clap (at most 1000 and 64), so the casts are exact.
+            rounds: args.rounds.map_or(rounds, |n| n as usize),
+            window: Duration::from_secs_f64(args.window_s.unwrap_or(window)),
+            warmup: Duration::from_secs_f64(args.warmup_s.unwrap_or(warmup)),
+            cameras: args.cameras as usize,
+            fps: args.fps,
+            side: args.side,
         }
-        let cameras = num("cameras", 4.0)?.round() as usize;
-        if !(1..=64).contains(&cameras) {
-            bail!("--cameras {cameras} must be 1..=64");
-        }
-        Ok(Self {
-            rounds: num("rounds", rounds)?.round().max(1.0) as usize,
-            window: Duration::from_secs_f64(num("window-s", window)?),
-            warmup: Duration::from_secs_f64(num("warmup-s", warmup)?),
-            cameras,
-            fps: num("fps", 40.0)?,
-            side,
-        })
     }
 }
 
@@ -167,7 +178,7 @@ fn pct(x: f64) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    let options = Options::load()?;
+    let options = Options::load();
     panoptes_tests::require_setup();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use panoptes_model::{Graph, GraphOptions, ManifestError};
+use panoptes_model::{Graph, GraphOptions};
 use panoptes_topology::{Diagnostic, PathSeg, SourceConfig, StageConfig, TopologyFile};
 use panoptes_wasm::{OperatorEngine, WasmError};
 
@@ -62,12 +62,12 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
             Ok(r) => r,
             Err(e) => {
                 // A manifest that does not read, or a sha256 that disagrees with it.
-                let key = if e.downcast_ref::<ManifestError>().is_some() {
+                let key = if matches!(e, panoptes_model::build::BuildError::Manifest { .. }) {
                     &file_path
                 } else {
                     &at("sha256")
                 };
-                out.push(t.diagnostic_at(key, format!("{e:#}")));
+                out.push(t.diagnostic_at(key, format!("{:#}", anyhow::Error::from(e))));
                 continue;
             }
         };
@@ -207,8 +207,9 @@ fn files(t: &TopologyFile) -> Vec<Diagnostic> {
                 continue;
             }
         };
-        let started =
-            crate::registry::instance_spec(t, op).and_then(|spec| Ok(spec.instantiate(&module)?));
+        let started = crate::registry::instance_spec(t, op)
+            .map_err(anyhow::Error::from)
+            .and_then(|spec| Ok(spec.instantiate(&module)?));
         if let Err(e) = started {
             out.push(t.diagnostic_at(
                 &stage_path(i, "config"),

@@ -6,27 +6,18 @@ use panoptes_topology::{
     TopologyFile, WireEncoding,
 };
 
+use std::path::Path;
+
+use panoptes_contracts::PixelFormat;
+use panoptes_wasm::WasmError;
+use panoptes_wasm::accepts::AcceptsError;
+
 use super::stage_path;
 
 /// NATS's default `max_payload` (1 MiB): what `encoding: auto` cameras are checked against
 /// where the server is not known (`run`, `worker` and `ingest` check before they connect;
 /// `validate --env` asks the server).
 pub const NATS_DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
-
-/// The operator that decodes JPEG frames (and passes raw ones through): `operators/jpeg`,
-/// shipped as `jpeg.wasm`.
-const JPEG_OPERATOR: &str = "jpeg";
-
-/// The other built-in operators (`scripts/build-operators.sh`), none of which reads JPEG.
-const RAW_ONLY_OPERATORS: &[&str] = &[
-    "letterbox",
-    "resize",
-    "normalize",
-    "colorconvert",
-    "crop",
-    "onnx",
-    "misbehave",
-];
 
 /// Which parts of a topology a process runs, for [`unsupported`].
 #[derive(Clone, Copy, Debug)]
@@ -107,18 +98,21 @@ pub(super) fn refused(
     out
 }
 
-/// Whether an operator stage reads JPEG frames, told by its file's name: `Some(true)` for the
-/// built-in `jpeg` operator, `Some(false)` for the other built-in ones, `None` for an operator
-/// of the user's own, which may decode JPEG itself (nothing in a component declares the pixel
-/// formats it takes, so only running it could tell).
-fn takes_jpeg(op: &OperatorStage) -> Option<bool> {
-    let name = op.wasm.file_stem()?.to_str()?;
-    if name == JPEG_OPERATOR {
-        Some(true)
-    } else if RAW_ONLY_OPERATORS.contains(&name) {
-        Some(false)
-    } else {
-        None
+/// Whether the operator at `path` (the file its stage would load) reads JPEG frames, by the
+/// pixel formats its component declares (`export_operator!(Ty, accepts: [..])`, read by
+/// [`panoptes_wasm::accepts`]): `None` for an operator that declares nothing, which may decode
+/// JPEG itself (only running it could tell), and for a file that cannot be read or is not Wasm,
+/// which the file check and `validate --env`'s load report on their own. A declaration that is
+/// there but malformed is the error.
+fn takes_jpeg(path: &Path) -> Result<Option<bool>, AcceptsError> {
+    match panoptes_wasm::accepts::read_accepts(path) {
+        Ok(declared) => Ok(declared.map(|formats| formats.contains(&PixelFormat::Jpeg))),
+        Err(WasmError::Accepts {
+            source: AcceptsError::NotWasm(_),
+            ..
+        }) => Ok(None),
+        Err(WasmError::Accepts { source, .. }) => Err(source),
+        Err(_) => Ok(None),
     }
 }
 
@@ -135,29 +129,52 @@ fn sends_jpeg(cam: &CameraConfig, max_payload: usize) -> bool {
 }
 
 /// Cameras that send JPEG frames to stages that cannot read them: every stage that reads
-/// `frames` must take JPEG, and today only the `jpeg` operator does (it passes raw frames
+/// `frames` must take JPEG, and of the built-in operators only `jpeg` does (it passes raw frames
 /// through, so raw and JPEG cameras share a chain behind it). Reported at the camera's
-/// `encoding`, with the stage shown beside it. Stages whose operator is not a built-in one are
-/// given the benefit of the doubt (see [`takes_jpeg`]). `max_payload` is the server's, where
-/// known; `auto` cameras are otherwise judged against [`NATS_DEFAULT_MAX_PAYLOAD`].
+/// `encoding`, with the stage shown beside it. What an operator takes is what its component
+/// declares; one that declares nothing is given the benefit of the doubt, and a malformed
+/// declaration is reported at the stage's `wasm` (see [`takes_jpeg`]). The operator files are
+/// read only when some camera sends JPEG. `max_payload` is the server's, where known; `auto`
+/// cameras are otherwise judged against [`NATS_DEFAULT_MAX_PAYLOAD`].
 pub fn jpeg_readers(t: &TopologyFile, max_payload: Option<usize>) -> Vec<Diagnostic> {
     let limit = max_payload.unwrap_or(NATS_DEFAULT_MAX_PAYLOAD);
     let whose = match max_payload {
         Some(_) => "the server's",
         None => "NATS's default",
     };
-    let inputs = t.stage_inputs();
-    let refusing: Vec<(usize, &OperatorStage)> = t
-        .stages
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| inputs.get(*i) == Some(&FRAMES))
-        .filter_map(|(i, stage)| match stage {
-            StageConfig::Operator(op) if takes_jpeg(op) == Some(false) => Some((i, op)),
-            _ => None,
-        })
-        .collect();
     let mut out = Vec::new();
+    if !t.cameras.iter().any(|cam| sends_jpeg(cam, limit)) {
+        return out;
+    }
+    let inputs = t.stage_inputs();
+    let mut refusing: Vec<(usize, &OperatorStage)> = Vec::new();
+    for (i, stage) in t.stages.iter().enumerate() {
+        let StageConfig::Operator(op) = stage else {
+            continue;
+        };
+        if inputs.get(i) != Some(&FRAMES) {
+            continue;
+        }
+        // Resolved as the stage will load it.
+        let path = crate::registry::module_spec(t, op).path;
+        match takes_jpeg(&path) {
+            Ok(Some(false)) => refusing.push((i, op)),
+            Ok(_) => {}
+            Err(e) => out.push(
+                t.diagnostic_at(
+                    &stage_path(i, "wasm"),
+                    format!(
+                        "cannot tell whether stage `{}` takes the JPEG frames it reads: {}: {e}",
+                        op.id,
+                        path.display()
+                    ),
+                )
+                .help(
+                    "rebuild the operator with the SDK's `export_operator!(Type, accepts: [..])`, which writes the section",
+                ),
+            ),
+        }
+    }
     for (c, cam) in t.cameras.iter().enumerate() {
         if !sends_jpeg(cam, limit) {
             continue;
@@ -371,10 +388,73 @@ mod tests {
     }
 
     #[test]
-    fn operators_of_the_users_own_are_given_the_benefit_of_the_doubt() {
-        // Not a built-in name: it may decode JPEG itself, which only running it could tell.
+    fn operators_that_declare_nothing_are_given_the_benefit_of_the_doubt() {
+        // misbehave declares no formats: it may decode JPEG itself, which only running it
+        // could tell.
         let stages = "  - { id: own, kind: operator, wasm: \"{op:misbehave-v2}\", emits: frames }\n  - { id: pre, kind: operator, wasm: \"{op:letterbox}\", config: { width: 160, height: 160 } }\n{tail:pre}";
         let t = wire_topology(&camera("cam-j", "    encoding: jpeg\n"), stages);
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+    }
+
+    /// Copies of the built operators under other names, and one with a malformed declaration.
+    fn renamed(dir: &std::path::Path) -> [String; 3] {
+        let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../operators/dist");
+        let copy = |from: &str, to: &str| {
+            let path = dir.join(to);
+            std::fs::copy(dist.join(from), &path).expect("copy");
+            path.display().to_string()
+        };
+        let raw = copy("letterbox.wasm", "mine.wasm");
+        let decoder = copy("jpeg.wasm", "letterbox.wasm");
+        // A core module holding only a `panoptes:accepts` section that names no pixel format.
+        let mut bad = b"\0asm\x01\0\0\0".to_vec();
+        let body = [&[16u8][..], b"panoptes:accepts", b"v1 png"].concat();
+        bad.extend([0, u8::try_from(body.len()).expect("short")]);
+        bad.extend(body);
+        let path = dir.join("bad.wasm");
+        std::fs::write(&path, bad).expect("write");
+        [raw, decoder, path.display().to_string()]
+    }
+
+    #[test]
+    fn what_an_operator_takes_is_its_declaration_not_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let [raw, decoder, bad] = renamed(dir.path());
+        let jpeg_cam = camera("cam-j", "    encoding: jpeg\n");
+        let stage = |wasm: &str| {
+            format!(
+                "  - {{ id: pre, kind: operator, wasm: \"{wasm}\", config: {{ width: 160, height: 160 }} }}\n{{tail:pre}}"
+            )
+        };
+        // letterbox's component under another name still takes raw frames only.
+        let t = wire_topology(&jpeg_cam, &stage(&raw));
+        let found = wire_problems(&t, None);
+        assert!(
+            found.len() == 1
+                && found[0].contains("the `mine.wasm` operator, which takes raw frames only"),
+            "{found:?}"
+        );
+        // jpeg's component named letterbox.wasm takes JPEG.
+        let t = wire_topology(&jpeg_cam, &stage(&decoder));
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+        // A malformed declaration is reported at the stage's `wasm`, once JPEG is sent.
+        let t = wire_topology(&jpeg_cam, &stage(&bad));
+        let found = wire_problems(&t, None);
+        assert!(
+            found.len() == 1
+                && found[0].starts_with("t.yaml:8:")
+                && found[0]
+                    .contains("cannot tell whether stage `pre` takes the JPEG frames it reads")
+                && found[0].contains("bad.wasm")
+                && found[0].contains("names `png`"),
+            "{found:?}"
+        );
+        let t = wire_topology(&camera("cam-r", ""), &stage(&bad));
+        assert_eq!(wire_problems(&t, None), Vec::<String>::new());
+        // A file gone since the topology was read is the file check's to report (of a
+        // topology read again), not this one's.
+        let t = wire_topology(&jpeg_cam, &stage(&raw));
+        std::fs::remove_file(&raw).expect("remove");
         assert_eq!(wire_problems(&t, None), Vec::<String>::new());
     }
 }

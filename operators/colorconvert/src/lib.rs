@@ -110,7 +110,7 @@ impl Operator for ColorConvertOperator {
     }
 }
 
-panoptes_operator_sdk::export_operator!(ColorConvertOperator);
+panoptes_operator_sdk::export_operator!(ColorConvertOperator, accepts: [Nv12, I420]);
 
 #[cfg(test)]
 mod tests {

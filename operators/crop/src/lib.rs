@@ -157,7 +157,8 @@ impl Operator for CropOperator {
     }
 }
 
-panoptes_operator_sdk::export_operator!(CropOperator);
+// It takes detections, and crops them from the frame's RGB8 pixels.
+panoptes_operator_sdk::export_operator!(CropOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

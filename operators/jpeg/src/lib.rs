@@ -137,7 +137,8 @@ fn passthrough(frame: &Frame) -> Result<Output, String> {
     }))
 }
 
-panoptes_operator_sdk::export_operator!(JpegOperator);
+// JPEG is decoded; RGB8 passes through unchanged, so raw and JPEG cameras share a chain.
+panoptes_operator_sdk::export_operator!(JpegOperator, accepts: [Rgb8, Jpeg]);
 
 #[cfg(test)]
 mod tests {

@@ -138,7 +138,7 @@ fn input_kind(input: &Input) -> &'static str {
     }
 }
 
-panoptes_operator_sdk::export_operator!(LetterboxOperator);
+panoptes_operator_sdk::export_operator!(LetterboxOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

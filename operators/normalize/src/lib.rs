@@ -98,7 +98,8 @@ impl Operator for NormalizeOperator {
     }
 }
 
-panoptes_operator_sdk::export_operator!(NormalizeOperator);
+// Or tensors; a frame it reads must be RGB8.
+panoptes_operator_sdk::export_operator!(NormalizeOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

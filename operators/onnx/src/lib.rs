@@ -82,4 +82,5 @@ impl Operator for OnnxOperator {
     }
 }
 
-panoptes_operator_sdk::export_operator!(OnnxOperator);
+// It takes tensors and reads no frame.
+panoptes_operator_sdk::export_operator!(OnnxOperator, accepts: []);

@@ -19,7 +19,8 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 pub const MAX_SIDE: u32 = 16_384;
 
 /// Maps coordinates of the output tensor back to the source frame: `src = (dst - offset) / scale`,
-/// per axis.
+/// per axis. The one definition: the host's items (`panoptes_contracts::tensor::Transform`) and
+/// the kernels here share it; the WIT `transform` record is its wire form.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transform {
     pub scale_x: f32,
@@ -29,6 +30,13 @@ pub struct Transform {
 }
 
 impl Transform {
+    pub const IDENTITY: Transform = Transform {
+        scale_x: 1.0,
+        scale_y: 1.0,
+        offset_x: 0.0,
+        offset_y: 0.0,
+    };
+
     /// Maps a point of the output tensor to source-frame pixel coordinates.
     pub fn to_source(&self, x: f32, y: f32) -> (f32, f32) {
         (

@@ -151,7 +151,7 @@ fn input_kind(input: &Input) -> &'static str {
     }
 }
 
-panoptes_operator_sdk::export_operator!(ResizeOperator);
+panoptes_operator_sdk::export_operator!(ResizeOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

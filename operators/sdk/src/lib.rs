@@ -18,6 +18,22 @@
 //! panoptes_operator_sdk::export_operator!(Brightness);
 //! ```
 //!
+//! ## Declaring the frames an operator accepts
+//!
+//! `export_operator!(Ty, accepts: [Rgb8, Jpeg])` declares the pixel formats ([`PixelFormat`]'s
+//! variants: `Rgb8`, `Nv12`, `I420`, `Jpeg`) of the frames the operator can work with, so the
+//! host can check a topology without running it (`panoptes validate` refuses a JPEG camera whose
+//! frames reach an operator that does not accept `Jpeg`). `accepts: []` declares an operator
+//! that reads no frame (it takes tensors, like `onnx`); plain `export_operator!(Ty)` declares
+//! nothing, and the host gives such an operator the benefit of the doubt.
+//!
+//! The declaration is a Wasm custom section of the core module, [`ACCEPTS_SECTION`]
+//! (`panoptes:accepts`), kept inside the component. Its encoding, version 1, is ASCII text: `v1`,
+//! then, for a non-empty list, one space and the frame/v1 format names (`rgb8`, `nv12`, `i420`,
+//! `jpeg`) joined by commas, each at most once: `v1 rgb8,jpeg`; `v1` alone is the empty list.
+//! One section per component; a reader that meets another version refuses it rather than guess.
+//! The host's reader is `panoptes_wasm::accepts`.
+//!
 //! The world is `panoptes:operator/model-operator@0.1.0`: an operator that never calls [`nn`]
 //! does not import `wasi:nn` (unused imports are dropped when the component is made), so it
 //! is a plain `operator` component.
@@ -148,14 +164,65 @@ pub mod __private {
             Self::new()
         }
     }
+
+    /// `text`'s bytes as the array a `link_section` static needs (a `&str` cannot be one: the
+    /// section would hold a pointer, not the text). `N` must be `text.len()`.
+    pub const fn section_bytes<const N: usize>(text: &str) -> [u8; N] {
+        let bytes = text.as_bytes();
+        assert!(bytes.len() == N, "section length differs from its text");
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = bytes[i];
+            i += 1;
+        }
+        out
+    }
 }
 
-/// Exports a type implementing [`Operator`] as the component's `init` and `process`.
+/// The custom section in which [`export_operator!`] declares the pixel formats an operator
+/// accepts (encoding: see the crate docs). The host reads the same name.
+pub const ACCEPTS_SECTION: &str = "panoptes:accepts";
+
+/// Exports a type implementing [`Operator`] as the component's `init` and `process`, optionally
+/// declaring the pixel formats of the frames it accepts:
+///
+/// ```ignore
+/// panoptes_operator_sdk::export_operator!(JpegOperator, accepts: [Rgb8, Jpeg]);
+/// ```
+///
+/// The names are [`PixelFormat`]'s variants; an unknown one does not compile. Without
+/// `accepts`, nothing is declared (see the crate docs).
 ///
 /// The export glue exists only on `wasm32`; on the host the operator still compiles, so its
 /// logic can be unit-tested and linted natively.
 #[macro_export]
 macro_rules! export_operator {
+    ($ty:ty) => {
+        $crate::__export_operator_glue!($ty);
+    };
+    ($ty:ty, accepts: [$($format:ident),* $(,)?]) => {
+        $crate::__export_operator_glue!($ty);
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            const __PANOPTES_ACCEPTS_TEXT: &str = $crate::__accepts_text!($($format),*);
+
+            // A custom section of the core module: wasm-ld keeps sections of this kind (even
+            // stripped), and the component embeds the module whole, so the host finds it
+            // without running anything. `#[used]` keeps the unreferenced static.
+            #[unsafe(link_section = "panoptes:accepts")]
+            #[used]
+            static __PANOPTES_ACCEPTS: [u8; __PANOPTES_ACCEPTS_TEXT.len()] =
+                $crate::__private::section_bytes(__PANOPTES_ACCEPTS_TEXT);
+        };
+    };
+}
+
+/// The `init`/`process` export glue of [`export_operator!`]; not a stable API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_operator_glue {
     ($ty:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
@@ -184,4 +251,67 @@ macro_rules! export_operator {
             );
         };
     };
+}
+
+/// The `panoptes:accepts` text (version 1) for a list of [`PixelFormat`] variant names: `v1`,
+/// then ` ` and the frame/v1 names joined by `,`. Not a stable API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __accepts_text {
+    () => {
+        "v1"
+    };
+    ($first:ident $(, $rest:ident)*) => {
+        concat!(
+            "v1 ",
+            $crate::__pixel_format_name!($first)
+            $(, ",", $crate::__pixel_format_name!($rest))*
+        )
+    };
+}
+
+/// The frame/v1 name of a [`PixelFormat`] variant, at compile time. Not a stable API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pixel_format_name {
+    (Rgb8) => {
+        "rgb8"
+    };
+    (Nv12) => {
+        "nv12"
+    };
+    (I420) => {
+        "i420"
+    };
+    (Jpeg) => {
+        "jpeg"
+    };
+    ($other:ident) => {
+        compile_error!(concat!(
+            "unknown pixel format `",
+            stringify!($other),
+            "` in `accepts`: use Rgb8, Nv12, I420 or Jpeg"
+        ))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accepts_text_is_version_1() {
+        assert_eq!(crate::__accepts_text!(), "v1");
+        assert_eq!(crate::__accepts_text!(Rgb8), "v1 rgb8");
+        assert_eq!(crate::__accepts_text!(Rgb8, Jpeg), "v1 rgb8,jpeg");
+        assert_eq!(
+            crate::__accepts_text!(Rgb8, Nv12, I420, Jpeg),
+            "v1 rgb8,nv12,i420,jpeg"
+        );
+    }
+
+    #[test]
+    fn section_bytes_copy_the_text() {
+        const TEXT: &str = crate::__accepts_text!(Nv12, I420);
+        const BYTES: [u8; TEXT.len()] = crate::__private::section_bytes(TEXT);
+        assert_eq!(&BYTES, b"v1 nv12,i420");
+    }
 }

@@ -14,7 +14,6 @@ mod loss;
 mod publishing;
 mod scheduling;
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -121,55 +120,8 @@ pub enum Delivery {
     Durable(DurableConfig),
 }
 
-/// What a worker's first stages read: `<ns>.<token>.<camera>`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Input {
-    /// Camera frames (`frame/v1`) from ingest.
-    #[default]
-    Frames,
-    /// Items (`item/v1`) forwarded by the stage with this ID, run by another process.
-    Stage(String),
-}
-
-impl Input {
-    /// The token the topology names camera frames by; no stage may take it as its ID.
-    const FRAMES: &'static str = "frames";
-
-    /// The subject token: `frames`, or the upstream stage's ID.
-    pub fn token(&self) -> &str {
-        match self {
-            Input::Frames => Self::FRAMES,
-            Input::Stage(stage) => stage,
-        }
-    }
-}
-
-/// A topology's `input:`: `frames`, or a stage ID.
-impl From<&str> for Input {
-    fn from(token: &str) -> Self {
-        if token == Self::FRAMES {
-            Input::Frames
-        } else {
-            Input::Stage(token.to_owned())
-        }
-    }
-}
-
-impl From<String> for Input {
-    fn from(token: String) -> Self {
-        if token == Self::FRAMES {
-            Input::Frames
-        } else {
-            Input::Stage(token)
-        }
-    }
-}
-
-impl fmt::Display for Input {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.token())
-    }
-}
+// What the worker's first stages read: the one typed value the topology's plan also uses.
+pub use panoptes_contracts::stage::Input;
 
 pub struct Worker {
     client: async_nats::Client,

@@ -3,8 +3,10 @@
 //!
 //! [`Graph`] is the one backend-agnostic API: the model stage ([`ModelStage`]) and the `wasi:nn`
 //! host that Wasm model operators call both run graphs through it, and [`ModelRegistry`] loads
-//! each named model once per process and hands out clones of the same graph.
+//! each named model once per process and hands out clones of the same graph. [`build`] turns a
+//! topology's `kind: model` stage into a [`ModelStage`] (and resolves what it feeds downstream).
 
+pub mod build;
 mod crops;
 mod graph;
 mod manifest;

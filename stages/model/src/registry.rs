@@ -164,9 +164,6 @@ pub(crate) fn check_model_file(model: &str, path: &Path) -> Result<(), ModelErro
 pub fn sha256_file(path: &Path) -> Result<String, FileError> {
     let mut hasher = Sha256::new();
     panoptes_files::read_chunked(path, MODEL_MAX, |chunk| hasher.update(chunk))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    // sha2's digest output formats itself as lowercase hex (`LowerHex`).
+    Ok(format!("{:x}", hasher.finalize()))
 }

@@ -90,7 +90,7 @@ pub(crate) fn class_label(labels: Option<&[String]>, class: usize) -> String {
 /// Maps a point of the tensor to original-frame pixels, clamped to the frame. Non-finite
 /// coordinates stay non-finite (`clamp` keeps NaN), so callers can drop them.
 pub(crate) fn to_frame_point(transform: &Transform, frame: &FrameMeta, p: [f32; 2]) -> [f32; 2] {
-    let [x, y] = transform.to_source(p);
+    let (x, y) = transform.to_source(p[0], p[1]);
     [
         x.clamp(0.0, frame.width as f32),
         y.clamp(0.0, frame.height as f32),

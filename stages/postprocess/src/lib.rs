@@ -1,5 +1,6 @@
 //! Postprocessors that turn model outputs into detections, each usable on its own and as a
-//! pipeline stage ([`build`] makes the stage a topology names):
+//! pipeline stage ([`from_config`] makes the stage a topology declares, [`build`] the one a kind
+//! and params name):
 //!
 //! - [`db`]: the probability map of a DB text detector (PaddleOCR PP-OCRv4 det) into rotated
 //!   text boxes ([`DbStage`]).
@@ -24,6 +25,6 @@ pub mod yolo;
 pub use common::InputError;
 pub use ctc::{CtcDecoder, CtcError, CtcParams, CtcStage, CtcText};
 pub use db::{DbError, DbParams, DbPostProcessor, TextBox, db_postprocess};
-pub use stage::{DbStage, PostprocessError, Postprocessor, build};
+pub use stage::{DbStage, PostprocessError, Postprocessor, build, from_config};
 pub use topk::{Softmax, TopkError, TopkParams, TopkStage};
 pub use yolo::{YoloBox, YoloDecoder, YoloError, YoloLayout, YoloParams, YoloStage, iou, nms};

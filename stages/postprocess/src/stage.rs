@@ -1,4 +1,5 @@
-//! Postprocessors as pipeline stages: [`build`] makes the one a topology names, and
+//! Postprocessors as pipeline stages: [`from_config`] and [`build`] make the one a topology
+//! names, and
 //! [`DbStage`] runs the DB text-box postprocessor (probability map in, boxes in original-frame
 //! pixels out).
 
@@ -31,6 +32,32 @@ pub enum PostprocessError {
          labels); `label` does not apply to it"
     )]
     LabelNotUsed { postprocessor: &'static str },
+    #[error("stage {stage:?}")]
+    Stage {
+        stage: String,
+        #[source]
+        source: Box<PostprocessError>,
+    },
+}
+
+/// Builds a topology's `kind: postprocess` stage. `manifest_params`: what the manifest of the
+/// model upstream gives this postprocessor, used when the stage sets no `params`; `labels`: that
+/// model's class names or character list (see [`build`]).
+pub fn from_config(
+    p: &panoptes_topology::PostprocessStage,
+    manifest_params: Option<serde_json::Value>,
+    labels: Option<Vec<String>>,
+) -> Result<Box<dyn Stage>, PostprocessError> {
+    let params = match (&p.params, manifest_params) {
+        (serde_json::Value::Null, Some(params)) => params,
+        (given, _) => given.clone(),
+    };
+    build(&p.id, p.postprocessor, &params, p.label.as_deref(), labels).map_err(|e| {
+        PostprocessError::Stage {
+            stage: p.id.clone(),
+            source: Box::new(e),
+        }
+    })
 }
 
 /// Builds the stage for a topology's `postprocessor` (`db`, `yolo`, `topk` or `ctc`) with its

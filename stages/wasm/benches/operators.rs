@@ -9,6 +9,7 @@
 //! ```text
 //! scripts/build-operators.sh
 //! cargo bench -p panoptes-wasm --bench operators            # PANOPTES_BENCH_RUNS=50 for more
+//! cargo bench -p panoptes-wasm --bench operators -- crop jpeg  # only these; --help for options
 //! ```
 
 #[path = "../tests/it/common.rs"]
@@ -33,11 +34,19 @@ const WARMUP: usize = 3;
 /// Bytes of one 1280x720 RGB8 frame.
 const RGB_BYTES: usize = (W * H * 3) as usize;
 
-fn runs() -> usize {
-    std::env::var("PANOPTES_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
+/// Per-frame cost of each built-in operator through the Wasm host versus its native kernel.
+#[derive(clap::Parser)]
+struct Args {
+    /// Timed runs per operator and side under `cargo bench`.
+    #[arg(long, env = "PANOPTES_BENCH_RUNS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    runs: u64,
+    /// Set by `cargo bench`. Without it (`cargo test --benches`) each operator runs twice, a
+    /// smoke test rather than a measurement.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Operators to run, by part of their name (e.g. to profile one); all when none is given.
+    filters: Vec<String>,
 }
 
 /// The frame as a stage hands it over: the pixel buffer is shared, not copied, per call.
@@ -162,21 +171,12 @@ fn boxes() -> Vec<Detection> {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and expects a quick
-    // smoke run.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let runs = if args.iter().any(|a| a == "--bench") {
-        runs()
-    } else {
-        2
+    let args = <Args as clap::Parser>::parse();
+    // At most 100 000, checked by clap, so the cast is exact.
+    let runs = if args.bench { args.runs as usize } else { 2 };
+    let selected = |name: &str| {
+        args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str()))
     };
-    // Other arguments select operators by name (`cargo bench ... -- crop jpeg`), e.g. to profile one.
-    let filters: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
     let engine = OperatorEngine::new(EngineOptions {
         max_instances: 8,
         ..EngineOptions::default()

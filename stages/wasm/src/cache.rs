@@ -16,12 +16,15 @@ const FORMAT: &str = "v1";
 
 /// Where the compiled form of `module` for `engine` lives under `dir`.
 pub(crate) fn entry_path(dir: &Path, module: &[u8], engine: &Engine) -> PathBuf {
-    let module_hash = hex(&Sha256::digest(module));
+    // sha2's digest output formats itself as lowercase hex (`LowerHex`).
+    let module_hash = format!("{:x}", Sha256::digest(module));
     // `precompile_compatibility_hash` only implements `Hash`; feed it to SHA-256 so the key is
     // stable across processes (std's hasher makes no such promise).
     let mut engine_hasher = Sha256Hasher(Sha256::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut engine_hasher);
-    let engine_hash = hex(&engine_hasher.0.finalize()[..8]);
+    // The first 8 bytes (16 hex digits) are plenty to tell engine configurations apart; the
+    // precision cuts the digest's `LowerHex` output there.
+    let engine_hash = format!("{:.16x}", engine_hasher.0.finalize());
     dir.join(format!("{module_hash}-{engine_hash}-{FORMAT}.cwasm"))
 }
 
@@ -97,14 +100,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// Adapts SHA-256 to `std::hash::Hasher` so any `Hash` value can feed it.
 struct Sha256Hasher(Sha256);
 
@@ -124,8 +119,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_encodes_lowercase() {
-        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+    fn entry_name_is_lowercase_hex_of_module_and_engine() {
+        let engine = Engine::default();
+        let path = entry_path(Path::new("/cache"), b"module a", &engine);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("UTF-8 name");
+        let (module_hash, rest) = name.split_once('-').expect("module hash");
+        let (engine_hash, rest) = rest.split_once('-').expect("engine hash");
+        // SHA-256 of "module a", so the key is the digest itself and not some other encoding.
+        assert_eq!(
+            module_hash,
+            "fb503059c9f88e93bf9c14aca0ab8b6cccb9da910e6296da024bdd41987cec17"
+        );
+        // The engine part is the first 16 digits of its full digest.
+        let mut hasher = Sha256Hasher(Sha256::new());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        let full = format!("{:x}", hasher.0.finalize());
+        assert_eq!(full.len(), 64);
+        assert_eq!(Some(engine_hash), full.get(..16));
+        assert_eq!(rest, "v1.cwasm");
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub enum WasmError {
         source: std::io::Error,
     },
 
+    #[error("cannot tell what operator {} accepts: {source}", path.display())]
+    Accepts {
+        path: PathBuf,
+        #[source]
+        source: crate::accepts::AcceptsError,
+    },
+
     #[error("refusing operator {}: {source}", path.display())]
     Signature {
         path: PathBuf,

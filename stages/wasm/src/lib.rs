@@ -6,8 +6,12 @@
 //! no filesystem, network, environment, inherited stdio or clock (guest output is captured only to
 //! explain traps), a memory cap and a per-call deadline. A trap or timeout fails that frame only;
 //! the instance is rebuilt on the next call. A topology can require a key holder's ed25519 signature
-//! (`panoptes_client::keys`) before a module is compiled.
+//! (`panoptes_client::keys`) before a module is compiled. [`accepts`] reads the frame formats an
+//! operator declares, without compiling it; [`build`] turns a topology's `kind: operator` stage
+//! into an [`OperatorStage`].
 
+pub mod accepts;
+pub mod build;
 mod cache;
 mod capabilities;
 mod engine;

@@ -91,13 +91,8 @@ pub fn digest_matches(got: &str, declared: &str) -> bool {
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    // sha2's digest output formats itself as lowercase hex (`LowerHex`).
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 impl OperatorEngine {
@@ -623,8 +618,8 @@ fn wit_detection(d: &FrameDetection) -> Detection {
 }
 
 fn frame_detection(d: &Detection, to_frame: FrameTransform) -> FrameDetection {
-    let [x1, y1] = to_frame.to_source([d.x1, d.y1]);
-    let [x2, y2] = to_frame.to_source([d.x2, d.y2]);
+    let (x1, y1) = to_frame.to_source(d.x1, d.y1);
+    let (x2, y2) = to_frame.to_source(d.x2, d.y2);
     FrameDetection {
         bbox: [x1.min(x2), y1.min(y2), x1.max(x2), y1.max(y2)],
         polygon: None,
@@ -657,7 +652,7 @@ mod tests {
         let (sx, sy) = (100.0f32, 60.0f32);
         let (ix, iy) = (sx * 0.5, sy * 0.5 + 140.0);
         let (dx, dy) = (ix * 2.0 + 3.0, iy * 4.0 - 1.0);
-        let [bx, by] = both.to_source([dx, dy]);
+        let (bx, by) = both.to_source(dx, dy);
         assert!(
             (bx - sx).abs() < 1e-4 && (by - sy).abs() < 1e-4,
             "{bx},{by}"

@@ -6,4 +6,5 @@ mod examples;
 mod fuzz;
 mod graph;
 mod operators;
+mod plan;
 mod schema;
