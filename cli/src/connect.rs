@@ -327,6 +327,7 @@ fn pem_problem(e: &async_nats::rustls::pki_types::pem::Error) -> &'static str {
 mod tests {
     use super::*;
     use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
+    use panoptes_tests::ServerControls as _;
 
     fn server(extra_config: String) -> NatsServer {
         let opts = NatsServerOptions {

@@ -1,6 +1,7 @@
 //! Shared support for panoptes' end-to-end tests: a real nats-server per test, GStreamer set up
 //! once per test binary, the example topologies, and the geometry tests assert with.
 
+pub mod nats;
 pub mod otlp;
 pub mod procstat;
 pub mod rtsp;
@@ -13,6 +14,8 @@ use panoptes_contracts::{CameraId, Tensor};
 use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_topology::{CameraConfig, TopologyFile};
+
+pub use nats::ServerControls;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

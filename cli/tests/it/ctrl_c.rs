@@ -5,6 +5,7 @@
 //! once; a stop that cannot finish ends at its deadline; a worker started before NATS joins it
 //! once it is up; NATS client log lines stay off stderr unless asked for.
 
+use panoptes_tests::ServerControls as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::os::unix::process::CommandExt as _;

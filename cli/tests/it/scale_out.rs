@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::{CameraId, DetectionMessage};
-use panoptes_tests::{WorkerProcesses, detector_topology, nats_server};
+use panoptes_tests::{ServerControls as _, WorkerProcesses, detector_topology, nats_server};
 
 const NS: &str = "scale";
 const CAMERAS: usize = 8;

@@ -23,7 +23,7 @@ use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::{CameraId, DetectionMessage, Event, EventKind, Subjects};
 use panoptes_pipeline::camera_state::CameraLimits;
 use panoptes_pipeline::worker::{Worker, WorkerStats};
-use panoptes_tests::{WorkerProcesses, detector_topology, nats_server};
+use panoptes_tests::{ServerControls as _, WorkerProcesses, detector_topology, nats_server};
 
 /// Failure guard only: how long any wait may take before the test gives up.
 const GUARD: Duration = Duration::from_secs(120);

@@ -9,7 +9,7 @@ mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use config::ANY_PORT;
 use process::Launcher;
@@ -35,14 +35,8 @@ pub enum NatsServerError {
     Timeout(Duration),
     #[error("nats-server reported {0:?}, which names no port")]
     NoPort(String),
-    #[error(
-        "port {port} stayed in use for {waited:?}, so nats-server cannot listen on it again; its log:\n{log}"
-    )]
-    PortInUse {
-        port: u16,
-        waited: Duration,
-        log: String,
-    },
+    #[error("port {port} is in use, so nats-server cannot listen on it again; its log:\n{log}")]
+    PortInUse { port: u16, log: String },
     #[error("nats-server I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -75,8 +69,8 @@ impl Default for NatsServerOptions {
     }
 }
 
-/// A running nats-server child. [`NatsServer::pause`]/[`NatsServer::resume`] and
-/// [`NatsServer::restart`] keep its URL and its JetStream store across a stop.
+/// A running nats-server child. [`NatsServer::relaunch`] brings a server whose process ended back
+/// on the same URL with the same JetStream store (the test kit's pause/resume build on it).
 pub struct NatsServer {
     child: Child,
     url: String,
@@ -86,9 +80,6 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     launcher: Launcher,
 }
-
-/// How long [`NatsServer::resume`] keeps trying while the port is still taken.
-const PORT_RETRY_LIMIT: Duration = Duration::from_secs(10);
 
 impl NatsServer {
     pub fn start(opts: &NatsServerOptions) -> Result<Self, NatsServerError> {
@@ -150,16 +141,11 @@ impl NatsServer {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Kills the server (SIGKILL, as a crash would) and waits for it to exit. Its store and port
-    /// are kept for [`NatsServer::resume`]; connected clients see the connection drop.
-    pub fn pause(&mut self) {
-        self.kill();
-        tracing::info!(url = %self.url, "paused local nats-server");
-    }
-
-    /// Starts a paused (or crashed) server again on the same port with the same config and
-    /// JetStream store, so clients reconnect to the URL they know. Does nothing if it runs.
-    pub fn resume(&mut self) -> Result<(), NatsServerError> {
+    /// Starts the server again, on the port of its first start with the same config and
+    /// JetStream store, after its process ended (it crashed or was killed), so clients reconnect
+    /// to the URL they know. Does nothing while it runs. One attempt: a port someone else took
+    /// meanwhile is [`NatsServerError::PortInUse`].
+    pub fn relaunch(&mut self) -> Result<(), NatsServerError> {
         if self.is_running() {
             return Ok(());
         }
@@ -169,38 +155,21 @@ impl NatsServer {
             let fixed = format!("listen: \"127.0.0.1:{}\"", self.port);
             std::fs::write(&conf_path, conf.replacen(ANY_PORT, &fixed, 1))?;
         }
-        let started = Instant::now();
-        loop {
-            match self.launcher.launch(&self.binary, self.dir.path()) {
-                Ok((child, _)) => {
-                    self.child = child;
-                    tracing::info!(url = %self.url, "resumed local nats-server");
-                    return Ok(());
-                }
-                // nats-server sets SO_REUSEADDR, so a TIME_WAIT socket rarely blocks it, but
-                // another process may hold the port for a moment (a client's ephemeral port,
-                // a test's listener); the server exits at once on a failed bind, so try again.
-                Err(NatsServerError::Exited { log, .. })
-                    if log.contains("address already in use") =>
-                {
-                    if started.elapsed() >= PORT_RETRY_LIMIT {
-                        return Err(NatsServerError::PortInUse {
-                            port: self.port,
-                            waited: started.elapsed(),
-                            log,
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
+        match self.launcher.launch(&self.binary, self.dir.path()) {
+            Ok((child, _)) => {
+                self.child = child;
+                tracing::info!(url = %self.url, pid = self.pid(), "relaunched local nats-server");
+                Ok(())
             }
+            // nats-server exits at once on a failed bind.
+            Err(NatsServerError::Exited { log, .. }) if log.contains("address already in use") => {
+                Err(NatsServerError::PortInUse {
+                    port: self.port,
+                    log,
+                })
+            }
+            Err(e) => Err(e),
         }
-    }
-
-    /// [`NatsServer::pause`] then [`NatsServer::resume`]: same URL, same JetStream store.
-    pub fn restart(&mut self) -> Result<(), NatsServerError> {
-        self.pause();
-        self.resume()
     }
 
     /// Stops the server and waits for it to exit.
@@ -255,128 +224,5 @@ mod tests {
             Ok(None) => panic!("subscription closed"),
             Err(_) => panic!("no message within 5 s"),
         }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn restart_keeps_url_subscriptions_and_jetstream_data() {
-        use async_nats::jetstream::{self, stream};
-        for binary in binaries() {
-            let mut server = start(&binary, NatsServerOptions::default());
-            let url = server.url().to_owned();
-            let client = async_nats::connect(&url).await.expect("connect");
-            let mut sub = client.subscribe("after.restart").await.expect("subscribe");
-            let js = jetstream::new(client.clone());
-            js.create_stream(stream::Config {
-                name: "KEEP".to_owned(),
-                subjects: vec!["keep.>".to_owned()],
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .expect("create stream");
-            for i in 0..50 {
-                js.publish(format!("keep.{i}"), i.to_string().into())
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("ack");
-            }
-
-            let stopped = Instant::now();
-            server.restart().expect("restart");
-            let restarted = stopped.elapsed();
-            assert_eq!(server.url(), url);
-            assert!(server.is_running());
-
-            // Nothing is re-subscribed by hand: the client reconnects and re-sends its SUB.
-            let delivered = loop {
-                client
-                    .publish("after.restart", "hello".into())
-                    .await
-                    .expect("publish");
-                match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-                    Ok(Some(msg)) => break msg,
-                    Ok(None) => panic!("subscription closed by the restart"),
-                    Err(_) => assert!(
-                        stopped.elapsed() < Duration::from_secs(15),
-                        "{}: no delivery after the restart",
-                        binary.display()
-                    ),
-                }
-            };
-            assert_eq!(delivered.payload, "hello");
-            eprintln!(
-                "{}: restart {restarted:?}, first delivery {:?} after the kill",
-                binary.display(),
-                stopped.elapsed()
-            );
-
-            let mut keep = js.get_stream("KEEP").await.expect("stream survives");
-            let info = keep.info().await.expect("stream info");
-            assert_eq!(info.state.messages, 50, "{}", binary.display());
-            let last = keep
-                .get_last_raw_message_by_subject("keep.49")
-                .await
-                .expect("last message");
-            assert_eq!(last.payload, "49");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn resume_waits_for_a_taken_port_and_clients_come_back() {
-        let mut server = NatsServer::start(&NatsServerOptions {
-            jetstream: false,
-            ..NatsServerOptions::default()
-        })
-        .expect("nats-server (run scripts/setup.sh)");
-        let client = async_nats::connect(server.url()).await.expect("connect");
-        let mut sub = client.subscribe("back").await.expect("subscribe");
-        client.flush().await.expect("flush");
-
-        server.pause();
-        assert!(!server.is_running());
-        // Someone else holds the port for a while: resume must wait it out, not fail.
-        let squatter =
-            std::net::TcpListener::bind(("127.0.0.1", server.port())).expect("bind freed port");
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            drop(squatter);
-        });
-        let resuming = Instant::now();
-        let resumed = tokio::task::spawn_blocking(move || server.resume().map(|()| server))
-            .await
-            .expect("join");
-        let mut server = resumed.expect("resume after the port is free");
-        let waited = resuming.elapsed();
-        release.join().expect("join");
-        assert!(
-            waited >= Duration::from_millis(1400),
-            "resumed after {waited:?}"
-        );
-        assert!(server.is_running());
-        server
-            .resume()
-            .expect("resuming a running server is a no-op");
-
-        let down_until = Instant::now();
-        let delivered = loop {
-            client
-                .publish("back", "again".into())
-                .await
-                .expect("publish");
-            match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-                Ok(Some(msg)) => break msg,
-                Ok(None) => panic!("subscription closed"),
-                Err(_) => assert!(
-                    down_until.elapsed() < Duration::from_secs(15),
-                    "no delivery after resume"
-                ),
-            }
-        };
-        assert_eq!(delivered.payload, "again");
-        eprintln!(
-            "down ~{waited:?}; first delivery {:?} after resume",
-            down_until.elapsed()
-        );
     }
 }

@@ -5,6 +5,7 @@ mod corrupt_frames;
 mod ctc_rec;
 mod fanout;
 mod gst_reference;
+mod nats_server;
 mod ocr;
 mod operators;
 mod otlp_receiver;

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
-use panoptes_tests::nats_server;
+use panoptes_tests::{ServerControls as _, nats_server};
 
 use super::{GUARD, Process, SERIAL, STAGES, write_topology};
 

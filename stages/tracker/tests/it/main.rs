@@ -1,0 +1,5 @@
+//! The integration tests of `panoptes-tracker`, compiled as one test binary; a module per area.
+
+mod scene;
+mod state;
+mod tracking;
