@@ -57,8 +57,6 @@ fn quote_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nats_server::tests::{binaries, next, start};
-    use panoptes_contracts::partition::partition_of;
 
     #[test]
     fn mapping_snippet_is_what_the_docs_show() {
@@ -68,61 +66,5 @@ mod tests {
             "mappings = {\n  \"panoptes.frames.*\": \"panoptes.frames.{{wildcard(1)}}.{{partition(16,1)}}\"\n}\n"
         );
         assert!(partition_mapping("ns", 0).contains("{{partition(1,1)}}"));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn server_mapping_partitions_cameras_as_partition_of_does() {
-        let mut cameras: Vec<String> = ["cam-alpha", "cam-bravo", "cam-pub", "gate_2", "X", "0"]
-            .map(String::from)
-            .into();
-        cameras.extend((0..100).map(|i| format!("cam-{i}")));
-        for binary in binaries() {
-            let server = start(
-                &binary,
-                NatsServerOptions {
-                    jetstream: false,
-                    partition_mapping: Some(("ns".to_owned(), 16)),
-                    ..NatsServerOptions::default()
-                },
-            );
-            let client = async_nats::connect(server.url()).await.expect("connect");
-            let mut sub = client.subscribe("ns.frames.>").await.expect("subscribe");
-            client.flush().await.expect("flush");
-            for camera in &cameras {
-                client
-                    .publish(format!("ns.frames.{camera}"), camera.clone().into())
-                    .await
-                    .expect("publish");
-            }
-            // A subject that already names its partition has four tokens: not mapped again.
-            client
-                .publish("ns.frames.cam-alpha.9", "direct".into())
-                .await
-                .expect("publish");
-            client.flush().await.expect("flush");
-
-            let mut seen = [false; 16];
-            for camera in &cameras {
-                let msg = next(&mut sub).await;
-                let partition = partition_of(camera, 16);
-                assert_eq!(
-                    msg.subject.as_str(),
-                    format!("ns.frames.{camera}.{partition}"),
-                    "{}",
-                    binary.display()
-                );
-                assert_eq!(msg.payload, camera.as_bytes());
-                seen[partition as usize] = true;
-            }
-            assert!(seen.iter().all(|&s| s), "every partition is exercised");
-            assert_eq!(
-                next(&mut sub).await.subject.as_str(),
-                "ns.frames.cam-alpha.9"
-            );
-            // The values partition.rs pins, as the server computes them.
-            for (camera, partition) in [("cam-alpha", 5), ("cam-bravo", 13), ("cam-pub", 2)] {
-                assert_eq!(partition_of(camera, 16), partition);
-            }
-        }
     }
 }

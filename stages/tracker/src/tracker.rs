@@ -322,9 +322,7 @@ impl CameraTracker {
                     continue;
                 }
                 if track.id.is_none() {
-                    let id = self.next_id.max(1);
-                    track.id = Some(id);
-                    self.next_id = id.saturating_add(1);
+                    track.id = Some(issue_id(&mut self.next_id));
                 }
                 track.phase = Phase::Tracked;
             }
@@ -385,8 +383,7 @@ impl CameraTracker {
                 path_px: 0.0,
             };
             if cfg.min_hits <= 1 {
-                track.id = Some(self.next_id());
-                self.next_id = self.next_id().saturating_add(1);
+                track.id = Some(issue_id(&mut self.next_id));
                 track.phase = Phase::Tracked;
                 views[o] = track.view(ts_ns);
             }
@@ -419,6 +416,13 @@ impl CameraTracker {
             .filter_map(Track::end)
             .collect()
     }
+}
+
+/// The next ID of a camera, which is never given again (IDs start at 1).
+fn issue_id(next_id: &mut u64) -> u64 {
+    let id = (*next_id).max(1);
+    *next_id = id.saturating_add(1);
+    id
 }
 
 /// One association pass: matches `tracks` to `observations` (indices) and records the pairs.

@@ -1,10 +1,12 @@
-//! The test kit's nats-server controls: a restart keeps the URL, subscriptions and JetStream
-//! data; a resume waits out a port someone else took meanwhile.
+//! The local nats-server against real clients, with the binaries users may run: its partition
+//! mapping agrees with `partition_of`; the test kit's controls keep the URL, subscriptions and
+//! JetStream data across a restart, and a resume waits out a port someone else took meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use panoptes_contracts::partition::partition_of;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions, find_binary};
 use panoptes_tests::ServerControls;
 
@@ -27,6 +29,96 @@ fn start(binary: &Path, opts: NatsServerOptions) -> NatsServer {
     match NatsServer::start(&opts) {
         Ok(server) => server,
         Err(e) => panic!("{}: {e}", binary.display()),
+    }
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => panic!("subscription closed"),
+        Err(_) => panic!("no message within 5 s"),
+    }
+}
+
+/// Publishes `payload` on `subject` until `sub` receives it (the client reconnects and re-sends
+/// its subscription on its own), failing `what` after 15 s from `since`.
+async fn first_delivery(
+    client: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &'static str,
+    payload: &'static str,
+    since: Instant,
+    what: &str,
+) -> async_nats::Message {
+    loop {
+        client
+            .publish(subject, payload.into())
+            .await
+            .expect("publish");
+        match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            Ok(Some(msg)) => return msg,
+            Ok(None) => panic!("{what}: subscription closed"),
+            Err(_) => assert!(
+                since.elapsed() < Duration::from_secs(15),
+                "{what}: no delivery"
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_mapping_partitions_cameras_as_partition_of_does() {
+    let mut cameras: Vec<String> = ["cam-alpha", "cam-bravo", "cam-pub", "gate_2", "X", "0"]
+        .map(String::from)
+        .into();
+    cameras.extend((0..100).map(|i| format!("cam-{i}")));
+    for binary in binaries() {
+        let server = start(
+            &binary,
+            NatsServerOptions {
+                jetstream: false,
+                partition_mapping: Some(("ns".to_owned(), 16)),
+                ..NatsServerOptions::default()
+            },
+        );
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let mut sub = client.subscribe("ns.frames.>").await.expect("subscribe");
+        client.flush().await.expect("flush");
+        for camera in &cameras {
+            client
+                .publish(format!("ns.frames.{camera}"), camera.clone().into())
+                .await
+                .expect("publish");
+        }
+        // A subject that already names its partition has four tokens: not mapped again.
+        client
+            .publish("ns.frames.cam-alpha.9", "direct".into())
+            .await
+            .expect("publish");
+        client.flush().await.expect("flush");
+
+        let mut seen = [false; 16];
+        for camera in &cameras {
+            let msg = next(&mut sub).await;
+            let partition = partition_of(camera, 16);
+            assert_eq!(
+                msg.subject.as_str(),
+                format!("ns.frames.{camera}.{partition}"),
+                "{}",
+                binary.display()
+            );
+            assert_eq!(msg.payload, camera.as_bytes());
+            seen[partition as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "every partition is exercised");
+        assert_eq!(
+            next(&mut sub).await.subject.as_str(),
+            "ns.frames.cam-alpha.9"
+        );
+        // The values partition.rs pins, as the server computes them.
+        for (camera, partition) in [("cam-alpha", 5), ("cam-bravo", 13), ("cam-pub", 2)] {
+            assert_eq!(partition_of(camera, 16), partition);
+        }
     }
 }
 
@@ -62,21 +154,9 @@ async fn restart_keeps_url_subscriptions_and_jetstream_data() {
         assert!(server.is_running());
 
         // Nothing is re-subscribed by hand: the client reconnects and re-sends its SUB.
-        let delivered = loop {
-            client
-                .publish("after.restart", "hello".into())
-                .await
-                .expect("publish");
-            match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-                Ok(Some(msg)) => break msg,
-                Ok(None) => panic!("subscription closed by the restart"),
-                Err(_) => assert!(
-                    stopped.elapsed() < Duration::from_secs(15),
-                    "{}: no delivery after the restart",
-                    binary.display()
-                ),
-            }
-        };
+        let what = format!("{}: after the restart", binary.display());
+        let delivered =
+            first_delivery(&client, &mut sub, "after.restart", "hello", stopped, &what).await;
         assert_eq!(delivered.payload, "hello");
         eprintln!(
             "{}: restart {restarted:?}, first delivery {:?} after the kill",
@@ -132,20 +212,15 @@ async fn resume_waits_for_a_taken_port_and_clients_come_back() {
         .expect("resuming a running server is a no-op");
 
     let down_until = Instant::now();
-    let delivered = loop {
-        client
-            .publish("back", "again".into())
-            .await
-            .expect("publish");
-        match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-            Ok(Some(msg)) => break msg,
-            Ok(None) => panic!("subscription closed"),
-            Err(_) => assert!(
-                down_until.elapsed() < Duration::from_secs(15),
-                "no delivery after resume"
-            ),
-        }
-    };
+    let delivered = first_delivery(
+        &client,
+        &mut sub,
+        "back",
+        "again",
+        down_until,
+        "after resume",
+    )
+    .await;
     assert_eq!(delivered.payload, "again");
     eprintln!(
         "down ~{waited:?}; first delivery {:?} after resume",

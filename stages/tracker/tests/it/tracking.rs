@@ -4,6 +4,15 @@ use panoptes_tracker::{CameraTracker, Observation, TrackerConfig};
 
 use crate::scene::{FRAME_NS, Object, identity, run, steady};
 
+/// A confident detection of a person.
+fn person(bbox: [f32; 4]) -> Observation<'static> {
+    Observation {
+        bbox,
+        score: 0.9,
+        label: "person",
+    }
+}
+
 fn walker(start: [f32; 2], speed: [f32; 2], frames: std::ops::Range<u32>) -> Object {
     Object {
         label: "person",
@@ -94,11 +103,7 @@ fn a_gap_shorter_than_max_age_keeps_the_id() {
         let obs: Vec<Observation<'_>> = o
             .bbox(f)
             .filter(|_| visible)
-            .map(|bbox| Observation {
-                bbox,
-                score: 0.9,
-                label: "person",
-            })
+            .map(person)
             .into_iter()
             .collect();
         let update = tracker.update(&cfg, u64::from(f) * FRAME_NS, &obs);
@@ -128,11 +133,7 @@ fn tracks_end_and_ids_are_never_reused() {
         let obs: Vec<Observation<'_>> = [&first, &second]
             .iter()
             .filter_map(|o| o.bbox(f))
-            .map(|bbox| Observation {
-                bbox,
-                score: 0.9,
-                label: "person",
-            })
+            .map(person)
             .collect();
         let update = tracker.update(&cfg, u64::from(f) * FRAME_NS, &obs);
         ids.extend(update.views.iter().flatten().map(|v| v.id));
@@ -176,11 +177,7 @@ fn velocity_is_in_pixels_per_second() {
     let mut tracker = CameraTracker::starting_at(1);
     let mut last = None;
     for f in 0..60u32 {
-        let obs = [Observation {
-            bbox: o.bbox(f).expect("visible"),
-            score: 0.9,
-            label: "person",
-        }];
+        let obs = [person(o.bbox(f).expect("visible"))];
         last = tracker.update(&cfg, u64::from(f) * FRAME_NS, &obs).views[0].clone();
     }
     let v = last.expect("tracked");
@@ -226,11 +223,7 @@ fn silent_cameras_expire_by_time() {
     let mut tracker = CameraTracker::starting_at(1);
     let o = walker([20.0, 200.0], [4.0, 0.0], 0..10);
     for f in 0..10u32 {
-        let obs = [Observation {
-            bbox: o.bbox(f).expect("visible"),
-            score: 0.9,
-            label: "person",
-        }];
+        let obs = [person(o.bbox(f).expect("visible"))];
         tracker.update(&cfg, u64::from(f) * FRAME_NS, &obs);
     }
     let last = 9 * FRAME_NS;
