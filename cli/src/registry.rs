@@ -139,6 +139,7 @@ fn build_stage(
                 .with_context(|| format!("stage {:?}", p.id))?;
             panoptes_postprocess::from_config(p, upstream.params, upstream.labels)?
         }
+        StageConfig::Tracker(t) => Box::new(panoptes_tracker::build(t)?),
         other => anyhow::bail!(
             "stage {:?}: {} stages are not supported by this build yet",
             other.id(),

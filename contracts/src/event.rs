@@ -1,10 +1,11 @@
-//! Status and error events published on `<ns>.events.<camera>` (JSON, schema `events/v1`).
+//! Status and error events published on `<ns>.events.<camera>` (JSON, schema `events/v1.1`;
+//! v1.1 adds `track_end` and its `track` object to v1).
 
 use serde::{Deserialize, Serialize};
 
-pub const EVENTS_SCHEMA: &str = "events/v1";
+pub const EVENTS_SCHEMA: &str = "events/v1.1";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A frame could not be processed; only that frame is lost.
@@ -31,10 +32,37 @@ pub enum EventKind {
     CameraDown,
     /// A live source is restarted after a back-off delay; `count` is the attempt (from 1).
     CameraReconnecting,
+    /// A tracker stage ended a track (not seen for its `max_age`, or its camera went silent);
+    /// `track` says which, how long it lived and how far it went; `stage` names the tracker.
+    TrackEnd,
+    /// A stage's saved state of a camera could not be used (another version's, corrupt,
+    /// unreadable); the stage starts the camera afresh. `message` says why.
+    StateDiscarded,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The track a `track_end` event is about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrackSummary {
+    pub track_id: u64,
+    pub label: String,
+    /// Capture times of its first and last matched frame.
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub duration_ms: u64,
+    /// Frames it was matched in.
+    pub hits: u32,
+    /// Distance its box centre travelled, in pixels.
+    pub path_px: f64,
+    /// Its last matched box, `[x1, y1, x2, y2]`.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+/// A status or error event of a camera.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(title = "events/v1.1")]
 pub struct Event {
+    /// `events/v1.1` (readers accept `events/v1` and any `events/v1.N`).
     pub schema: String,
     pub camera: String,
     pub kind: EventKind,
@@ -48,6 +76,14 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     pub ts_ns: u64,
+    /// `track_end`: the track that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<TrackSummary>,
+}
+
+/// The JSON Schema of event messages (committed as `docs/events.schema.json`).
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Event)).unwrap_or(serde_json::Value::Bool(true))
 }
 
 impl Event {
@@ -61,6 +97,7 @@ impl Event {
             message: message.into(),
             count: None,
             ts_ns: crate::time::now_ns(),
+            track: None,
         }
     }
 

@@ -27,7 +27,7 @@ pub mod time;
 
 pub use batching::{BatchPolicy, BatchStats};
 pub use camera::{CameraId, InvalidCameraId};
-pub use detection::{Detection, DetectionMessage};
+pub use detection::{Detection, DetectionMessage, TrackInfo};
 pub use event::{Event, EventKind};
 pub use frame::{Frame, FrameError, PixelFormat};
 pub use partition::{PartitionSet, PartitionSpecError};

@@ -59,6 +59,10 @@ pub const MODEL_SECONDS: &str = "panoptes_model_inference_seconds";
 pub const DETECTIONS_PUBLISHED: &str = "panoptes_detections_published_total";
 /// Items forwarded to a stage in another process, per `camera`.
 pub const ITEMS_FORWARDED: &str = "panoptes_items_forwarded_total";
+/// Per-camera stage states (tracks) that could not be saved to KV for the next owner.
+pub const STATE_WRITE_ERRORS: &str = "panoptes_state_write_errors_total";
+/// Saved states a new owner could not use (another version's, corrupt): the camera started afresh.
+pub const STATE_DISCARDED: &str = "panoptes_state_discarded_total";
 /// Times the NATS connection was re-established.
 pub const NATS_RECONNECTS: &str = "panoptes_nats_reconnects_total";
 /// Times the NATS connection was lost.

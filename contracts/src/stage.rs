@@ -141,19 +141,40 @@ pub trait Stage: Send {
         Vec::new()
     }
 
+    /// For a stage that keeps per-camera state which must follow a camera to its next owner:
+    /// how often the worker saves it ([`snapshot`](Stage::snapshot), besides at hand-back).
+    /// The worker then calls [`restore`](Stage::restore) before a camera's first item of each
+    /// tenure. `None` (the default): the stage keeps no such state.
+    fn snapshot_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// This stage's state of `camera`, for the camera's next owner; `None` (the default): the
-    /// stage keeps none.
+    /// stage keeps none (or none of this camera).
     fn snapshot(&self, camera: &CameraId) -> Option<Vec<u8>> {
         let _ = camera;
         None
     }
 
-    /// State of `camera` a previous owner handed over (from [`snapshot`](Stage::snapshot)). A
-    /// blob the stage cannot read (another version's, say) is refused with an error; the worker
-    /// reports it and the stage starts the camera afresh.
-    fn restore(&mut self, camera: &CameraId, state: &[u8]) -> Result<(), StageError> {
-        let _ = (camera, state);
+    /// This worker's tenure of `camera` begins: `state` is what a previous owner saved (from
+    /// [`snapshot`](Stage::snapshot)), if any; IDs the stage hands out for the camera during
+    /// this tenure come from `ids`, which no other tenure of the camera gets. A blob the stage
+    /// cannot read (another version's, say) is refused with an error; the worker reports it
+    /// and calls again without state.
+    fn restore(
+        &mut self,
+        camera: &CameraId,
+        state: Option<&[u8]>,
+        ids: IdRange,
+    ) -> Result<(), StageError> {
+        let _ = (camera, state, ids);
         Ok(())
+    }
+
+    /// Events the stage raised since the last call (e.g. a track ended), published on the
+    /// camera's events subject. The worker asks after every batch and tick.
+    fn take_events(&mut self) -> Vec<crate::event::Event> {
+        Vec::new()
     }
 
     /// `camera` is no longer this worker's (its partition moved, or it went silent): drop what
@@ -169,6 +190,34 @@ pub trait Stage: Send {
     /// batches. The worker gathers frames by the merged policy of all its stages.
     fn batching(&self) -> Option<crate::batching::BatchPolicy> {
         None
+    }
+}
+
+/// IDs a stage may hand out for one camera during one tenure (`first..end`): the worker claims
+/// a fresh range per camera each time it takes the camera on, so two owners never issue the
+/// same ID, even when the second restored an older snapshot than the first had reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdRange {
+    pub first: u64,
+    pub end: u64,
+}
+
+impl IdRange {
+    /// IDs of each tenure: 2^32 of them, so tenure `n` (from 0) hands out
+    /// `n·2^32 + 1 ..= (n+1)·2^32 - 1`; below 2^53 (exact in JSON numbers) for 2^21 tenures.
+    pub const PER_TENURE: u64 = 1 << 32;
+
+    /// The range of tenure `n` (counted from 0 per camera).
+    pub fn of_tenure(n: u64) -> Self {
+        let first = n.saturating_mul(Self::PER_TENURE);
+        Self {
+            first: first.max(1),
+            end: first.saturating_add(Self::PER_TENURE),
+        }
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        (self.first..self.end).contains(&id)
     }
 }
 

@@ -9,14 +9,14 @@
 //! expires it), and publishes a partition's results only while the lease is valid by its own
 //! clock, which runs out before the server can hand the key to anyone else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use panoptes_contracts::partition::{PartitionSet, fnv1a_32, partition_of};
@@ -67,6 +67,11 @@ pub struct Ownership {
     /// still held afterwards (lost here) or handed over (the next owner counts them).
     handovers: Vec<AtomicU64>,
     accepting: watch::Sender<Vec<u32>>,
+    /// The worker's stage state keeper, told of each partition about to be released so it
+    /// saves the partition's camera states first (see [`Ownership::watch_hand_offs`]).
+    hand_offs: Mutex<Option<mpsc::UnboundedSender<u32>>>,
+    /// Releases waiting for their partition's states to be saved.
+    waiting: Mutex<HashMap<u32, oneshot::Sender<()>>>,
 }
 
 /// Where this worker stands with a partition now.
@@ -99,6 +104,8 @@ impl Ownership {
             handovers: (0..total).map(|_| AtomicU64::new(0)).collect(),
             state: Mutex::new(state),
             accepting: watch::Sender::new(accepting),
+            hand_offs: Mutex::new(None),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,6 +205,59 @@ impl Ownership {
         self.epochs
             .get(partition as usize)
             .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    /// Partitions about to be released, for a worker whose stages keep per-camera state: it
+    /// saves the states of each one's cameras, then calls [`handed_off`](Self::handed_off);
+    /// the release waits for that (within the lease's trust) before deleting the lease.
+    pub fn watch_hand_offs(&self) -> mpsc::UnboundedReceiver<u32> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self
+            .hand_offs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        rx
+    }
+
+    /// The states of `partition`'s cameras are saved: its release may go on.
+    pub fn handed_off(&self, partition: u32) {
+        let waiter = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&partition);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Asks the state keeper (if any) to save `partition`'s states and waits for it until
+    /// `deadline`.
+    async fn hand_off(&self, partition: u32, deadline: Instant) {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(partition, tx);
+        let asked = self
+            .hand_offs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|keeper| keeper.send(partition).is_ok());
+        if asked {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(wait, rx).await.is_err() {
+                tracing::warn!(
+                    partition,
+                    "stage states not saved before the lease's trust ran out; the next owner restores the last periodic save"
+                );
+            }
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&partition);
     }
 
     fn in_flight(&self, partition: u32) -> u64 {
@@ -540,6 +600,9 @@ impl LeaseManager {
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.ownership.holds(p) {
+            self.ownership.hand_off(p, deadline).await;
         }
         self.ownership.update(p, |s| *s = PartitionState::default());
         if let Some(revision) = self.revisions.remove(&p) {

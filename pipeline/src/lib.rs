@@ -5,6 +5,7 @@
 //! Invariant: each camera has at most one owner at a time (a partition lease in NATS KV), and
 //! every frame that reaches the owner is either published, reported (`frame_error`,
 //! `frames_dropped`, `frames_lost`) or, in durable mode, left unacknowledged for redelivery.
+//! A camera's stage state (tracks) is saved to KV and restored by its next owner (`state.rs`).
 //! The wire formats it reads and writes are `panoptes-contracts`'.
 
 pub mod batch;
@@ -13,6 +14,7 @@ pub mod durable;
 pub mod graph;
 pub mod lease;
 pub mod nats_server;
+pub mod state;
 pub mod worker;
 
 pub use batch::Batcher;

@@ -217,7 +217,11 @@ fn stage_lines(stage: &StageConfig) -> Vec<String> {
         StageConfig::Tracker(t) => {
             lines.push(format!(
                 "tracker: iou {}, max age {}",
-                t.iou_threshold, t.max_age
+                t.iou_threshold,
+                t.max_age_ms.map_or_else(
+                    || format!("{} frames", t.max_age),
+                    |ms| format!("{} frames or {ms} ms", t.max_age)
+                )
             ));
         }
         StageConfig::Sink(s) => lines.push(format!("sink: {}", spelling(&s.format))),

@@ -87,7 +87,6 @@ pub(super) fn refused(
                     ));
                 }
             }
-            StageConfig::Tracker(_) => not_yet(stage_path(i, "kind"), "the tracker stage".into()),
             StageConfig::Sink(s) if s.format == SinkFormat::Arrow => {
                 not_yet(stage_path(i, "format"), "Arrow sink output".into());
             }

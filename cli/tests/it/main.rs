@@ -13,5 +13,6 @@ mod publish_roundtrip;
 mod scale_out;
 mod telemetry;
 mod third_party_publisher;
+mod tracking;
 mod validate_model_input;
 mod worker_state;

@@ -40,6 +40,7 @@ fn detection(label: &str, text: Option<&str>) -> Detection {
         label: label.to_owned(),
         score: 0.875,
         text: text.map(str::to_owned),
+        track: None,
     }
 }
 

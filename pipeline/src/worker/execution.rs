@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::keeping::Keeper;
 use super::publishing::{Destination, Outbound, Results, StageOut, emit};
 use super::scheduling::{Chores, Pending, Slots, Work};
 use super::{Input, WorkerError, WorkerStats};
@@ -49,6 +50,8 @@ pub(super) struct Chain {
     /// Cameras whose frames reached the stages, with the partition and its handover count
     /// then: a camera whose partition changed hands since is forgotten by every stage.
     fed: HashMap<String, (u32, u64)>,
+    /// Per-camera stage state across owners; `None` when no stage keeps any.
+    keeper: Option<Keeper>,
 }
 
 /// The stage thread once every stage has started, and the tasks that tick its stages.
@@ -56,6 +59,8 @@ pub(super) struct StageThread {
     thread: std::thread::JoinHandle<()>,
     /// Nodes whose stages want ticks, with how often.
     ticks: Vec<(usize, Duration)>,
+    /// How often stage states are saved, when a stage keeps any.
+    saves: Option<Duration>,
     tickers: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -76,6 +81,20 @@ impl StageThread {
                         _ = interval.tick() => {
                             slots.tick(node, tokio::time::Instant::now().into_std());
                         }
+                    }
+                }
+            }));
+        }
+        if let Some(every) = self.saves {
+            let every = every.max(MIN_TICK);
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (slots, cancel) = (slots.clone(), self.tickers.clone());
+            self.tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        _ = interval.tick() => slots.save_states(),
                     }
                 }
             }));
@@ -141,13 +160,27 @@ impl Chain {
             out,
             watermarks,
             fed: HashMap::new(),
+            keeper: None,
         }
+    }
+
+    /// Keeps per-camera stage state across owners (restored per tenure, saved to KV).
+    pub(super) fn keeping(mut self, keeper: Option<Keeper>) -> Self {
+        self.keeper = keeper;
+        self
     }
 
     /// Starts every stage on the stage thread and, once all have, serves `slots` there until
     /// they close, then stops every stage. A stage that cannot start fails this, naming it;
     /// the stages started before it are stopped.
     pub(super) async fn spawn(mut self, slots: Arc<Slots>) -> Result<StageThread, WorkerError> {
+        let saves = self.keeper.as_ref().and_then(|_| {
+            self.graph
+                .nodes
+                .iter()
+                .filter_map(|n| n.stage.snapshot_interval())
+                .min()
+        });
         let (started_tx, started_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("panoptes-stages".into())
@@ -170,6 +203,7 @@ impl Chain {
             return Ok(StageThread {
                 thread,
                 ticks,
+                saves,
                 tickers: CancellationToken::new(),
                 tasks: Vec::new(),
             });
@@ -240,7 +274,37 @@ impl Chain {
                 });
             }
         }
+        // What is still held here goes on from its last state, wherever it runs next.
+        self.save_held(None);
         self.graph.stop();
+    }
+
+    /// Queues the states of the cameras fed here whose partition is still held (of
+    /// `partition` only, when given).
+    fn save_held(&self, partition: Option<u32>) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        let cameras = self
+            .fed
+            .iter()
+            .filter(|(_, (p, _))| {
+                partition.is_none_or(|only| only == *p) && self.ownership.holds(*p)
+            })
+            .map(|(camera, _)| camera.as_str());
+        keeper.save(&self.graph, cameras);
+    }
+
+    /// Publishes the events stages raised (a track ended, a state discarded).
+    fn report(&self, events: Vec<Event>) {
+        for event in events {
+            if let Ok(body) = serde_json::to_vec(&event) {
+                self.send(Outbound::Event(
+                    self.subjects.events_for(&event.camera),
+                    body.into(),
+                ));
+            }
+        }
     }
 
     fn send(&self, out: Outbound) {
@@ -248,9 +312,22 @@ impl Chain {
         let _ = self.out.blocking_send(out);
     }
 
-    /// Cameras to forget (idle, or gone with their partition), then ticks due.
+    /// States to save for partitions about to go, cameras to forget (idle, or gone with
+    /// their partition), ticks due, then the periodic save.
     fn chores(&mut self, chores: Chores) {
+        for partition in chores.hand_offs {
+            self.save_held(Some(partition));
+            if let Some(keeper) = &self.keeper {
+                keeper.handed_off(partition);
+            }
+        }
         for camera in chores.forget {
+            // Silent for the worker's idle time: its saved state goes with it.
+            if self.fed.contains_key(&camera)
+                && let Some(keeper) = &self.keeper
+            {
+                keeper.remove(&self.graph, &camera);
+            }
             self.forget(&camera);
         }
         if chores.moved {
@@ -267,14 +344,18 @@ impl Chain {
         for (node, now) in chores.ticks {
             self.tick(node, now);
         }
+        if chores.save {
+            self.save_held(None);
+        }
     }
 
     /// `camera`'s frame is about to reach the stages. If its partition changed hands since
     /// its last frame here, another worker served it meanwhile: the stages start it afresh.
+    /// A camera's tenure here begins with its first frame: stateful stages restore it.
     fn feeding(&mut self, camera: &str, partition: u32) {
         let now = (partition, self.ownership.handovers(partition));
         match self.fed.get_mut(camera) {
-            Some(held) if *held == now => {}
+            Some(held) if *held == now => return,
             Some(held) => {
                 *held = now;
                 if let Ok(id) = CameraId::new(camera) {
@@ -284,6 +365,12 @@ impl Chain {
             None => {
                 self.fed.insert(camera.to_owned(), now);
             }
+        }
+        if let Some(keeper) = &self.keeper
+            && let Ok(id) = CameraId::new(camera)
+        {
+            let events = keeper.begin(&mut self.graph, &id);
+            self.report(events);
         }
     }
 
@@ -306,6 +393,8 @@ impl Chain {
             return;
         };
         let items = n.stage.tick(now);
+        let events = n.stage.take_events();
+        self.report(events);
         if items.is_empty() {
             return;
         }
@@ -441,6 +530,7 @@ impl Chain {
             let t = Instant::now();
             let mut outs = n.stage.process_batch(items);
             let elapsed = t.elapsed();
+            let events = n.stage.take_events();
             metrics::histogram!(meter::STAGE_SECONDS, "stage" => n.stage.id().to_owned())
                 .record(elapsed.as_secs_f64());
             tracing::trace!(
@@ -488,6 +578,7 @@ impl Chain {
                     item,
                 });
             }
+            self.report(events);
             let n = &self.graph.nodes[node];
             let next = emit(
                 n,

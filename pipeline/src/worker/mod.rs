@@ -5,11 +5,12 @@
 //!
 //! This file holds the worker's public face and wires its parts together: `intake` (NATS to the
 //! per-camera table), `scheduling` (per-camera slots, batches), `execution` (the stage graph and
-//! its lifecycle on the stage thread), `publishing` (results to NATS) and `loss` (accounting for
-//! the frames that were not published).
+//! its lifecycle on the stage thread), `keeping` (per-camera stage state across owners),
+//! `publishing` (results to NATS) and `loss` (accounting for the frames that were not published).
 
 mod execution;
 mod intake;
+mod keeping;
 mod loss;
 mod publishing;
 mod scheduling;
@@ -224,6 +225,29 @@ impl Worker {
         let table = Arc::new(CameraTable::new(limits, stats.cameras.clone()));
         let slots = Arc::new(Slots::new(durable.is_none()));
         let (out_tx, out_rx) = mpsc::channel::<Outbound>(256);
+        // Stages with per-camera state: saved to KV for the camera's next owner, restored from
+        // it when a camera's tenure here begins.
+        let (keeper, state_writer) = if graph
+            .nodes
+            .iter()
+            .any(|n| n.stage.snapshot_interval().is_some())
+        {
+            let store = match crate::state::StateStore::open(&js, subjects.namespace(), &unit).await
+            {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no state bucket: stage state does not follow cameras to other workers, and IDs restart with the process");
+                    None
+                }
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let keeper = keeping::Keeper::new(store.clone(), tx, &graph);
+            let writer = tokio::spawn(crate::state::write_loop(store, ownership.clone(), rx));
+            (keeper, Some(writer))
+        } else {
+            (None, None)
+        };
+        let keeps_state = keeper.is_some();
         let chain = Chain::new(
             graph,
             subjects.clone(),
@@ -232,8 +256,19 @@ impl Worker {
             input.clone(),
             out_tx.clone(),
             durable.map(|_| table.clone()),
-        );
+        )
+        .keeping(keeper);
         let mut stages = chain.spawn(slots.clone()).await?;
+        // Partitions about to be released: the stage thread saves their cameras' states first.
+        let hand_offs = keeps_state.then(|| {
+            let mut asked = ownership.watch_hand_offs();
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                while let Some(partition) = asked.recv().await {
+                    slots.hand_off(partition);
+                }
+            })
+        });
 
         let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(64);
         let sources = CancellationToken::new();
@@ -345,6 +380,13 @@ impl Worker {
         // sent its last frame.
         drop(intake_state);
         let finished = stages.finish(&slots).await;
+        if let Some(task) = hand_offs {
+            task.abort();
+        }
+        // The stage thread queued its last states as it ended.
+        if let Some(writer) = state_writer {
+            let _ = writer.await;
+        }
         let _ = publisher.await;
         finished.map(|()| stats.snapshot())
     }

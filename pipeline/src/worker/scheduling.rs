@@ -35,11 +35,19 @@ pub(super) struct Chores {
     pub(super) moved: bool,
     /// Graph nodes whose tick is due, with the time it fell due; one per node, the latest.
     pub(super) ticks: Vec<(usize, Instant)>,
+    /// Partitions about to be released: their cameras' stage states are saved first.
+    pub(super) hand_offs: Vec<u32>,
+    /// The periodic save of every camera's stage state is due.
+    pub(super) save: bool,
 }
 
 impl Chores {
     fn is_empty(&self) -> bool {
-        self.forget.is_empty() && !self.moved && self.ticks.is_empty()
+        self.forget.is_empty()
+            && !self.moved
+            && self.ticks.is_empty()
+            && self.hand_offs.is_empty()
+            && !self.save
     }
 }
 
@@ -129,6 +137,20 @@ impl Slots {
             Some(due) => due.1 = now,
             None => inner.chores.ticks.push((node, now)),
         }
+        self.ready.notify_one();
+    }
+
+    /// `partition` is about to be released: its cameras' states are to be saved.
+    pub(super) fn hand_off(&self, partition: u32) {
+        let mut inner = self.lock();
+        inner.chores.hand_offs.push(partition);
+        self.ready.notify_one();
+    }
+
+    /// The periodic save of stage states fell due.
+    pub(super) fn save_states(&self) {
+        let mut inner = self.lock();
+        inner.chores.save = true;
         self.ready.notify_one();
     }
 
@@ -369,6 +391,7 @@ mod tests {
                 forget: vec!["a".into()],
                 moved: false,
                 ticks: vec![(2, t1)],
+                ..Chores::default()
             }
         );
         // Chores come with the next batch, taken before its frames are processed.

@@ -121,6 +121,7 @@ pub(crate) fn whole_frame(frame: &FrameMeta, label: String, score: f32) -> Detec
         label,
         score,
         text: None,
+        track: None,
     }
 }
 
@@ -190,6 +191,7 @@ pub(crate) mod test_support {
             label: label.to_owned(),
             score: 0.9,
             text: None,
+            track: None,
         }
     }
 }

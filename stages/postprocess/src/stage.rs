@@ -198,6 +198,7 @@ impl Stage for DbStage {
                     label: self.label.clone(),
                     score: b.score,
                     text: None,
+                    track: None,
                 }
             })
             // Boxes that fall entirely in letterbox padding are not in the frame.

@@ -473,6 +473,7 @@ impl YoloStage {
                     .unwrap_or_else(|| common::class_label(self.labels.as_deref(), b.class)),
                 score: b.score,
                 text: None,
+                track: None,
             })
             .collect())
     }

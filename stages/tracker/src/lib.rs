@@ -16,10 +16,12 @@
 
 mod assign;
 mod kalman;
+mod stage;
 mod tracker;
 
 pub use assign::{assign, iou};
 pub use kalman::{Motion, STEP_S};
+pub use stage::{BuildError, TICK, TrackerStage, build};
 pub use tracker::{
     CameraTracker, Observation, StateError, TrackEnd, TrackView, TrackerConfig, Update,
 };

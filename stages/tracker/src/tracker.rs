@@ -166,6 +166,10 @@ impl Track {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CameraTracker {
     next_id: u64,
+    /// IDs end here for this owner (its tenure's range): not part of the state, which the
+    /// next owner continues with its own range.
+    #[serde(skip)]
+    id_end: Option<u64>,
     last_ts_ns: Option<u64>,
     tracks: Vec<Track>,
 }
@@ -199,6 +203,18 @@ impl CameraTracker {
     /// Continues IDs from at least `first_id` (a new owner's range); never goes back.
     pub fn reserve_from(&mut self, first_id: u64) {
         self.next_id = self.next_id.max(first_id);
+    }
+
+    /// This owner hands out IDs from `first..end` only (its tenure of the camera): new tracks
+    /// past the end stay unconfirmed rather than take an ID another owner may give.
+    pub fn within(&mut self, first: u64, end: u64) {
+        self.reserve_from(first);
+        self.id_end = Some(end);
+    }
+
+    /// Capture time of the newest frame seen, in nanoseconds.
+    pub fn last_ts_ns(&self) -> Option<u64> {
+        self.last_ts_ns
     }
 
     /// Tracks held now: tentative, tracked and lost.
@@ -322,7 +338,10 @@ impl CameraTracker {
                     continue;
                 }
                 if track.id.is_none() {
-                    track.id = Some(issue_id(&mut self.next_id));
+                    let Some(id) = issue_id(&mut self.next_id, self.id_end) else {
+                        continue;
+                    };
+                    track.id = Some(id);
                 }
                 track.phase = Phase::Tracked;
             }
@@ -382,8 +401,10 @@ impl CameraTracker {
                 last_box: bbox,
                 path_px: 0.0,
             };
-            if cfg.min_hits <= 1 {
-                track.id = Some(issue_id(&mut self.next_id));
+            if cfg.min_hits <= 1
+                && let Some(id) = issue_id(&mut self.next_id, self.id_end)
+            {
+                track.id = Some(id);
                 track.phase = Phase::Tracked;
                 views[o] = track.view(ts_ns);
             }
@@ -418,11 +439,15 @@ impl CameraTracker {
     }
 }
 
-/// The next ID of a camera, which is never given again (IDs start at 1).
-fn issue_id(next_id: &mut u64) -> u64 {
+/// The next ID of a camera, which is never given again (IDs start at 1); `None` once the
+/// owner's range (ending at `end`) is used up.
+fn issue_id(next_id: &mut u64, end: Option<u64>) -> Option<u64> {
     let id = (*next_id).max(1);
-    *next_id = id.saturating_add(1);
-    id
+    if end.is_some_and(|end| id >= end) || id == u64::MAX {
+        return None;
+    }
+    *next_id = id + 1;
+    Some(id)
 }
 
 /// One association pass: matches `tracks` to `observations` (indices) and records the pairs.

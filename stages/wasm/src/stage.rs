@@ -617,6 +617,8 @@ fn wit_detection(d: &FrameDetection) -> Detection {
     }
 }
 
+/// An operator's detection in frame coordinates. WIT `@0.1.0` carries no track, so boxes an
+/// operator returns are untracked (a tracker after it tracks them).
 fn frame_detection(d: &Detection, to_frame: FrameTransform) -> FrameDetection {
     let (x1, y1) = to_frame.to_source(d.x1, d.y1);
     let (x2, y2) = to_frame.to_source(d.x2, d.y2);
@@ -626,6 +628,7 @@ fn frame_detection(d: &Detection, to_frame: FrameTransform) -> FrameDetection {
         label: d.label.clone(),
         score: d.score,
         text: d.text.clone(),
+        track: None,
     }
 }
 

@@ -115,6 +115,7 @@ fn pp_ocr_v4_rec_reads_a_rendered_line() {
             label: "line".to_owned(),
             score: 0.9,
             text: None,
+            track: None,
         };
         let mut item = frame_item(&frame, out);
         item.regions = Some(vec![region.clone()]);

@@ -153,6 +153,7 @@ fn detection(bbox: [f32; 4], score: f32) -> Detection {
         label: "text".into(),
         score,
         text: None,
+        track: None,
     }
 }
 
