@@ -140,6 +140,15 @@ impl Node {
         }
     }
 
+    /// A number, integer or not.
+    pub fn as_f64(&self) -> Option<f64> {
+        match &self.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(x) => Some(*x),
+            _ => None,
+        }
+    }
+
     pub fn items(&self) -> &[Node] {
         match &self.value {
             Value::Seq(items) => items,

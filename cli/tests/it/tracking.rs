@@ -154,6 +154,7 @@ struct Seen {
     /// for the third-party schema check.
     raw_detections: Vec<u8>,
     raw_ends: Vec<u8>,
+    discarded: Vec<Event>,
 }
 
 impl Seen {
@@ -217,6 +218,19 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A state of another version waits for cam-0 (key `<unit>.<stage>.<camera>`): its first
+    // owner discards it with an event and starts the camera afresh.
+    let state = js
+        .get_key_value("trk-state")
+        .await
+        .expect("the workers made the state bucket");
+    state
+        .put(
+            "track.track.cam-0",
+            r#"{"format":"panoptes.tracker","version":0,"state":{}}"#.into(),
+        )
+        .await
+        .expect("put a stale state");
     let cams: Vec<String> = (0..CAMERAS).map(camera).collect();
     let owner = |cam: &str| leases[&panoptes_contracts::partition::partition_of(cam, 8)];
     let mut per_pid: BTreeMap<u32, Vec<String>> = BTreeMap::new();
@@ -250,6 +264,8 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
                         seen.ends.push(e);
                         seen.raw_ends.extend_from_slice(&m.payload);
                         seen.raw_ends.push(b'\n');
+                    } else if e.kind == EventKind::StateDiscarded {
+                        seen.discarded.push(e);
                     }
                 }
                 () = tokio::time::sleep(Duration::from_secs(3)) => break seen,
@@ -299,6 +315,19 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
 
 /// What both failovers must show.
 fn check(seen: &Seen, moved: &[String], logs: &str) {
+    // The stale state of cam-0 was refused, naming why; cam-0 is tracked all the same (below).
+    let discarded: Vec<&Event> = seen
+        .discarded
+        .iter()
+        .filter(|e| e.camera == "cam-0")
+        .collect();
+    assert_eq!(discarded.len(), 1, "{:?}", seen.discarded);
+    assert_eq!(discarded[0].stage.as_deref(), Some("track"));
+    assert!(
+        discarded[0].message.contains("version 0"),
+        "{}",
+        discarded[0].message
+    );
     for i in 0..CAMERAS {
         let cam = camera(i);
         // A and B span the failover: one ID each, the whole time.

@@ -170,7 +170,34 @@ impl Checker<'_> {
                 };
                 self.sink_subject(subject, span);
             }
+            Some("tracker") => self.tracker_scores(stage),
             _ => {}
+        }
+    }
+
+    /// A tracker's score thresholds in their order: `low_score` ≤ `high_score` ≤
+    /// `new_track_score` would be ByteTrack's; only `low_score` above `high_score` breaks it
+    /// (no box could be a low-score one). Defaults fill what is not given.
+    fn tracker_scores(&mut self, stage: &Node) {
+        let score = |key: &str, default: f64| {
+            stage
+                .entry(key)
+                .and_then(|e| e.value.as_f64().map(|v| (v, Some(e.value.span))))
+                .unwrap_or((default, None))
+        };
+        let (low, low_span) = score("low_score", 0.1);
+        let (high, high_span) = score("high_score", 0.5);
+        if low > high
+            && let Some(span) = low_span.or(high_span)
+        {
+            self.out.push(
+                Diagnostic::at(
+                    span,
+                    format!("low_score {low} is above high_score {high}"),
+                )
+                .label("score thresholds out of order")
+                .help("boxes between low_score and high_score continue tracks; low_score must not exceed high_score"),
+            );
         }
     }
 
