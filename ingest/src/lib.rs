@@ -34,7 +34,7 @@ use std::sync::OnceLock;
 pub use error::IngestError;
 pub use frame::{FrameFormat, RawFrame, ink_bbox};
 pub use ingest::{Ingest, SourceStatus, render_still};
-pub use spec::{Framerate, Output, SourceSpec, TestPattern};
+pub use spec::{Framerate, Motion, Output, Overlay, SourceSpec, TestPattern};
 
 /// Initialises GStreamer once per process.
 ///

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::frame_out::{EncodedFrame, FramePublisher, PublishFrameError};
 use crate::supervisor::{FrameClock, Restart, Run, Signal, Supervisor};
-use crate::{Framerate, Ingest, IngestError, Output, RawFrame, SourceSpec, TestPattern};
+use crate::{
+    Framerate, Ingest, IngestError, Motion, Output, Overlay, RawFrame, SourceSpec, TestPattern,
+};
 
 /// Counters of one ingest node.
 #[derive(Debug, Default)]
@@ -81,6 +83,17 @@ pub fn source_spec(cam: &CameraConfig, base_dir: &Path) -> anyhow::Result<Source
                 xpos: p.xpos,
                 ypos: p.ypos,
                 live: true,
+                motion: p.motion.map(motion),
+                overlays: p
+                    .overlays
+                    .iter()
+                    .map(|o| Overlay {
+                        text: o.text.clone(),
+                        xpos: o.xpos,
+                        ypos: o.ypos,
+                        motion: o.motion.map(motion),
+                    })
+                    .collect(),
                 ..TestPattern::default()
             };
             if let Some(font) = &p.font {
@@ -95,6 +108,10 @@ pub fn source_spec(cam: &CameraConfig, base_dir: &Path) -> anyhow::Result<Source
         }
         _ => crate::sources::pipeline_spec(cam, base_dir),
     }
+}
+
+fn motion(m: panoptes_topology::TextMotion) -> Motion {
+    Motion { dx: m.dx, dy: m.dy }
 }
 
 fn parse_colour(s: &str) -> Option<u32> {

@@ -94,13 +94,10 @@ fn build_test_pattern(
     // `!` in the text cannot alter the pipeline. textoverlay parses its `text` property as
     // Pango markup (a stray `&` or `<` makes it draw nothing), so the text is escaped to be
     // drawn literally.
-    let overlay = make("textoverlay", "gstreamer1.0-x")?;
-    overlay.set_property("text", gst::glib::markup_escape_text(&p.text).as_str());
-    overlay.set_property("font-desc", p.font.as_str());
-    overlay.set_property_from_str("halignment", "position");
-    overlay.set_property_from_str("valignment", "position");
-    overlay.set_property("xpos", p.xpos);
-    overlay.set_property("ypos", p.ypos);
+    let mut overlays = vec![text_overlay(&p.text, &p.font, (p.xpos, p.ypos), p.motion)?];
+    for o in &p.overlays {
+        overlays.push(text_overlay(&o.text, &p.font, (o.xpos, o.ypos), o.motion)?);
+    }
 
     let convert = make("videoconvert", "gstreamer1.0-plugins-base")?;
     let raw_caps = match output {
@@ -115,7 +112,9 @@ fn build_test_pattern(
     // A live videotestsrc already paces itself, so syncing would only add latency; a
     // non-live one would otherwise spin a core producing frames as fast as possible.
     let sync = !p.live && num_buffers.is_none();
-    let mut elements = vec![src, capsfilter, overlay, convert];
+    let mut elements = vec![src, capsfilter];
+    elements.extend(overlays);
+    elements.push(convert);
     let appsink = match output {
         Output::Rgb => appsink(Some(&raw_caps), sync),
         Output::Jpeg { quality } => {
@@ -138,6 +137,42 @@ fn build_test_pattern(
             reason: format!("cannot assemble test pattern pipeline: {e}"),
         })?;
     Ok(Built { pipeline, appsink })
+}
+
+/// A `textoverlay` drawing `text` centred at `at` (fractions of the frame); with `motion`, a
+/// probe on its input moves it for each frame by the frame's timestamp, before it draws.
+fn text_overlay(
+    text: &str,
+    font: &str,
+    at: (f64, f64),
+    motion: Option<crate::Motion>,
+) -> Result<gst::Element, IngestError> {
+    let overlay = make("textoverlay", "gstreamer1.0-x")?;
+    overlay.set_property("text", gst::glib::markup_escape_text(text).as_str());
+    overlay.set_property("font-desc", font);
+    overlay.set_property_from_str("halignment", "position");
+    overlay.set_property_from_str("valignment", "position");
+    overlay.set_property("xpos", at.0);
+    overlay.set_property("ypos", at.1);
+    if let Some(motion) = motion {
+        let pad = overlay
+            .static_pad("video_sink")
+            .ok_or_else(|| IngestError::Start {
+                reason: "textoverlay has no video_sink pad".to_owned(),
+            })?;
+        let weak = overlay.downgrade();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts())
+                && let Some(overlay) = weak.upgrade()
+            {
+                let (x, y) = motion.at(at, pts.nseconds() as f64 / 1e9);
+                overlay.set_property("xpos", x);
+                overlay.set_property("ypos", y);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(overlay)
 }
 
 /// `jpegenc` at `quality` (already validated to 1..=100).

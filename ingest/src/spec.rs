@@ -115,6 +115,42 @@ pub struct TestPattern {
     pub background: u32,
     /// Live sources timestamp by the clock and produce frames in real time.
     pub live: bool,
+    /// How the text moves, if it does.
+    pub motion: Option<Motion>,
+    /// Further texts drawn on the same frames (same font), each with its own place and motion:
+    /// scenes with several objects, e.g. two whose paths cross.
+    pub overlays: Vec<Overlay>,
+}
+
+/// Movement of a text: its centre moves `dx` widths and `dy` heights per second of stream
+/// time (the frame's timestamp) and bounces off the edges, so where it is in every frame is
+/// known: [`Motion::at`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Motion {
+    pub dx: f64,
+    pub dy: f64,
+}
+
+impl Motion {
+    /// The `(xpos, ypos)` of a text that starts at `(x0, y0)`, `t_s` seconds into the stream:
+    /// each coordinate runs along its line and reflects at 0 and 1 (a triangle wave).
+    pub fn at(&self, (x0, y0): (f64, f64), t_s: f64) -> (f64, f64) {
+        (bounce(x0 + self.dx * t_s), bounce(y0 + self.dy * t_s))
+    }
+}
+
+fn bounce(u: f64) -> f64 {
+    let m = u.rem_euclid(2.0);
+    if m <= 1.0 { m } else { 2.0 - m }
+}
+
+/// A further text of a [`TestPattern`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overlay {
+    pub text: String,
+    pub xpos: f64,
+    pub ypos: f64,
+    pub motion: Option<Motion>,
 }
 
 impl Default for TestPattern {
@@ -129,6 +165,8 @@ impl Default for TestPattern {
             ypos: 0.5,
             background: 0xff30_3030,
             live: true,
+            motion: None,
+            overlays: Vec::new(),
         }
     }
 }
@@ -160,14 +198,28 @@ impl TestPattern {
         if num == 0 || den == 0 || i32::try_from(num).is_err() || i32::try_from(den).is_err() {
             return bad(format!("test pattern framerate {num}/{den} is not usable"));
         }
-        for (name, v) in [("xpos", self.xpos), ("ypos", self.ypos)] {
-            if !(0.0..=1.0).contains(&v) {
-                return bad(format!("test pattern {name}={v} must be within 0..=1"));
+        let texts = std::iter::once((self.text.as_str(), self.xpos, self.ypos, self.motion)).chain(
+            self.overlays
+                .iter()
+                .map(|o| (o.text.as_str(), o.xpos, o.ypos, o.motion)),
+        );
+        for (text, xpos, ypos, motion) in texts {
+            for (name, v) in [("xpos", xpos), ("ypos", ypos)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return bad(format!("test pattern {name}={v} must be within 0..=1"));
+                }
             }
-        }
-        // Strings cross into C as NUL-terminated; an interior NUL would silently cut them.
-        if self.text.contains('\0') {
-            return bad("test pattern text contains a NUL character".to_owned());
+            if let Some(Motion { dx, dy }) = motion
+                && !(dx.is_finite() && dy.is_finite() && dx.abs() <= 10.0 && dy.abs() <= 10.0)
+            {
+                return bad(format!(
+                    "test pattern motion ({dx}, {dy}) must be finite and at most 10 frames per second"
+                ));
+            }
+            // Strings cross into C as NUL-terminated; an interior NUL would silently cut them.
+            if text.contains('\0') {
+                return bad("test pattern text contains a NUL character".to_owned());
+            }
         }
         if self.font.contains('\0') {
             return bad("test pattern font contains a NUL character".to_owned());

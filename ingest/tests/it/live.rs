@@ -275,3 +275,89 @@ fn ingest_can_move_between_threads() {
     assert_send_sync::<Ingest>();
     assert_send_sync::<RawFrame>();
 }
+
+/// A moving scene: two texts, one sweeping right, one falling, their paths crossing. In every
+/// frame each text sits where [`Motion::at`] says for the frame's timestamp: its ink box is the
+/// one a still rendered at that position has (to a pixel), so tests know each frame's truth.
+#[test]
+fn moving_texts_are_where_their_motion_puts_them_in_every_frame() {
+    use panoptes_ingest::{Motion, Overlay};
+    let (w, h) = (640u32, 360u32);
+    let right = (Motion { dx: 0.25, dy: 0.0 }, (0.2, 0.3), "RIGHT");
+    let down = (Motion { dx: 0.0, dy: 0.2 }, (0.7, 0.15), "DOWN");
+    let base = TestPattern {
+        width: w,
+        height: h,
+        fps: Framerate::from(10),
+        font: "Sans Bold 20".into(),
+        live: true,
+        ..TestPattern::default()
+    };
+    let pattern = TestPattern {
+        text: right.2.into(),
+        xpos: right.1.0,
+        ypos: right.1.1,
+        motion: Some(right.0),
+        overlays: vec![Overlay {
+            text: down.2.into(),
+            xpos: down.1.0,
+            ypos: down.1.1,
+            motion: Some(down.0),
+        }],
+        ..base.clone()
+    };
+    let (ingest, frames_rx, _status) = start(&SourceSpec::TestPattern(pattern.clone()));
+    let frames = recv_frames(&frames_rx, 12);
+    drop(ingest);
+    // Where one text alone at `at` draws (a still, rendered once per position).
+    let still_box = |text: &str, at: (f64, f64)| {
+        let still = panoptes_ingest::render_still(&TestPattern {
+            text: text.into(),
+            xpos: at.0,
+            ypos: at.1,
+            ..base.clone()
+        })
+        .expect("still");
+        panoptes_ingest::ink_bbox(&still, base.background_rgb(), 0).expect("ink")
+    };
+    let mut moved = [0u32; 2];
+    let mut first: Option<[[u32; 4]; 2]> = None;
+    for f in &frames {
+        let t = f.pts_ns.expect("live frames are stamped") as f64 / 1e9;
+        let boxes = [right, down].map(|(motion, start, text)| still_box(text, motion.at(start, t)));
+        // The two texts are apart in these 1.2 s (RIGHT crosses DOWN's column at x=0.7 only
+        // after 2 s), so each one's pixels are its own: the frame holds exactly both boxes.
+        for (i, b) in boxes.iter().enumerate() {
+            // Blank the other text so the ink box is this one's alone.
+            let mut masked = f.clone();
+            let other = boxes[1 - i];
+            for y in other[1]..=other[3] {
+                let row = y as usize * masked.stride as usize;
+                for x in other[0]..=other[2] {
+                    let p = row + x as usize * 3;
+                    masked.data[p..p + 3].copy_from_slice(&base.background_rgb());
+                }
+            }
+            let ink =
+                panoptes_ingest::ink_bbox(&masked, base.background_rgb(), 0).expect("text drawn");
+            for k in 0..4 {
+                assert!(
+                    ink[k].abs_diff(b[k]) <= 1,
+                    "text {i} at t={t:.3}s: drawn at {ink:?}, expected {b:?}"
+                );
+            }
+        }
+        if let Some(first) = first {
+            moved = [0, 1].map(|i| {
+                first[i][0]
+                    .abs_diff(boxes[i][0])
+                    .max(first[i][1].abs_diff(boxes[i][1]))
+            });
+        } else {
+            first = Some(boxes);
+        }
+    }
+    // 1.1 s between the first and last frame: 0.275 widths (176 px) right, 0.22 heights
+    // (79 px) down.
+    assert!(moved[0] > 150 && moved[1] > 60, "{moved:?}");
+}

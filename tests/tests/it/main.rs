@@ -12,4 +12,5 @@ mod otlp_receiver;
 mod overload;
 mod quickstart;
 mod tidy;
+mod tracking;
 mod yolox;
