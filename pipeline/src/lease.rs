@@ -481,14 +481,28 @@ impl LeaseManager {
         let started = Instant::now();
         let member_key = format!("{}{}", self.member_prefix(), self.me);
         self.member_revision = Some(self.kv.put(&member_key, self.me.clone().into()).await?);
-        let mut members = Vec::new();
         let prefix = self.member_prefix();
-        let mut keys = self.kv.keys().await?;
-        while let Some(key) = keys.next().await {
-            if let Some(m) = key?.strip_prefix(&prefix) {
-                members.push(m.to_owned());
+        // Listing the keys of a bucket whose entries expire can wait forever (the consumer
+        // counts a message that expired before it was delivered; nats-server#3481): bounded,
+        // a stuck listing fails this round instead of stopping every later one.
+        let listing = async {
+            let mut members = Vec::new();
+            let mut keys = self.kv.keys().await?;
+            while let Some(key) = keys.next().await {
+                if let Some(m) = key?.strip_prefix(&prefix) {
+                    members.push(m.to_owned());
+                }
             }
-        }
+            Ok::<_, async_nats::Error>(members)
+        };
+        let mut members = tokio::time::timeout(self.config.renew_every(), listing)
+            .await
+            .map_err(|_| {
+                format!(
+                    "listing the members took longer than {:?}",
+                    self.config.renew_every()
+                )
+            })??;
         if !members.contains(&self.me) {
             members.push(self.me.clone());
         }

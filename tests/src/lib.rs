@@ -284,10 +284,21 @@ pub async fn lease_holders(
     let Ok(kv) = js.get_key_value(format!("{namespace}-leases")).await else {
         return (members, leases);
     };
-    let Ok(mut keys) = kv.keys().await else {
+    // A listing of a bucket whose keys expire can wait forever (nats-server#3481): bounded,
+    // the caller's next poll tries again.
+    let Ok(Ok(keys)) = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut out = Vec::new();
+        let mut keys = kv.keys().await?;
+        while let Some(key) = keys.next().await {
+            out.push(key?);
+        }
+        Ok::<_, async_nats::Error>(out)
+    })
+    .await
+    else {
         return (members, leases);
     };
-    while let Some(Ok(key)) = keys.next().await {
+    for key in keys {
         if key.starts_with("member.") {
             members += 1;
         } else if key.starts_with("lease.")

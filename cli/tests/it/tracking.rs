@@ -207,13 +207,14 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
         if members == 2 && leases.len() == 8 && owners.len() == 2 {
             break leases;
         }
+        let seen = format!("{members} members, leases {leases:?}");
         let exited = workers
             .children
             .iter_mut()
             .any(|c| matches!(c.try_wait(), Ok(Some(_))));
         assert!(
             !exited && begun.elapsed() < GUARD,
-            "no leases:\n{}",
+            "the two workers did not share the leases ({seen}):\n{}",
             workers.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
