@@ -202,6 +202,8 @@ enum SchemaOf {
     Detections,
     /// `events/v1.1` messages (`docs/events.schema.json`).
     Events,
+    /// `analytics/v1` events (`docs/analytics.schema.json`).
+    Analytics,
 }
 
 #[tokio::main]
@@ -280,6 +282,7 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
                 SchemaOf::Topology => panoptes_topology::json_schema(),
                 SchemaOf::Detections => panoptes_contracts::detection::json_schema(),
                 SchemaOf::Events => panoptes_contracts::event::json_schema(),
+                SchemaOf::Analytics => panoptes_contracts::analytics::json_schema(),
             };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())

@@ -140,6 +140,7 @@ fn build_stage(
             panoptes_postprocess::from_config(p, upstream.params, upstream.labels)?
         }
         StageConfig::Tracker(t) => Box::new(panoptes_tracker::build(t)?),
+        StageConfig::Analytics(a) => Box::new(panoptes_analytics::build(a, &topology.cameras)?),
         other => anyhow::bail!(
             "stage {:?}: {} stages are not supported by this build yet",
             other.id(),

@@ -9,6 +9,7 @@
 //! Invariant: no I/O. Nothing here opens a file, a socket or a process, or starts a runtime; a
 //! change to a wire format is a change to this crate (and to `docs/nats.md` and `schema/`).
 
+pub mod analytics;
 pub mod batching;
 pub mod camera;
 pub mod detection;

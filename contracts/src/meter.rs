@@ -59,6 +59,12 @@ pub const MODEL_SECONDS: &str = "panoptes_model_inference_seconds";
 pub const DETECTIONS_PUBLISHED: &str = "panoptes_detections_published_total";
 /// Items forwarded to a stage in another process, per `camera`.
 pub const ITEMS_FORWARDED: &str = "panoptes_items_forwarded_total";
+/// Analytics events raised, per `camera`, `place` (zone or line), `label` and `kind`.
+pub const ANALYTICS_EVENTS: &str = "panoptes_analytics_events_total";
+/// Line crossings, per `camera`, `line`, `label` and `direction` (`in`/`out`).
+pub const LINE_CROSSINGS: &str = "panoptes_line_crossings_total";
+/// Tracked objects inside a zone now, per `camera`, `zone` and `label`.
+pub const ZONE_OCCUPANCY: &str = "panoptes_zone_occupancy";
 /// Per-camera stage states (tracks) that could not be saved to KV for the next owner.
 pub const STATE_WRITE_ERRORS: &str = "panoptes_state_write_errors_total";
 /// Saved states a new owner could not use (another version's, corrupt): the camera started afresh.

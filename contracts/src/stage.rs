@@ -177,6 +177,13 @@ pub trait Stage: Send {
         Vec::new()
     }
 
+    /// Analytics events the stage raised since the last call (zone entries, line crossings,
+    /// dwell), published on `<ns>.analytics.<camera>`. The worker asks after every batch and
+    /// tick.
+    fn take_analytics(&mut self) -> Vec<crate::analytics::AnalyticsEvent> {
+        Vec::new()
+    }
+
     /// `camera` is no longer this worker's (its partition moved, or it went silent): drop what
     /// the stage keeps of it.
     fn forget(&mut self, camera: &CameraId) {

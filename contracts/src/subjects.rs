@@ -1,5 +1,5 @@
 //! NATS subject names (contract v1): `<ns>.frames.<camera>`, `<ns>.detections.<camera>`,
-//! `<ns>.events.<camera>`.
+//! `<ns>.events.<camera>`, `<ns>.analytics.<camera>`.
 
 use crate::camera::CameraId;
 
@@ -63,6 +63,15 @@ impl Subjects {
     /// Like [`Self::detections`] for a camera token taken from a subject.
     pub fn detections_for(&self, camera: &str) -> String {
         format!("{}.detections.{camera}", self.ns)
+    }
+
+    /// Analytics events of a camera (`analytics/v1`).
+    pub fn analytics_for(&self, camera: &str) -> String {
+        format!("{}.analytics.{camera}", self.ns)
+    }
+
+    pub fn all_analytics(&self) -> String {
+        format!("{}.analytics.*", self.ns)
     }
 
     /// Like [`Self::events`] for a camera token taken from a subject (not necessarily a valid

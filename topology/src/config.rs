@@ -293,6 +293,12 @@ pub struct CameraConfig {
     #[serde(default = "default_height")]
     #[schemars(range(min = 16, max = 4320))]
     pub height: u32,
+    /// Zones of this camera for `analytics` stages: objects entering, leaving, dwelling.
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Counting lines of this camera for `analytics` stages.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
     /// How frames travel: `raw` RGB, `jpeg` (encoded at ingest; the first stage must be the
     /// `jpeg` operator), or `auto`: raw when a frame fits the server's max_payload, else JPEG.
     #[serde(default)]
@@ -464,6 +470,65 @@ pub struct TestPatternSource {
     pub overlays: Vec<TextOverlay>,
 }
 
+/// Units of zone and line coordinates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Units {
+    /// Pixels of the camera's frames (`width` × `height`).
+    #[default]
+    Pixels,
+    /// Fractions of the frame, 0–1 on each axis.
+    Normalized,
+}
+
+/// A zone: a polygon of the camera's frame. `analytics` stages report objects entering and
+/// leaving it, and staying longer than `dwell_s`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// One token, unique among the camera's zones and lines.
+    pub id: String,
+    /// Corners in order (at least 3), `[x, y]` in `units`; its edges must not cross.
+    pub polygon: Vec<[f64; 2]>,
+    #[serde(default)]
+    pub units: Units,
+    /// Labels it counts; none: every label.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Seconds an object must stay inside for a `dwell` event (once per visit).
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub dwell_s: Option<f64>,
+}
+
+/// Which side of a directed line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// A counting line from `from` to `to`. Crossing it onto the side named by `in` is `in`; the
+/// other way is `out`. Sides are as seen on the screen walking from `from` to `to` (with
+/// `from: [0, 100], to: [640, 100]`, `right` is below the line).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// One token, unique among the camera's zones and lines.
+    pub id: String,
+    pub from: [f64; 2],
+    pub to: [f64; 2],
+    #[serde(default)]
+    pub units: Units,
+    /// The side that counts as `in`.
+    #[serde(rename = "in")]
+    pub in_side: Side,
+    /// Labels it counts; none: every label.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
 /// How a test pattern's text moves: its centre travels `dx` frame widths and `dy` frame
 /// heights per second of stream time and bounces off the edges.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
@@ -508,6 +573,8 @@ pub enum StageConfig {
     Postprocess(PostprocessStage),
     /// Gives detections of one object the same track ID across frames.
     Tracker(TrackerStage),
+    /// Zones, lines and dwell over tracked detections (the cameras' `zones` and `lines`).
+    Analytics(AnalyticsStage),
     /// Publishes detections to a subject pattern.
     Sink(SinkStage),
 }
@@ -822,6 +889,40 @@ fn default_snapshot_interval_ms() -> u64 {
     1000
 }
 
+/// Events about tracked objects and the cameras' zones and lines (`zone_enter`, `zone_exit`,
+/// `line_cross`, `dwell`) on `<ns>.analytics.<camera>`; detections pass through unchanged.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsStage {
+    pub id: String,
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The point of a box that is tested against zones and lines.
+    #[serde(default)]
+    pub anchor: Anchor,
+    /// Frames a track may be missing before it counts as ended (leaving its zones).
+    #[serde(default = "default_max_age")]
+    pub max_age: u32,
+    /// Milliseconds a track may be missing before it counts as ended, besides `max_age`.
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+    /// How often each camera's state (which zones each track is in, since when) is saved to
+    /// KV for its next worker, in milliseconds (also at hand-over).
+    #[serde(default = "default_snapshot_interval_ms")]
+    #[schemars(range(min = 100))]
+    pub snapshot_interval_ms: u64,
+}
+
+/// A point of a box.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Anchor {
+    /// Middle of the bottom edge: where a person or vehicle touches the ground.
+    #[default]
+    BottomCenter,
+    Center,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkStage {
@@ -855,6 +956,7 @@ impl StageConfig {
             StageConfig::Model(s) => &s.id,
             StageConfig::Postprocess(s) => &s.id,
             StageConfig::Tracker(s) => &s.id,
+            StageConfig::Analytics(s) => &s.id,
             StageConfig::Sink(s) => &s.id,
         }
     }
@@ -866,6 +968,7 @@ impl StageConfig {
             StageConfig::Model(s) => s.input.as_deref(),
             StageConfig::Postprocess(s) => s.input.as_deref(),
             StageConfig::Tracker(s) => s.input.as_deref(),
+            StageConfig::Analytics(s) => s.input.as_deref(),
             StageConfig::Sink(s) => s.input.as_deref(),
         }
     }
@@ -876,6 +979,7 @@ impl StageConfig {
             StageConfig::Model(_) => "model",
             StageConfig::Postprocess(_) => "postprocess",
             StageConfig::Tracker(_) => "tracker",
+            StageConfig::Analytics(_) => "analytics",
             StageConfig::Sink(_) => "sink",
         }
     }

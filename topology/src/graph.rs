@@ -224,6 +224,7 @@ fn stage_lines(stage: &StageConfig) -> Vec<String> {
                 )
             ));
         }
+        StageConfig::Analytics(_) => lines.push("analytics: zones, lines".to_owned()),
         StageConfig::Sink(s) => lines.push(format!("sink: {}", spelling(&s.format))),
     }
     lines

@@ -10,6 +10,7 @@
 pub mod config;
 mod de;
 pub mod diagnostic;
+pub mod geometry;
 pub mod graph;
 pub mod plan;
 mod schema_check;

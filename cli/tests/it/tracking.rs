@@ -4,7 +4,10 @@
 //! ground truth is known). One worker is killed with SIGKILL (the next owner restores the last
 //! periodic save) or stopped with SIGTERM (it saves at hand-back; periodic saves are off), and
 //! every object keeps its track ID; IDs of new objects come from the new owner's range, never
-//! one the old owner gave; objects that leave end their track with a `track_end` event.
+//! one the old owner gave; objects that leave end their track with a `track_end` event. An
+//! `analytics` stage after the tracker watches a zone A walks through (entering before the
+//! failover, leaving after it) and a line B crosses after it: one enter, one exit, one
+//! crossing per camera, whichever worker saw them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use panoptes_contracts::analytics::{AnalyticsEvent, AnalyticsKind, Direction};
 use panoptes_contracts::event::{Event, EventKind};
 use panoptes_contracts::stage::{FrameMeta, Item, Payload};
 use panoptes_contracts::tensor::Transform;
@@ -116,16 +120,27 @@ fn item(cam: &str, seq: u64, t0_ns: u64) -> bytes::Bytes {
     panoptes_contracts::envelope::encode(&item).expect("encode item")
 }
 
-/// The detector chain with a tracker after it, saving each camera's state every `save_ms`.
+/// The detector chain with a tracker and analytics after it, saving each camera's state every
+/// `save_ms`; the cameras (declared for their zones and lines; the test publishes their
+/// detections) have the zone `walk` on A's path and the line `gate` across B's.
 fn write_topology(dir: &Path, save_ms: u64) -> PathBuf {
     let header = "namespace: trk\ndelivery: live\npartitions: 8\nworkers: { lease_ttl_ms: 1500 }";
     let path = detector_topology(dir, "tracking", header, 160, 1);
     let mut text = std::fs::read_to_string(&path).expect("topology");
     text.push_str(&format!(
-        "  - id: track\n    kind: tracker\n    input: text-boxes\n    snapshot_interval_ms: {save_ms}\n"
+        "  - id: track\n    kind: tracker\n    input: text-boxes\n    snapshot_interval_ms: {save_ms}\n  - id: places\n    kind: analytics\n    input: track\n    snapshot_interval_ms: {save_ms}\n"
     ));
+    text.push_str(
+        &std::fs::read_to_string(fixture("tracking-cameras.yaml")).expect("cameras fixture"),
+    );
     std::fs::write(&path, text).expect("write topology");
     path
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn start(n: usize, topology: &Path, url: &str, dir: &Path) -> WorkerProcesses {
@@ -135,7 +150,7 @@ fn start(n: usize, topology: &Path, url: &str, dir: &Path) -> WorkerProcesses {
             Path::new(env!("CARGO_BIN_EXE_panoptes")),
             topology,
             url,
-            &["--stages", "track"],
+            &["--stages", "track,places"],
             "info,panoptes_pipeline=debug",
             (dir, &format!("worker-{i}")),
         )
@@ -155,6 +170,8 @@ struct Seen {
     raw_detections: Vec<u8>,
     raw_ends: Vec<u8>,
     discarded: Vec<Event>,
+    analytics: Vec<AnalyticsEvent>,
+    raw_analytics: Vec<u8>,
 }
 
 impl Seen {
@@ -199,6 +216,7 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
     let js = async_nats::jetstream::new(client.clone());
     let mut detections = client.subscribe("trk.detections.>").await.expect("sub");
     let mut events = client.subscribe("trk.events.>").await.expect("sub");
+    let mut analytics = client.subscribe("trk.analytics.>").await.expect("sub");
     let mut workers = start(2, &topology, server.url(), dir.path());
     let begun = Instant::now();
     let leases = loop {
@@ -219,7 +237,7 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // A state of another version waits for cam-0 (key `<unit>.<stage>.<camera>`): its first
+    // A state of another version waits for cam-0 (key `<unit>.<stage>.<camera>`, the unit being `track_places`): its first
     // owner discards it with an event and starts the camera afresh.
     let state = js
         .get_key_value("trk-state")
@@ -227,7 +245,7 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
         .expect("the workers made the state bucket");
     state
         .put(
-            "track.track.cam-0",
+            "track_places.track.cam-0",
             r#"{"format":"panoptes.tracker","version":0,"state":{}}"#.into(),
         )
         .await
@@ -268,6 +286,12 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
                     } else if e.kind == EventKind::StateDiscarded {
                         seen.discarded.push(e);
                     }
+                }
+                Some(m) = analytics.next() => {
+                    let e: AnalyticsEvent = serde_json::from_slice(&m.payload).expect("analytics/v1");
+                    seen.analytics.push(e);
+                    seen.raw_analytics.extend_from_slice(&m.payload);
+                    seen.raw_analytics.push(b'\n');
                 }
                 () = tokio::time::sleep(Duration::from_secs(3)) => break seen,
             }
@@ -374,6 +398,37 @@ fn check(seen: &Seen, moved: &[String], logs: &str) {
         assert!((t.path_px - 48.0).abs() < 2.0, "{t:?}");
         assert_eq!(t.duration_ms, 2400, "{t:?}");
         assert_eq!(end.stage.as_deref(), Some("track"));
+
+        // A's bottom centre (x = 60 + 1.5·seq, y = 180) is in `walk` (x 100..200) from frame
+        // 27 to 93; B's (x = 340, y = 90 + 1.5·seq) crosses `gate` (y = 250, `in` below) at
+        // frame 107. Each once, by whichever worker held the camera then.
+        let a = seen.ids_of(&cam, 0).into_iter().next().unwrap_or_default();
+        let b = seen.ids_of(&cam, 1).into_iter().next().unwrap_or_default();
+        let mine: Vec<&AnalyticsEvent> =
+            seen.analytics.iter().filter(|e| e.camera == cam).collect();
+        let what: Vec<(AnalyticsKind, u64, Option<Direction>)> = mine
+            .iter()
+            .map(|e| (e.kind, e.track_id, e.direction))
+            .collect();
+        assert_eq!(
+            what,
+            [
+                (AnalyticsKind::ZoneEnter, a, None),
+                (AnalyticsKind::ZoneExit, a, None),
+                (AnalyticsKind::LineCross, b, Some(Direction::In)),
+            ],
+            "{cam} (moved: {}): {mine:?}",
+            moved.contains(&cam)
+        );
+        // At the frame the scene says, or (live delivery drops a frame under load) just after.
+        for (e, truth) in mine.iter().zip([27, 94, 107]) {
+            assert!(
+                (truth..=truth + 2).contains(&e.seq),
+                "{cam}: {:?} at frame {}, expected {truth}",
+                e.kind,
+                e.seq
+            );
+        }
     }
 }
 
@@ -383,8 +438,10 @@ fn third_party_schema_check(seen: &Seen) {
     let dir = tempfile::tempdir().expect("tempdir");
     let detections = dir.path().join("detections.jsonl");
     let ends = dir.path().join("ends.jsonl");
+    let analytics = dir.path().join("analytics.jsonl");
     std::fs::write(&detections, &seen.raw_detections).expect("write");
     std::fs::write(&ends, &seen.raw_ends).expect("write");
+    std::fs::write(&analytics, &seen.raw_analytics).expect("write");
     let docs = panoptes_tests::repo_root().join("docs");
     let script = r#"
 import json, sys, jsonschema
@@ -406,6 +463,8 @@ for schema_path, lines_path in zip(args[0::2], args[1::2]):
         .arg(&detections)
         .arg(docs.join("events.schema.json"))
         .arg(&ends)
+        .arg(docs.join("analytics.schema.json"))
+        .arg(&analytics)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e} (run scripts/setup.sh)", python.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -295,6 +295,18 @@ impl Chain {
         keeper.save(&self.graph, cameras);
     }
 
+    /// Publishes the analytics events a stage raised on `<ns>.analytics.<camera>`.
+    fn report_analytics(&self, events: Vec<panoptes_contracts::analytics::AnalyticsEvent>) {
+        for event in events {
+            if let Ok(body) = serde_json::to_vec(&event) {
+                self.send(Outbound::Event(
+                    self.subjects.analytics_for(&event.camera),
+                    body.into(),
+                ));
+            }
+        }
+    }
+
     /// Publishes the events stages raised (a track ended, a state discarded).
     fn report(&self, events: Vec<Event>) {
         for event in events {
@@ -394,7 +406,9 @@ impl Chain {
         };
         let items = n.stage.tick(now);
         let events = n.stage.take_events();
+        let analytics = n.stage.take_analytics();
         self.report(events);
+        self.report_analytics(analytics);
         if items.is_empty() {
             return;
         }
@@ -531,6 +545,7 @@ impl Chain {
             let mut outs = n.stage.process_batch(items);
             let elapsed = t.elapsed();
             let events = n.stage.take_events();
+            let analytics = n.stage.take_analytics();
             metrics::histogram!(meter::STAGE_SECONDS, "stage" => n.stage.id().to_owned())
                 .record(elapsed.as_secs_f64());
             tracing::trace!(
@@ -579,6 +594,7 @@ impl Chain {
                 });
             }
             self.report(events);
+            self.report_analytics(analytics);
             let n = &self.graph.nodes[node];
             let next = emit(
                 n,

@@ -120,6 +120,35 @@ impl Checker<'_> {
                 }
             }
         }
+        // An analytics stage watches tracks: a tracker must come before it.
+        for (i, s) in infos.iter().enumerate() {
+            if s.kind != Some("analytics") || !known[i] {
+                continue;
+            }
+            let mut at = parent[i];
+            let mut tracked = false;
+            let mut hops = 0;
+            while let Some(p) = at
+                && hops <= infos.len()
+            {
+                if infos[p].kind == Some("tracker") {
+                    tracked = true;
+                    break;
+                }
+                at = parent[p];
+                hops += 1;
+            }
+            if !tracked && s.input != FRAMES {
+                self.out.push(
+                    Diagnostic::at(
+                        s.input_span.unwrap_or(s.kind_span),
+                        format!("stage `{}` (analytics) needs tracked detections, but no tracker comes before it", s.id),
+                    )
+                    .label("no tracker upstream")
+                    .help(format!("add a stage `kind: tracker` reading `{}` and let `{}` read it", s.input, s.id)),
+                );
+            }
+        }
         for i in order {
             let s = &infos[i];
             let input = match parent[i] {
@@ -135,7 +164,7 @@ impl Checker<'_> {
                 "model" if s.crops => (&[Flow::Detections], Some(Flow::Tensors)),
                 "model" => (&[Flow::Tensors], Some(Flow::Tensors)),
                 "postprocess" => (&[Flow::Tensors], Some(Flow::Detections)),
-                "tracker" => (&[Flow::Detections], Some(Flow::Detections)),
+                "tracker" | "analytics" => (&[Flow::Detections], Some(Flow::Detections)),
                 "sink" => (&[Flow::Detections], Some(Flow::Nothing)),
                 _ => continue,
             };
@@ -166,9 +195,11 @@ impl Checker<'_> {
                     ("postprocess", Flow::Detections, Some(op)) => {
                         format!("`{op}` emits detections already: read them with a tracker or sink")
                     }
-                    ("tracker" | "sink", Flow::Frames | Flow::Tensors, Some(op)) => format!(
-                        "put model and postprocess stages after `{op}`, or give it `emits: detections` if it makes them itself"
-                    ),
+                    ("tracker" | "analytics" | "sink", Flow::Frames | Flow::Tensors, Some(op)) => {
+                        format!(
+                            "put model and postprocess stages after `{op}`, or give it `emits: detections` if it makes them itself"
+                        )
+                    }
                     (_, Flow::Nothing, _) => {
                         "a sink publishes; nothing can read from it".to_owned()
                     }

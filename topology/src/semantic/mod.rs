@@ -6,6 +6,7 @@
 mod cameras;
 mod edges;
 mod models;
+mod places;
 mod settings;
 mod stages;
 
@@ -28,6 +29,12 @@ pub fn check(root: &Node, base_dir: &Path) -> Vec<Diagnostic> {
     c.control(root.get("control"));
     let models = c.models(root.get("models"));
     c.cameras(root.get("cameras"));
+    let analytics = root.get("stages").is_some_and(|s| {
+        s.items()
+            .iter()
+            .any(|st| str_at(Some(st), "kind").is_some_and(|(k, _)| k == "analytics"))
+    });
+    c.places(root.get("cameras"), analytics);
     c.stages(root.get("stages"), &models);
     c.out
 }

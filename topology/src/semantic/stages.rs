@@ -11,7 +11,7 @@ use crate::diagnostic::Diagnostic;
 use crate::yaml::{Node, Span};
 
 /// Stage IDs that would collide with the fixed subjects `<ns>.<stage>.<camera>` shares.
-const RESERVED: &[&str] = &[FRAMES, "detections", "events", "control"];
+const RESERVED: &[&str] = &[FRAMES, "detections", "events", "analytics", "control"];
 
 impl Checker<'_> {
     pub(super) fn stages(&mut self, stages: Option<&Node>, models: &HashMap<&str, Option<u64>>) {

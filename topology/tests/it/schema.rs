@@ -31,6 +31,7 @@ fn committed_message_schemas_are_current() {
     for (name, schema) in [
         ("detections", panoptes_contracts::detection::json_schema()),
         ("events", panoptes_contracts::event::json_schema()),
+        ("analytics", panoptes_contracts::analytics::json_schema()),
     ] {
         let path = docs.join(format!("{name}.schema.json"));
         let generated = format!(

@@ -1,0 +1,3 @@
+//! The integration tests of `panoptes-analytics`, compiled as one test binary; a module per area.
+
+mod scene;
