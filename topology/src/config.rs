@@ -2,6 +2,10 @@
 //! schemars) the JSON Schema editors use. Validation lives in `check`; these types only
 //! describe a topology that already passed it.
 
+pub use crate::places::{LineConfig, Side, Units, ZoneConfig};
+pub use crate::test_pattern::{TestPatternSource, TextMotion, TextOverlay};
+pub use crate::tracking::TrackerStage;
+use crate::tracking::{default_max_age, default_snapshot_interval_ms};
 pub use panoptes_contracts::kinds::Postprocessor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -445,122 +449,6 @@ pub struct HttpSource {
     pub url: String,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TestPatternSource {
-    pub text: String,
-    /// Pango font description, e.g. "Sans Bold 48" (scaled with the frame width).
-    #[serde(default)]
-    pub font: Option<String>,
-    /// Text position as a fraction of the frame (textoverlay `xpos`/`ypos`).
-    #[serde(default = "half")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub xpos: f64,
-    #[serde(default = "half")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub ypos: f64,
-    /// Background colour as `#RRGGBB`.
-    #[serde(default)]
-    pub background: Option<String>,
-    /// Moves the text: a scene whose ground truth is known in every frame.
-    #[serde(default)]
-    pub motion: Option<TextMotion>,
-    /// Further texts on the same frames (same font), each with its place and motion.
-    #[serde(default)]
-    pub overlays: Vec<TextOverlay>,
-}
-
-/// Units of zone and line coordinates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Units {
-    /// Pixels of the camera's frames (`width` × `height`).
-    #[default]
-    Pixels,
-    /// Fractions of the frame, 0–1 on each axis.
-    Normalized,
-}
-
-/// A zone: a polygon of the camera's frame. `analytics` stages report objects entering and
-/// leaving it, and staying longer than `dwell_s`.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneConfig {
-    /// One token, unique among the camera's zones and lines.
-    pub id: String,
-    /// Corners in order (at least 3), `[x, y]` in `units`; its edges must not cross.
-    pub polygon: Vec<[f64; 2]>,
-    #[serde(default)]
-    pub units: Units,
-    /// Labels it counts; none: every label.
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Seconds an object must stay inside for a `dwell` event (once per visit).
-    #[serde(default)]
-    #[schemars(range(min = 0.0))]
-    pub dwell_s: Option<f64>,
-}
-
-/// Which side of a directed line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    Left,
-    Right,
-}
-
-/// A counting line from `from` to `to`. Crossing it onto the side named by `in` is `in`; the
-/// other way is `out`. Sides are as seen on the screen walking from `from` to `to` (with
-/// `from: [0, 100], to: [640, 100]`, `right` is below the line).
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LineConfig {
-    /// One token, unique among the camera's zones and lines.
-    pub id: String,
-    pub from: [f64; 2],
-    pub to: [f64; 2],
-    #[serde(default)]
-    pub units: Units,
-    /// The side that counts as `in`.
-    #[serde(rename = "in")]
-    pub in_side: Side,
-    /// Labels it counts; none: every label.
-    #[serde(default)]
-    pub labels: Vec<String>,
-}
-
-/// How a test pattern's text moves: its centre travels `dx` frame widths and `dy` frame
-/// heights per second of stream time and bounces off the edges.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TextMotion {
-    #[serde(default)]
-    #[schemars(range(min = -10.0, max = 10.0))]
-    pub dx: f64,
-    #[serde(default)]
-    #[schemars(range(min = -10.0, max = 10.0))]
-    pub dy: f64,
-}
-
-/// A further text of a test pattern.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TextOverlay {
-    pub text: String,
-    #[serde(default = "half")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub xpos: f64,
-    #[serde(default = "half")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub ypos: f64,
-    #[serde(default)]
-    pub motion: Option<TextMotion>,
-}
-
-fn half() -> f64 {
-    0.5
-}
-
 /// One step of the topology, chosen by `kind`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -750,7 +638,7 @@ fn default_orientation_threshold() -> f32 {
     0.9
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -803,90 +691,6 @@ pub struct PostprocessStage {
     /// Label given to every detection.
     #[serde(default)]
     pub label: Option<String>,
-}
-
-/// Multi-object tracking per camera (ByteTrack): gives the boxes of one object the same
-/// `track_id` across frames, and raises `track_end` events. Its state follows each camera to
-/// its next worker (KV `<ns>-state`). Defaults are ByteTrack's published ones.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrackerStage {
-    pub id: String,
-    #[serde(default)]
-    pub input: Option<String>,
-    /// Boxes scoring at least this are associated first and may start tracks.
-    #[serde(default = "default_high_score")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub high_score: f64,
-    /// Boxes scoring below this are ignored; those between it and `high_score` only continue
-    /// tracks (ByteTrack's second pass).
-    #[serde(default = "default_low_score")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub low_score: f64,
-    /// An unmatched box starts a track if it scores at least this.
-    #[serde(default = "default_new_track_score")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub new_track_score: f64,
-    /// Least IoU of a high-score box with a track's predicted box to continue it.
-    #[serde(default = "default_iou")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub iou_threshold: f64,
-    /// Least IoU of a low-score box with a track's predicted box (second pass).
-    #[serde(default = "default_low_iou")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub low_iou_threshold: f64,
-    /// Matches a new track needs before it gets a track ID.
-    #[serde(default = "default_min_hits")]
-    #[schemars(range(min = 1))]
-    pub min_hits: u32,
-    /// Frames of its camera a track may go unmatched before it ends.
-    #[serde(default = "default_max_age")]
-    pub max_age: u32,
-    /// Milliseconds (capture time) a track may go unmatched before it ends, besides
-    /// `max_age`. A camera that stops sending frames ends its tracks after this, or after
-    /// `max_age` of its recent frame intervals when unset.
-    #[serde(default)]
-    pub max_age_ms: Option<u64>,
-    /// Track each label on its own (a `person` box never continues a `car` track).
-    #[serde(default = "yes")]
-    pub per_label: bool,
-    /// Most tracks kept per camera; boxes beyond it start none.
-    #[serde(default = "default_max_tracks")]
-    #[schemars(range(min = 1, max = 65536))]
-    pub max_tracks: u32,
-    /// How often each camera's state is saved to KV for its next owner, in milliseconds
-    /// (it is also saved when the worker hands the camera over).
-    #[serde(default = "default_snapshot_interval_ms")]
-    #[schemars(range(min = 100))]
-    pub snapshot_interval_ms: u64,
-}
-
-fn default_high_score() -> f64 {
-    0.5
-}
-fn default_low_score() -> f64 {
-    0.1
-}
-fn default_new_track_score() -> f64 {
-    0.6
-}
-fn default_iou() -> f64 {
-    0.2
-}
-fn default_low_iou() -> f64 {
-    0.5
-}
-fn default_min_hits() -> u32 {
-    2
-}
-fn default_max_age() -> u32 {
-    30
-}
-fn default_max_tracks() -> u32 {
-    4096
-}
-fn default_snapshot_interval_ms() -> u64 {
-    1000
 }
 
 /// Events about tracked objects and the cameras' zones and lines (`zone_enter`, `zone_exit`,

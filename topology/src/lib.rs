@@ -12,9 +12,12 @@ mod de;
 pub mod diagnostic;
 pub mod geometry;
 pub mod graph;
+mod places;
 pub mod plan;
 mod schema_check;
 mod semantic;
+mod test_pattern;
+mod tracking;
 pub mod yaml;
 
 use std::ops::{Deref, DerefMut};
