@@ -24,6 +24,8 @@ operators=(
     "panoptes-op-crop:panoptes_op_crop:crop"
     "panoptes-op-jpeg:panoptes_op_jpeg:jpeg"
     "panoptes-op-onnx:panoptes_op_onnx:onnx"
+    "panoptes-op-zonefilter:panoptes_op_zonefilter:zonefilter"
+    "panoptes-op-tally:panoptes_op_tally:tally"
     # Test fixture for fault isolation and sandbox tests; not meant for topologies.
     "panoptes-op-misbehave:panoptes_op_misbehave:misbehave"
 )
@@ -65,4 +67,85 @@ for op in "${operators[@]}"; do
     cp "$src" "operators/dist/.$name.wasm.tmp"
     mv -f "operators/dist/.$name.wasm.tmp" "operators/dist/$name.wasm"
     echo "operators/dist/$name.wasm ($(wc -c <"operators/dist/$name.wasm") bytes)"
+done
+
+# Builds `out` with the command after `--` unless its stamp says `want` was built already.
+# The command writes to $tmp; the result is moved over `out` only when it succeeds.
+build_if_changed() {
+    local out="$1" want="$2" stamp
+    shift 3
+    stamp="$(dirname "$out")/.$(basename "$out" .wasm).stamp"
+    if [[ -f "$out" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return
+    fi
+    tmp="$(dirname "$out")/.$(basename "$out").tmp"
+    "$@"
+    mv -f "$tmp" "$out"
+    echo "$want" >"$stamp"
+    echo "$out ($(wc -c <"$out") bytes)"
+}
+
+# Python operators, through componentize-py (installed by scripts/setup.sh): the same build as
+# `panoptes operator build` (cli/src/operator_build.rs), done here because the CLI is not built
+# yet. Each is rebuilt only when its source, the SDK or the WIT changed (about 5 s each).
+python_operators=(
+    # Test fixture: the Rust misbehave's faults, for the sandbox tests.
+    "operators/python/fixtures/misbehave.py:misbehave-py"
+    "operators/python/examples/zone_filter.py:zone_filter"
+    "operators/python/examples/plate_text.py:plate_text"
+    "operators/python/examples/crowd_alert.py:crowd_alert"
+    "operators/python/examples/tally.py:tally-py"
+)
+componentize="${PANOPTES_COMPONENTIZE_PY:-${PANOPTES_HOME:-$HOME/.cache/panoptes}/venv/bin/componentize-py}"
+if [[ ! -x "$componentize" ]]; then
+    echo "error: $componentize is missing: run scripts/setup.sh (it installs componentize-py)" >&2
+    exit 1
+fi
+py_digest=$(cat operators/wit/operator.wit operators/wit/deps/wasi-nn/wasi-nn.wit operators/wit-stateful/operator.wit \
+    operators/python/panoptes_operator/*.py "$componentize" | sha256sum | cut -c1-16)
+componentize_py() {
+    local source="$1" work
+    work=$(mktemp -d)
+    printf 'import panoptes_operator._world as _world\nimport %s as _operator\n\nWitWorld = _world.world_for(_operator)\n' \
+        "$(basename "$source" .py)" >"$work/panoptes_entry.py"
+    # A class that defines snapshot keeps per-camera state: the stateful world (0.2.0).
+    local wit=operators/wit world=operator
+    if grep -q '^[[:space:]]*def snapshot(' "$source"; then
+        wit=operators/wit-stateful world=stateful-operator
+    fi
+    "$componentize" -d "$wit" -w "$world" componentize \
+        -p operators/python -p "$(dirname "$source")" -p "$work" panoptes_entry -o "$tmp" >/dev/null
+    rm -rf "$work"
+}
+for op in "${python_operators[@]}"; do
+    IFS=: read -r source name <<<"$op"
+    build_if_changed "operators/dist/$name.wasm" "$py_digest $(sha256sum "$source" | cut -c1-16)" \
+        -- componentize_py "$source"
+done
+
+# JavaScript operators, through componentize-js (installed by scripts/setup.sh): bundled with
+# the SDK by operators/js/bundle.mjs, as `panoptes operator build` does.
+js_operators=(
+    "operators/js/fixtures/misbehave.js:misbehave-js"
+    "operators/js/examples/zone_filter.js:zone_filter-js"
+)
+componentize_js="${PANOPTES_COMPONENTIZE_JS:-${PANOPTES_HOME:-$HOME/.cache/panoptes}/node/node_modules/.bin/componentize-js}"
+if [[ ! -x "$componentize_js" ]]; then
+    echo "error: $componentize_js is missing: run scripts/setup.sh (it installs componentize-js)" >&2
+    exit 1
+fi
+js_digest=$(cat operators/wit/operator.wit operators/js/panoptes_operator.js operators/js/bundle.mjs \
+    operators/js/package-lock.json | sha256sum | cut -c1-16)
+componentize_js() {
+    local source="$1" work
+    work=$(mktemp -d)
+    node operators/js/bundle.mjs operators/js/panoptes_operator.js "$source" "$work/bundle.js"
+    "$componentize_js" "$work/bundle.js" --wit operators/wit -n operator -d http -d fetch-event \
+        -o "$tmp" >/dev/null
+    rm -rf "$work"
+}
+for op in "${js_operators[@]}"; do
+    IFS=: read -r source name <<<"$op"
+    build_if_changed "operators/dist/$name.wasm" "$js_digest $(sha256sum "$source" | cut -c1-16)" \
+        -- componentize_js "$source"
 done

@@ -16,6 +16,7 @@ echo "==> cargo clippy for the Wasm operators (wasm32-wasip2)"
 cargo clippy --release --locked --target wasm32-wasip2 -p panoptes-operator-sdk \
     -p panoptes-op-letterbox -p panoptes-op-resize -p panoptes-op-normalize \
     -p panoptes-op-colorconvert -p panoptes-op-crop -p panoptes-op-jpeg -p panoptes-op-onnx \
-    -p panoptes-op-misbehave -- -D warnings
+    -p panoptes-op-misbehave -p panoptes-op-zonefilter \
+    -p panoptes-operator-sdk-stateful -p panoptes-op-tally -- -D warnings
 echo "==> cargo test"
 cargo test --release --locked

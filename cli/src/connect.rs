@@ -27,12 +27,28 @@ pub async fn connect_with(
     nats: &NatsConfig,
     base_dir: &Path,
 ) -> anyhow::Result<async_nats::Client> {
+    // Capacities count messages, not bytes: keep them small for multi-megabyte frames so a
+    // burst cannot queue seconds of video (DESIGN.md §10).
+    connect_buffered(url, nats, base_dir, FRAME_SUBSCRIPTION_CAPACITY).await
+}
+
+/// Messages a subscription of [`connect_with`]'s client buffers before the client drops the
+/// next ones (async-nats' slow-consumer rule).
+pub const FRAME_SUBSCRIPTION_CAPACITY: usize = 64;
+
+/// [`connect_with`] for a client whose subscriptions carry small messages in bursts (results,
+/// analytics events): each subscription buffers up to `subscription_capacity` messages before
+/// the client drops any.
+pub async fn connect_buffered(
+    url: &str,
+    nats: &NatsConfig,
+    base_dir: &Path,
+    subscription_capacity: usize,
+) -> anyhow::Result<async_nats::Client> {
     let mut opts = ConnectOptions::new()
         .name("panoptes")
-        // Capacities count messages, not bytes: keep them small for multi-megabyte frames so a
-        // burst cannot queue seconds of video (DESIGN.md §10).
         .client_capacity(64)
-        .subscription_capacity(64)
+        .subscription_capacity(subscription_capacity.max(1))
         // async-nats doubles its reconnect delay up to 4 s; a worker back a few seconds late
         // after a server restart delays every camera it serves, so retry at least every second.
         .reconnect_delay_callback(|attempts| {

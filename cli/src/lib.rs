@@ -6,15 +6,17 @@
 //! [`nats_args`] holds the connection flags every command shares; [`telemetry`] installs OTLP
 //! trace export and the `/metrics` endpoint; [`operator_reload`] serves the operator reload
 //! subject. The subcommands: [`publish`], [`roles`] (`worker`, `ingest`), [`operator_cmd`]
-//! (`operator`), [`camera_cmd`] (`camera`), [`validate`], [`graph`].
+//! (`operator`), [`camera_cmd`] (`camera`), [`clips_cmd`] (`clips`), [`validate`], [`graph`].
 //!
 //! Invariant: no noun of the design lives here. Frames, stages, cameras, workers and the control
 //! protocol belong to their crates (see ARCHITECTURE.md); this crate wires them into processes.
 
 pub mod camera_cmd;
+pub mod clips_cmd;
 pub mod connect;
 pub mod graph;
 pub mod nats_args;
+pub mod operator_build;
 pub mod operator_cmd;
 pub mod operator_reload;
 pub mod publish;

@@ -111,6 +111,15 @@ enum Command {
     Worker(panoptes::roles::WorkerArgs),
     /// Run only a topology's ingest nodes, joining an existing NATS server.
     Ingest(panoptes::roles::IngestArgs),
+    /// Run only a topology's outputs (webhooks, MQTT), joining an existing NATS server, so
+    /// they scale and fail apart from the pipeline.
+    Sink(panoptes::roles::SinkArgs),
+    /// Run only a topology's recorder (clips and snapshots of events, `record:`), joining an
+    /// existing NATS server; recorders share the cameras like workers.
+    Record(panoptes::roles::RecordArgs),
+    /// List, fetch and remove stored clips and snapshots (NATS Object Store `<ns>-clips`).
+    #[command(subcommand)]
+    Clips(panoptes::clips_cmd::ClipsCommand),
     /// Publish frames of an image, a video or a test pattern as a camera (sequence numbers
     /// start at 0 on every run).
     Publish(panoptes::publish::PublishArgs),
@@ -181,6 +190,8 @@ fn telemetry_of(
         Command::Run { topology, .. } => (ServiceRole::All, Some(topology)),
         Command::Worker(args) => (ServiceRole::Worker, Some(&args.topology)),
         Command::Ingest(args) => (ServiceRole::Ingest, Some(&args.topology)),
+        Command::Sink(args) => (ServiceRole::Sink, Some(&args.topology)),
+        Command::Record(args) => (ServiceRole::Record, Some(&args.topology)),
         Command::Publish(_) => (ServiceRole::Publish, None),
         _ => return (None, None, None),
     };
@@ -204,6 +215,10 @@ enum SchemaOf {
     Events,
     /// `analytics/v1` events (`docs/analytics.schema.json`).
     Analytics,
+    /// `output-events/v1`, outputs' status events (`docs/output-events.schema.json`).
+    OutputEvents,
+    /// `clips/v1`, stored clips and segments (`docs/clips.schema.json`).
+    Clips,
 }
 
 #[tokio::main]
@@ -283,6 +298,8 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
                 SchemaOf::Detections => panoptes_contracts::detection::json_schema(),
                 SchemaOf::Events => panoptes_contracts::event::json_schema(),
                 SchemaOf::Analytics => panoptes_contracts::analytics::json_schema(),
+                SchemaOf::OutputEvents => panoptes_contracts::output::json_schema(),
+                SchemaOf::Clips => panoptes_contracts::clip::json_schema(),
             };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
@@ -296,6 +313,9 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
         } => subscribe(camera.as_deref(), &nats, namespace, format, count).await,
         Command::Worker(args) => panoptes::roles::worker(args, stop_timeout).await,
         Command::Ingest(args) => panoptes::roles::ingest(args, stop_timeout).await,
+        Command::Sink(args) => panoptes::roles::sink(args, stop_timeout).await,
+        Command::Record(args) => panoptes::roles::record(args, stop_timeout).await,
+        Command::Clips(command) => panoptes::clips_cmd::run(command).await,
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
         Command::Operator(command) => panoptes::operator_cmd::run(command).await,
@@ -312,15 +332,28 @@ async fn run(
     topology.nats = nats.settings(Some(&topology.nats));
     let running = Running::start(&topology, nats.url.as_deref(), Role::All).await?;
     running.reload_from(path);
+    // Listening before the banner (once it says how to stop, Ctrl-C stops); a second signal
+    // during the stop ends it at once.
+    let mut signals = Signals::listen()?;
     eprintln!(
-        "panoptes: running {} with {} camera(s) on {}\n  watch results: panoptes subscribe --nats {}\n  stop: Ctrl-C",
+        "panoptes: running {} with {} camera(s){} on {}\n  watch results: panoptes subscribe --nats {}{}\n  stop: Ctrl-C",
         path.display(),
         topology.cameras.len(),
+        match running.outputs() {
+            0 => String::new(),
+            n => format!(" and {n} output(s)"),
+        },
         running.nats_url,
-        running.nats_url
+        running.nats_url,
+        if running.records() {
+            format!(
+                "\n  clips of events: panoptes clips list --nats {} --namespace {}",
+                running.nats_url, topology.namespace
+            )
+        } else {
+            String::new()
+        }
     );
-    // Heard from now on: a second signal during the stop ends it at once.
-    let mut signals = Signals::listen()?;
     let failed = running.failed.clone();
     tokio::select! {
         () = signals.recv() => eprintln!("panoptes: stopping"),
@@ -352,6 +385,12 @@ async fn validate(paths: &[PathBuf], env: bool, nats: &NatsArgs) -> bool {
                 continue;
             }
         };
+        let labels = panoptes::validate::unknown_labels(&topology);
+        if !labels.is_empty() {
+            eprintln!("{}", topology.diagnostics(labels).render(color));
+            all_ok = false;
+            continue;
+        }
         if env {
             topology.nats = nats.settings(Some(&topology.nats));
             let problems = panoptes::validate::environment(&topology, nats.url.as_deref()).await;

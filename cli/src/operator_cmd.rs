@@ -23,6 +23,20 @@ pub enum OperatorCommand {
         #[arg(long, env = "PANOPTES_KEYGEN_OUT")]
         out: PathBuf,
     },
+    /// Build a Python operator (a .py file defining one `panoptes_operator.Operator`
+    /// subclass) or a JavaScript one (a .js module whose default export is a class extending
+    /// `Operator`) into a Wasm component, through componentize-py or componentize-js. Sign
+    /// it and name it in a topology like any operator.
+    Build {
+        /// The operator's .py or .js file.
+        source: PathBuf,
+        /// The component to write (default: SOURCE with a .wasm extension).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// More directories a Python operator imports modules from (repeatable).
+        #[arg(long = "path", value_name = "DIR")]
+        paths: Vec<PathBuf>,
+    },
     /// Sign an operator module, writing MODULE.wasm.sig next to it.
     Sign {
         /// Secret key file from `panoptes operator keygen`.
@@ -99,6 +113,17 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
                 refused == 0,
                 "{refused} of {} workers refused the reload",
                 replies.len()
+            );
+        }
+        OperatorCommand::Build { source, out, paths } => {
+            let out = out.unwrap_or_else(|| source.with_extension("wasm"));
+            crate::operator_build::build(&source, &out, &paths)?;
+            let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "built {} ({:.1} MiB) from {}",
+                out.display(),
+                size as f64 / (1 << 20) as f64,
+                source.display()
             );
         }
         OperatorCommand::Keygen { out } => {

@@ -1,4 +1,4 @@
-//! `panoptes worker` and `panoptes ingest`: one part of a topology each, the units a distributed
+//! `panoptes worker`, `panoptes ingest` and `panoptes sink`: one part of a topology each, the units a distributed
 //! deployment runs on many machines around one NATS server. Also how these and `panoptes run`
 //! stop: on SIGINT or SIGTERM, within a deadline, and at once on a second signal.
 
@@ -57,6 +57,37 @@ pub struct IngestArgs {
         value_delimiter = ','
     )]
     pub cameras: Option<Vec<String>>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SinkArgs {
+    /// The topology whose outputs this process runs (its cameras and stages are ignored).
+    #[arg(env = "PANOPTES_TOPOLOGY")]
+    pub topology: PathBuf,
+    /// NATS server to join (default: the topology's `nats.url`) and how; flags win over the
+    /// topology's `nats` section.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Only these outputs, comma-separated (default: every output of the topology). Sinks of
+    /// one output share its messages (a queue group, or its durable JetStream consumer).
+    #[arg(
+        long,
+        env = "PANOPTES_OUTPUTS",
+        value_name = "ID,ID",
+        value_delimiter = ','
+    )]
+    pub outputs: Option<Vec<String>>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// The topology whose `record:` section this process records (its stages are ignored).
+    #[arg(env = "PANOPTES_TOPOLOGY")]
+    pub topology: PathBuf,
+    /// NATS server to join (default: the topology's `nats.url`) and how; flags win over the
+    /// topology's `nats` section.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// A comma-separated ID list as given: trimmed, empty items left out.
@@ -164,13 +195,14 @@ pub async fn worker(args: WorkerArgs, stop_timeout: Duration) -> anyhow::Result<
         Role::Worker { partitions, stages },
     )
     .await?;
+    // Listening before the banner: once it says how to stop, Ctrl-C stops.
+    let mut signals = Signals::listen()?;
     eprintln!(
         "panoptes: worker for {} ({} stage(s), {serving}) on {}\n  stop: Ctrl-C",
         args.topology.display(),
         topology.stages.len(),
         running.nats_url
     );
-    let mut signals = Signals::listen()?;
     let failed = running.failed.clone();
     tokio::select! {
         () = signals.recv() => eprintln!("panoptes: stopping"),
@@ -183,6 +215,49 @@ pub async fn worker(args: WorkerArgs, stop_timeout: Duration) -> anyhow::Result<
         "panoptes: worker received {} frames, produced {} detection messages, dropped {} (live mode keeps the newest), failed {}, skipped {} (other partitions), handed back {} (partitions moved), lost {} (published while their partition had no live worker)",
         w.received, w.processed, w.dropped, w.failed, w.skipped, w.handed_back, w.lost
     );
+    Ok(())
+}
+
+/// Runs the outputs until SIGINT or SIGTERM, then stops them within `stop_timeout` (live
+/// outputs deliver what their queues hold first).
+pub async fn sink(args: SinkArgs, stop_timeout: Duration) -> anyhow::Result<()> {
+    let mut topology = TopologyFile::load(&args.topology)?;
+    topology.nats = args.nats.settings(Some(&topology.nats));
+    let outputs = args.outputs.map(id_list);
+    let running =
+        Running::start(&topology, args.nats.url.as_deref(), Role::Sink { outputs }).await?;
+    // Listening before the banner: once it says how to stop, Ctrl-C stops.
+    let mut signals = Signals::listen()?;
+    eprintln!(
+        "panoptes: sink running {} output(s) of {} on {}\n  status events: {}\n  stop: Ctrl-C",
+        running.outputs(),
+        args.topology.display(),
+        running.nats_url,
+        running.subjects.all_output_events(),
+    );
+    signals.recv().await;
+    eprintln!("panoptes: stopping");
+    stop_within(running, stop_timeout, signals.recv()).await?;
+    Ok(())
+}
+
+/// Records clips of events until SIGINT or SIGTERM, then stores what is open within
+/// `stop_timeout`.
+pub async fn record(args: RecordArgs, stop_timeout: Duration) -> anyhow::Result<()> {
+    let mut topology = TopologyFile::load(&args.topology)?;
+    topology.nats = args.nats.settings(Some(&topology.nats));
+    let running = Running::start(&topology, args.nats.url.as_deref(), Role::Record).await?;
+    // Listening before the banner: once it says how to stop, Ctrl-C stops.
+    let mut signals = Signals::listen()?;
+    eprintln!(
+        "panoptes: recording clips of {} on {}\n  stored clips: {}\n  stop: Ctrl-C",
+        args.topology.display(),
+        running.nats_url,
+        running.subjects.all_clips(),
+    );
+    signals.recv().await;
+    eprintln!("panoptes: stopping");
+    stop_within(running, stop_timeout, signals.recv()).await?;
     Ok(())
 }
 
@@ -200,12 +275,13 @@ pub async fn ingest(args: IngestArgs, stop_timeout: Duration) -> anyhow::Result<
     )
     .await?;
     running.reload_from(&args.topology);
+    // Listening before the banner: once it says how to stop, Ctrl-C stops.
+    let mut signals = Signals::listen()?;
     eprintln!(
         "panoptes: ingesting {count} camera(s) of {} on {}\n  stop: Ctrl-C",
         args.topology.display(),
         running.nats_url
     );
-    let mut signals = Signals::listen()?;
     signals.recv().await;
     eprintln!("panoptes: stopping");
     let summary = stop_within(running, stop_timeout, signals.recv()).await?;

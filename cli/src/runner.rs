@@ -30,6 +30,11 @@ pub enum Role {
     },
     /// Only ingest nodes, for the cameras named (`None`: every camera of the topology).
     Ingest { cameras: Option<Vec<String>> },
+    /// Only outputs (webhooks, MQTT), those named (`None`: every output of the topology).
+    Sink { outputs: Option<Vec<String>> },
+    /// Only the recorder (clips and snapshots of events, `record:`), for the cameras it
+    /// leases, shared with the deployment's other recorders.
+    Record,
 }
 
 impl Role {
@@ -41,12 +46,22 @@ impl Role {
         matches!(self, Role::All | Role::Ingest { .. })
     }
 
+    fn runs_outputs(&self) -> bool {
+        matches!(self, Role::All | Role::Sink { .. })
+    }
+
+    fn runs_recorder(&self) -> bool {
+        matches!(self, Role::All | Role::Record)
+    }
+
     /// What joins a NATS server, as the missing-URL error names it.
     fn joiner(&self) -> Option<&'static str> {
         match self {
             Role::All => None,
             Role::Worker { .. } => Some("a worker"),
             Role::Ingest { .. } => Some("an ingest node"),
+            Role::Sink { .. } => Some("a sink"),
+            Role::Record => Some("a recorder"),
         }
     }
 }
@@ -62,8 +77,19 @@ pub struct Running {
     /// The cameras this process ingests, changed at runtime through the camera control
     /// subjects; `None` for a worker-only process.
     cameras: Option<RunningCameras>,
+    /// The outputs this process runs (webhooks, MQTT); `None` when it runs none.
+    outputs: Option<panoptes_outputs::Outputs>,
+    /// The recorder (clips of events); `None` when this process records nothing.
+    recorder: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     server: Option<NatsServer>,
 }
+
+/// Messages a recorder's subscriptions buffer: every frame of its cameras must reach it (a
+/// missing frame is a gap in a clip), while a frame worker's hold 64 and keep the newest.
+const RECORDER_SUBSCRIPTION_CAPACITY: usize = 1024;
+
+/// How long a stop leaves live outputs to deliver what their queues hold.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(3);
 
 struct RunningWorker {
     task: tokio::task::JoinHandle<Result<StatsSnapshot, WorkerError>>,
@@ -121,7 +147,7 @@ impl Running {
     ) -> anyhow::Result<Self> {
         let cameras = cameras_of(topology, &role)?;
         let scope = crate::validate::Scope {
-            cameras: !matches!(role, Role::Worker { .. }),
+            cameras: role.runs_ingest(),
             stages: role.runs_worker(),
         };
         let refused = crate::validate::unsupported(topology, scope);
@@ -160,6 +186,83 @@ impl Running {
         };
         let subjects = Subjects::new(topology.namespace.clone());
         let guard = panoptes_client::control::ControlGuard::from_topology(topology)?;
+
+        // Outputs first: they subscribe before anything publishes, so they miss nothing.
+        let outputs = if role.runs_outputs() && !topology.outputs.is_empty() {
+            let only = match &role {
+                Role::Sink { outputs } => outputs.as_deref(),
+                _ => None,
+            };
+            let config = panoptes_outputs::OutputsConfig {
+                durable: topology.delivery == panoptes_topology::Delivery::Durable,
+                ..Default::default()
+            };
+            // Live outputs read core NATS: their subscriptions must absorb a burst as large as
+            // their queues, or the client drops events before the output sees them. The frame
+            // client's subscriptions hold 64; the outputs get a client of their own.
+            let live_queue = topology
+                .outputs
+                .iter()
+                .filter(|o| only.is_none_or(|only| only.iter().any(|id| id == o.id())))
+                .map(|o| o.queue())
+                .max()
+                .unwrap_or(0);
+            let outputs_client =
+                if config.durable || live_queue <= crate::connect::FRAME_SUBSCRIPTION_CAPACITY {
+                    client.clone()
+                } else {
+                    let nats = match &server {
+                        Some(_) => panoptes_topology::NatsConfig::default(),
+                        None => topology.nats.clone(),
+                    };
+                    crate::connect::connect_buffered(&url, &nats, &topology.base_dir, live_queue)
+                        .await?
+                };
+            Some(
+                panoptes_outputs::Outputs::start(
+                    &outputs_client,
+                    &subjects,
+                    &topology.outputs,
+                    only,
+                    &config,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        if matches!(role, Role::Sink { .. }) && outputs.is_none() {
+            bail!("the topology declares no outputs");
+        }
+
+        // The recorder next, for the same reason: its pre-roll starts with the first frame.
+        let recorder = match panoptes_recorder::RecorderConfig::from_topology(topology) {
+            Some(config) if role.runs_recorder() => {
+                let nats = match &server {
+                    Some(_) => panoptes_topology::NatsConfig::default(),
+                    None => topology.nats.clone(),
+                };
+                let recorder_client = crate::connect::connect_buffered(
+                    &url,
+                    &nats,
+                    &topology.base_dir,
+                    RECORDER_SUBSCRIPTION_CAPACITY,
+                )
+                .await?;
+                let cancel = CancellationToken::new();
+                let stop = cancel.clone();
+                let task = tokio::spawn(async move {
+                    if let Err(e) = panoptes_recorder::run(recorder_client, config, stop).await {
+                        tracing::error!(error = %e, "the recorder stopped");
+                    }
+                });
+                Some((task, cancel))
+            }
+            _ => None,
+        };
+        if matches!(role, Role::Record) && recorder.is_none() {
+            bail!("the topology records nothing: add `record:` with rules or continuous recording");
+        }
 
         let failed = CancellationToken::new();
         let worker = if role.runs_worker() {
@@ -323,8 +426,22 @@ impl Running {
             client,
             worker,
             cameras,
+            outputs,
+            recorder,
             server,
         })
+    }
+
+    /// Whether this process records clips.
+    pub fn records(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// How many outputs this process runs.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+            .as_ref()
+            .map_or(0, panoptes_outputs::Outputs::len)
     }
 
     /// Makes `reload` (camera control subject, SIGHUP) re-read the topology at `path`.
@@ -384,6 +501,16 @@ impl Running {
             }
             None => StatsSnapshot::default(),
         };
+        // After the worker, open clips are stored with the frames and detections that came;
+        // before the outputs, so their announcements (`clips/v1`) are still delivered.
+        if let Some((task, cancel)) = self.recorder {
+            cancel.cancel();
+            let _ = task.await;
+        }
+        // After the worker and the recorder: their last messages still reach the outputs.
+        if let Some(outputs) = self.outputs {
+            outputs.stop(OUTPUT_DRAIN).await;
+        }
         let _ = self.client.flush().await;
         drop(self.client);
         if let Some(server) = self.server {
@@ -406,7 +533,7 @@ fn cameras_of<'a>(
 ) -> anyhow::Result<Vec<&'a CameraConfig>> {
     match role {
         Role::All => Ok(topology.cameras.iter().collect()),
-        Role::Worker { .. } => Ok(Vec::new()),
+        Role::Worker { .. } | Role::Sink { .. } | Role::Record => Ok(Vec::new()),
         Role::Ingest { cameras: None } => {
             if topology.cameras.is_empty() {
                 bail!("the topology has no cameras to ingest");

@@ -20,6 +20,8 @@ pub enum ServiceRole {
     All,
     Ingest,
     Worker,
+    Sink,
+    Record,
     Publish,
 }
 
@@ -29,6 +31,8 @@ impl ServiceRole {
             ServiceRole::All => "panoptes",
             ServiceRole::Ingest => "panoptes-ingest",
             ServiceRole::Worker => "panoptes-worker",
+            ServiceRole::Sink => "panoptes-sink",
+            ServiceRole::Record => "panoptes-record",
             ServiceRole::Publish => "panoptes-publish",
         }
     }
@@ -242,6 +246,10 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
 {
     let timeout = Duration::from_secs(5);
+    // reqwest is built without a default TLS provider (the outputs pick ring explicitly), so
+    // its blocking client behind the HTTP exporter needs a process default; an earlier
+    // install (same provider) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = match export.protocol {
         OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()

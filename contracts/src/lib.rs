@@ -12,6 +12,7 @@
 pub mod analytics;
 pub mod batching;
 pub mod camera;
+pub mod clip;
 pub mod detection;
 pub mod envelope;
 pub mod event;
@@ -20,6 +21,7 @@ pub mod headers;
 mod ipc_check;
 pub mod kinds;
 pub mod meter;
+pub mod output;
 pub mod partition;
 pub mod stage;
 pub mod subjects;

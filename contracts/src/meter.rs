@@ -69,6 +69,23 @@ pub const ZONE_OCCUPANCY: &str = "panoptes_zone_occupancy";
 pub const STATE_WRITE_ERRORS: &str = "panoptes_state_write_errors_total";
 /// Saved states a new owner could not use (another version's, corrupt): the camera started afresh.
 pub const STATE_DISCARDED: &str = "panoptes_state_discarded_total";
+/// Messages an output delivered (webhook answered 2xx, MQTT broker acknowledged), per `output`.
+pub const OUTPUT_DELIVERED: &str = "panoptes_output_delivered_total";
+/// Delivery attempts that failed (and may be retried), per `output`.
+pub const OUTPUT_FAILED_ATTEMPTS: &str = "panoptes_output_failed_attempts_total";
+/// Messages an output gave up after its attempts, or that its endpoint refused for good, per
+/// `output` (durable delivery leaves the first in JetStream for a later try).
+pub const OUTPUT_GAVE_UP: &str = "panoptes_output_gave_up_total";
+/// Messages an output dropped because its queue was full (live delivery), per `output`.
+pub const OUTPUT_DROPPED: &str = "panoptes_output_dropped_total";
+/// Messages an output skipped as malformed, per `output`.
+pub const OUTPUT_MALFORMED: &str = "panoptes_output_malformed_total";
+/// Time from a message reaching an output to its delivery, per `output`.
+pub const OUTPUT_DELIVERY_SECONDS: &str = "panoptes_output_delivery_seconds";
+/// Clips and segments a recorder stored, per camera.
+pub const RECORDER_CLIPS: &str = "panoptes_recorder_clips_total";
+/// Bytes of video a recorder stored, per camera.
+pub const RECORDER_BYTES: &str = "panoptes_recorder_bytes_total";
 /// Times the NATS connection was re-established.
 pub const NATS_RECONNECTS: &str = "panoptes_nats_reconnects_total";
 /// Times the NATS connection was lost.

@@ -1,5 +1,6 @@
 //! NATS subject names (contract v1): `<ns>.frames.<camera>`, `<ns>.detections.<camera>`,
-//! `<ns>.events.<camera>`, `<ns>.analytics.<camera>`.
+//! `<ns>.events.<camera>`, `<ns>.analytics.<camera>`, `<ns>.outputs.<output>`,
+//! `<ns>.clips.<camera>`.
 
 use crate::camera::CameraId;
 
@@ -72,6 +73,26 @@ impl Subjects {
 
     pub fn all_analytics(&self) -> String {
         format!("{}.analytics.*", self.ns)
+    }
+
+    /// Status events of an output (`output-events/v1`): its endpoint went down or came back,
+    /// it gave up a message or dropped some.
+    pub fn output_events(&self, output: &str) -> String {
+        format!("{}.outputs.{output}", self.ns)
+    }
+
+    /// Clips and segments of a camera once stored (`clips/v1`).
+    pub fn clips_for(&self, camera: &str) -> String {
+        format!("{}.clips.{camera}", self.ns)
+    }
+
+    pub fn all_clips(&self) -> String {
+        format!("{}.clips.*", self.ns)
+    }
+
+    /// Every output's status events.
+    pub fn all_output_events(&self) -> String {
+        format!("{}.outputs.*", self.ns)
     }
 
     /// Like [`Self::events`] for a camera token taken from a subject (not necessarily a valid

@@ -130,11 +130,41 @@ pub async fn ensure_detections_stream(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> Result<(), DurableError> {
-    let name = stream_name(subjects, "detections");
+    ensure_results_stream(js, subjects, "detections", "panoptes detections").await
+}
+
+/// Creates or updates the analytics stream (`<ns>.analytics.*`): analytics events raised in
+/// durable delivery are kept for the outputs' consumers, duplicates (an event raised again
+/// after a redelivered frame) removed by the event's ID within two minutes.
+pub async fn ensure_analytics_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<(), DurableError> {
+    ensure_results_stream(js, subjects, "analytics", "panoptes analytics events").await
+}
+
+/// Creates or updates the stream of clip announcements (`<ns>.clips.*`, `clips/v1`), for
+/// outputs that deliver them in durable delivery.
+pub async fn ensure_clips_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<(), DurableError> {
+    ensure_results_stream(js, subjects, "clips", "panoptes clip announcements").await
+}
+
+/// A stream of results (`<ns>.<kind>.*`): kept 24 h or 1 GiB, duplicates by `Nats-Msg-Id`
+/// removed within two minutes.
+async fn ensure_results_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    kind: &str,
+    what: &str,
+) -> Result<(), DurableError> {
+    let name = stream_name(subjects, kind);
     js.create_or_update_stream(stream::Config {
         name: name.clone(),
-        description: Some("panoptes detections; duplicates removed by Nats-Msg-Id".into()),
-        subjects: vec![subjects.all_detections()],
+        description: Some(format!("{what}; duplicates removed by Nats-Msg-Id")),
+        subjects: vec![format!("{}.{kind}.*", subjects.namespace())],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(24 * 3600),
@@ -183,7 +213,7 @@ pub async fn ensure_consumer(
 
 /// Sets up, once at a unit's start, what its durable delivery needs (each call retried a few
 /// times, see [`with_retries`]): a server that can partition streams, the stream of its input,
-/// the detections stream, the streams of the stages it forwards to (so its first publications
+/// the detections and analytics streams, the streams of the stages it forwards to (so its first publications
 /// are kept even before the next stage's workers start), and every partition's consumer from
 /// the start (interest retention keeps messages only for consumers that exist). Returns the
 /// input stream the unit's consumers pull from.
@@ -201,6 +231,7 @@ pub async fn prepare_unit(
     let stream =
         with_retries(|| ensure_input_stream(&js, subjects, input, partitions, config)).await?;
     with_retries(|| ensure_detections_stream(&js, subjects)).await?;
+    with_retries(|| ensure_analytics_stream(&js, subjects)).await?;
     for stage in forwarded {
         with_retries(|| ensure_input_stream(&js, subjects, stage, partitions, config)).await?;
     }

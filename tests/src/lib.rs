@@ -1,6 +1,7 @@
 //! Shared support for panoptes' end-to-end tests: a real nats-server per test, GStreamer set up
 //! once per test binary, the example topologies, and the geometry tests assert with.
 
+pub mod mqtt;
 pub mod nats;
 pub mod otlp;
 pub mod procstat;
@@ -193,10 +194,25 @@ impl WorkerProcesses {
         log: &str,
         (dir, name): (&Path, &str),
     ) -> std::io::Result<()> {
+        self.spawn_role(binary, "worker", topology, url, extra, log, (dir, name))
+    }
+
+    /// Like [`spawn`](Self::spawn) for another role (`record`, `sink`, `ingest`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_role(
+        &mut self,
+        binary: &Path,
+        role: &str,
+        topology: &Path,
+        url: &str,
+        extra: &[&str],
+        log: &str,
+        (dir, name): (&Path, &str),
+    ) -> std::io::Result<()> {
         let path = dir.join(format!("{name}.log"));
         let child = std::process::Command::new(binary)
             .current_dir(repo_root())
-            .arg("worker")
+            .arg(role)
             .arg(topology)
             .args(["--nats", url])
             .args(extra)
@@ -313,6 +329,56 @@ pub async fn lease_holders(
         }
     }
     (members, leases)
+}
+
+/// Waits until `members` of the processes in `procs` share the namespace's `partitions` leases
+/// (every partition held, each process holding some); returns the pid holding each partition.
+/// Fails with the processes' logs if one of them exits, or after `guard`.
+pub async fn wait_for_shared_leases(
+    js: &async_nats::jetstream::Context,
+    namespace: &str,
+    (members, partitions): (usize, usize),
+    procs: &mut WorkerProcesses,
+    guard: std::time::Duration,
+) -> std::collections::BTreeMap<u32, u32> {
+    let begun = std::time::Instant::now();
+    loop {
+        let (now, leases) = lease_holders(js, namespace).await;
+        let owners: std::collections::BTreeSet<u32> = leases.values().copied().collect();
+        if now == members && leases.len() == partitions && owners.len() == members {
+            return leases;
+        }
+        let exited = procs
+            .children
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(Some(_))));
+        assert!(
+            !exited && begun.elapsed() < guard,
+            "{members} processes did not share the {partitions} leases ({now} members, {leases:?}):\n{}",
+            procs.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Of `cameras`, the owner (by `leases` of `partitions`) holding the most, with its cameras:
+/// the process a failover test stops.
+pub fn busiest_owner(
+    leases: &std::collections::BTreeMap<u32, u32>,
+    cameras: &[String],
+    partitions: u32,
+) -> (u32, Vec<String>) {
+    let mut per_pid: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for c in cameras {
+        let p = panoptes_contracts::partition::partition_of(c, partitions);
+        if let Some(&pid) = leases.get(&p) {
+            per_pid.entry(pid).or_default().push(c.clone());
+        }
+    }
+    per_pid
+        .into_iter()
+        .max_by_key(|(_, c)| c.len())
+        .unwrap_or_default()
 }
 
 /// What `cargo bench` adds to every benchmark binary's arguments: `--bench`. A benchmark's

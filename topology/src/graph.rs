@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{Emits, FRAMES, SourceConfig, StageConfig, Topology, WireEncoding};
+use crate::config::{
+    Emits, FRAMES, OutputConfig, SourceConfig, StageConfig, Topology, WireEncoding,
+};
 use crate::stage_inputs;
 
 /// The diagram language.
@@ -46,14 +48,16 @@ enum Shape {
     Publisher,
     Subject,
     Stage,
+    Output,
 }
 
 impl Shape {
-    const ALL: [Shape; 4] = [
+    const ALL: [Shape; 5] = [
         Shape::Camera,
         Shape::Publisher,
         Shape::Subject,
         Shape::Stage,
+        Shape::Output,
     ];
 
     fn class(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Shape {
             Shape::Publisher => "publisher",
             Shape::Subject => "subject",
             Shape::Stage => "stage",
+            Shape::Output => "output",
         }
     }
 
@@ -71,6 +76,7 @@ impl Shape {
             Shape::Publisher => r##"shape=ellipse, style=dashed"##,
             Shape::Subject => r##"shape=cds, style=filled, fillcolor="#fdf1d6""##,
             Shape::Stage => r##"shape=box, style=filled, fillcolor="#e3f2e1""##,
+            Shape::Output => r##"shape=hexagon, style=filled, fillcolor="#f3e1f2""##,
         }
     }
 
@@ -80,6 +86,7 @@ impl Shape {
             Shape::Publisher => "fill:#ffffff,stroke:#888888,stroke-dasharray:4 3",
             Shape::Subject => "fill:#fdf1d6,stroke:#b07a1f",
             Shape::Stage => "fill:#e3f2e1,stroke:#3b7a3b",
+            Shape::Output => "fill:#f3e1f2,stroke:#7a3b78",
         }
     }
 
@@ -90,6 +97,7 @@ impl Shape {
             Shape::Publisher => ("((", "))"),
             Shape::Subject => ("[/", "/]"),
             Shape::Stage => ("[", "]"),
+            Shape::Output => ("{{", "}}"),
         }
     }
 }
@@ -238,6 +246,34 @@ fn sink_subject(pattern: &str, namespace: &str, stage: &str) -> String {
         .replace("{camera}", "*")
 }
 
+/// The node of `subject` among the results, added if new.
+fn subject_node(results: &mut Group, ids: &mut Ids, subject: &str) -> String {
+    if let Some(n) = results.nodes.iter().find(|n| n.lines[0] == subject) {
+        return n.id.clone();
+    }
+    let id = ids.make("r", &(results.nodes.len() + 1).to_string());
+    results.nodes.push(Node {
+        id: id.clone(),
+        lines: vec![subject.to_owned()],
+        shape: Shape::Subject,
+    });
+    id
+}
+
+/// A URL without what may be a credential (user, password, query).
+fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = match rest.split_once('/') {
+        Some((authority, path)) => format!(
+            "{}/{path}",
+            authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+        ),
+        None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_owned(),
+    };
+    format!("{scheme}://{rest}")
+}
+
 impl Graph {
     fn build(t: &Topology) -> Graph {
         let ns = t.namespace.as_str();
@@ -353,8 +389,42 @@ impl Graph {
             edges.push((stage_ids[i].clone(), target));
         }
 
+        // Analytics stages also publish their events.
+        let analytics_subject = format!("{ns}.analytics.*");
+        for (i, stage) in t.stages.iter().enumerate() {
+            if matches!(stage, StageConfig::Analytics(_)) {
+                let target = subject_node(&mut results, &mut ids, &analytics_subject);
+                edges.push((stage_ids[i].clone(), target));
+            }
+        }
+
+        // Outputs read result subjects and deliver elsewhere.
+        let mut outputs = Group {
+            key: "outputs",
+            title: (!t.outputs.is_empty())
+                .then(|| String::from("outputs (panoptes run or panoptes sink)")),
+            nodes: Vec::new(),
+        };
+        for o in &t.outputs {
+            let id = ids.make("o", o.id());
+            let to = match o {
+                OutputConfig::Webhook(w) => format!("webhook: {}", shown_url(&w.url)),
+                OutputConfig::Mqtt(m) => format!("mqtt: {} {}", shown_url(&m.url), m.topic),
+            };
+            outputs.nodes.push(Node {
+                id: id.clone(),
+                lines: vec![o.id().to_owned(), to],
+                shape: Shape::Output,
+            });
+            for source in o.from() {
+                let subject = format!("{ns}.{}.*", source.name());
+                let from = subject_node(&mut results, &mut ids, &subject);
+                edges.push((from, id.clone()));
+            }
+        }
+
         Graph {
-            groups: vec![sources, frames, stages, results],
+            groups: vec![sources, frames, stages, results, outputs],
             edges,
         }
     }

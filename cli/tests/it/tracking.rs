@@ -218,25 +218,8 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
     let mut events = client.subscribe("trk.events.>").await.expect("sub");
     let mut analytics = client.subscribe("trk.analytics.>").await.expect("sub");
     let mut workers = start(2, &topology, server.url(), dir.path());
-    let begun = Instant::now();
-    let leases = loop {
-        let (members, leases) = panoptes_tests::lease_holders(&js, "trk").await;
-        let owners: BTreeSet<u32> = leases.values().copied().collect();
-        if members == 2 && leases.len() == 8 && owners.len() == 2 {
-            break leases;
-        }
-        let seen = format!("{members} members, leases {leases:?}");
-        let exited = workers
-            .children
-            .iter_mut()
-            .any(|c| matches!(c.try_wait(), Ok(Some(_))));
-        assert!(
-            !exited && begun.elapsed() < GUARD,
-            "the two workers did not share the leases ({seen}):\n{}",
-            workers.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let leases =
+        panoptes_tests::wait_for_shared_leases(&js, "trk", (2, 8), &mut workers, GUARD).await;
     // A state of another version waits for cam-0 (key `<unit>.<stage>.<camera>`, the unit being `track_places`): its first
     // owner discards it with an event and starts the camera afresh.
     let state = js
@@ -251,15 +234,7 @@ async fn run(stop: Stop, save_ms: u64) -> (Seen, Vec<String>, String) {
         .await
         .expect("put a stale state");
     let cams: Vec<String> = (0..CAMERAS).map(camera).collect();
-    let owner = |cam: &str| leases[&panoptes_contracts::partition::partition_of(cam, 8)];
-    let mut per_pid: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for c in &cams {
-        per_pid.entry(owner(c)).or_default().push(c.clone());
-    }
-    let (victim_pid, moved) = per_pid
-        .into_iter()
-        .max_by_key(|(_, c)| c.len())
-        .expect("a worker owns cameras");
+    let (victim_pid, moved) = panoptes_tests::busiest_owner(&leases, &cams, 8);
     let victim = workers
         .pids()
         .iter()

@@ -299,10 +299,11 @@ impl Chain {
     fn report_analytics(&self, events: Vec<panoptes_contracts::analytics::AnalyticsEvent>) {
         for event in events {
             if let Ok(body) = serde_json::to_vec(&event) {
-                self.send(Outbound::Event(
-                    self.subjects.analytics_for(&event.camera),
-                    body.into(),
-                ));
+                self.send(Outbound::Analytics {
+                    subject: self.subjects.analytics_for(&event.camera),
+                    id: event.id,
+                    body: body.into(),
+                });
             }
         }
     }

@@ -49,6 +49,13 @@ pub(super) enum Outbound {
         seq: u64,
     },
     Event(String, Bytes),
+    /// An analytics event; in durable delivery stored in the analytics stream under its ID
+    /// (an event raised again for a redelivered frame is dropped as a duplicate).
+    Analytics {
+        subject: String,
+        id: String,
+        body: Bytes,
+    },
 }
 
 /// One frame's publications (or the reasons they failed), in the order they were made.
@@ -225,6 +232,26 @@ pub(super) async fn publish_loop(p: Publisher, mut rx: mpsc::Receiver<Outbound>)
     while let Some(out) = rx.recv().await {
         match out {
             Outbound::Event(subject, body) => {
+                if let Err(e) = p.client.publish(subject.clone(), body).await {
+                    tracing::warn!(%subject, error = %e, "publish failed");
+                }
+            }
+            Outbound::Analytics { subject, id, body } if p.durable => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(durable::MSG_ID, id.as_str());
+                let stored = match p
+                    .js
+                    .publish_with_headers(subject.clone(), headers, body)
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = stored {
+                    tracing::warn!(%subject, %id, %error, "JetStream did not store an analytics event");
+                }
+            }
+            Outbound::Analytics { subject, body, .. } => {
                 if let Err(e) = p.client.publish(subject.clone(), body).await {
                     tracing::warn!(%subject, error = %e, "publish failed");
                 }

@@ -131,11 +131,15 @@ pub fn operator_stage(
                 source,
             },
         )?;
-    let mut stage = OperatorStage::new(slot.clone(), instance).expecting(match op.emits {
-        Emits::Tensors => OutputKind::Tensors,
-        Emits::Frames => OutputKind::Frames,
-        Emits::Detections => OutputKind::Detections,
-    });
+    let mut stage = OperatorStage::new(slot.clone(), instance)
+        .expecting(match op.emits {
+            Emits::Tensors => OutputKind::Tensors,
+            Emits::Frames => OutputKind::Frames,
+            Emits::Detections => OutputKind::Detections,
+        })
+        .snapshot_every(std::time::Duration::from_millis(
+            op.snapshot_interval_ms.max(100),
+        ));
     if op.watch {
         let watcher = slot
             .watch(WATCH_PERIOD)

@@ -97,6 +97,9 @@ pub enum WasmError {
         requested: usize,
     },
 
+    #[error("operator `{operator}` refused the saved state: {message}")]
+    StateRefused { operator: String, message: String },
+
     #[error("operator `{operator}` failed on this frame: {error}")]
     Operator {
         operator: String,

@@ -18,6 +18,9 @@ use crate::engine::OperatorModule;
 use crate::error::{OperatorError, OperatorErrorKind, WasmError};
 use crate::nn::NnState;
 
+mod state;
+use state::StateExports;
+
 pub(crate) mod bindings {
     //! Host bindings generated from the `panoptes:operator` WIT worlds. `model-operator`
     //! includes `operator`, so one set of bindings serves both kinds of component.
@@ -105,11 +108,15 @@ pub struct OperatorInstance {
     /// `None` after a trap: the guest's state is unknown, so it is rebuilt on the next call.
     live: Option<Live>,
     rebuilds: u64,
+    /// The module exports the stateful world's functions (`instance/state.rs`).
+    stateful: bool,
 }
 
 struct Live {
     store: Store<HostState>,
     bindings: ModelOperator,
+    /// The `panoptes:operator@0.2.0` exports of a stateful operator.
+    state: Option<StateExports>,
 }
 
 impl std::fmt::Debug for OperatorInstance {
@@ -139,8 +146,11 @@ impl OperatorInstance {
             max_memory_bytes,
             live: None,
             rebuilds: 0,
+            stateful: false,
         };
-        instance.live = Some(instance.start()?);
+        let live = instance.start()?;
+        instance.stateful = live.state.is_some();
+        instance.live = Some(live);
         Ok(instance)
     }
 
@@ -198,6 +208,14 @@ impl OperatorInstance {
         self.rebuilds
     }
 
+    /// Bytes of linear memory the live guest holds, all its memories together (0 before the
+    /// first call and after a failure discarded it): what `memory_mib` must leave room for.
+    pub fn memory_bytes(&self) -> usize {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.store.data().limiter.reserved)
+    }
+
     /// Runs the operator on one frame. A returned error fails this frame only: after a trap,
     /// timeout or memory-limit failure the guest is discarded and transparently rebuilt (with the
     /// same configuration) on the next call.
@@ -230,6 +248,17 @@ impl OperatorInstance {
             Ok(Ok(output)) => {
                 self.live = Some(live);
                 Ok(output)
+            }
+            // The guest caught a refused allocation (Python's MemoryError) and answered with
+            // an error: still the memory cap's doing, and its memory stays at the cap, so the
+            // instance is rebuilt like after a trap.
+            Ok(Err(_)) if live.store.data().limiter.exceeded.is_some() => {
+                let state = live.store.data();
+                Err(WasmError::MemoryLimit {
+                    operator: self.name().to_owned(),
+                    limit: state.limiter.limit,
+                    requested: state.limiter.exceeded.unwrap_or_default(),
+                })
             }
             Ok(Err(error)) => {
                 self.live = Some(live);
@@ -269,8 +298,17 @@ impl OperatorInstance {
             }
         });
         store.set_epoch_deadline(self.module.deadline_ticks(self.deadline));
-        let bindings = match self.module.pre().instantiate(&mut store) {
-            Ok(bindings) => bindings,
+        let instantiated = self
+            .module
+            .pre()
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let bindings = ModelOperator::new(&mut store, &instance)?;
+                Ok((instance, bindings))
+            });
+        let (instance, bindings) = match instantiated {
+            Ok(both) => both,
             Err(err) => {
                 if store.data().limiter.exceeded.is_some() {
                     return Err(self.classify(err, store.data()));
@@ -281,11 +319,21 @@ impl OperatorInstance {
                 });
             }
         };
+        let state = StateExports::find(&mut store, &instance).map_err(|message| {
+            WasmError::Instantiate {
+                operator: operator.clone(),
+                message,
+            }
+        })?;
         store.data_mut().begin_call();
         let result = bindings.call_init(&mut store, &self.config);
         self.flush_logs(&store);
         match result {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Ok(())) => Ok(Live {
+                store,
+                bindings,
+                state,
+            }),
             Ok(Err(error)) => Err(WasmError::Init {
                 operator,
                 message: operator_error(error).to_string(),
@@ -480,6 +528,7 @@ impl HostState {
             limiter: MemoryLimiter {
                 limit: max_memory_bytes,
                 exceeded: None,
+                reserved: 0,
             },
             output,
             nn: NnState::new(models, &capabilities.models),
@@ -518,12 +567,14 @@ impl WasiView for HostState {
 struct MemoryLimiter {
     limit: usize,
     exceeded: Option<usize>,
+    /// Linear memory granted so far, over every memory of the store.
+    reserved: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -533,6 +584,9 @@ impl ResourceLimiter for MemoryLimiter {
             // failure can still answer with an error.
             return Ok(false);
         }
+        self.reserved = self
+            .reserved
+            .saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 
@@ -670,11 +724,13 @@ mod tests {
     #[test]
     fn memory_limiter_refuses_and_remembers() {
         let mut l = MemoryLimiter {
+            reserved: 0,
             limit: 1 << 20,
             exceeded: None,
         };
         assert!(l.memory_growing(0, 1 << 20, None).unwrap());
         assert_eq!(l.exceeded, None);
+        assert_eq!(l.reserved, 1 << 20);
         assert!(!l.memory_growing(1 << 20, 2 << 20, None).unwrap());
         assert_eq!(l.exceeded, Some(2 << 20));
     }

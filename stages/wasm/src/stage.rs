@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use panoptes_contracts::camera::CameraId;
 use panoptes_contracts::detection::Detection as FrameDetection;
 use panoptes_contracts::frame::Frame;
-use panoptes_contracts::stage::{FrameMeta, Item, Payload, Stage, StageError};
+use panoptes_contracts::stage::{FrameMeta, IdRange, Item, Payload, Stage, StageError};
 use panoptes_contracts::tensor::{Tensor as FrameTensor, Transform as FrameTransform};
 use sha2::{Digest, Sha256};
 
@@ -21,6 +22,9 @@ use crate::error::WasmError;
 use crate::instance::{
     Detection, FrameResource, Input, OperatorInstance, Output, TensorInput, Transform, frame_format,
 };
+
+mod kept;
+use kept::Guest;
 
 /// Where an operator module comes from and what it must prove before it is compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,7 +380,13 @@ pub struct OperatorStage {
     expect: Option<OutputKind>,
     slot: OperatorSlot,
     generation: u64,
-    instance: OperatorInstance,
+    /// Behind a lock only because the worker asks for snapshots through `&self`; every other
+    /// call has `&mut self` and takes it without locking.
+    guest: Mutex<Guest>,
+    /// Whether the operator keeps per-camera state (decided at start), and how often it is
+    /// saved.
+    stateful: bool,
+    snapshot_every: Duration,
     _watcher: Option<Watcher>,
     /// Set by the first frame after a failed switch, so the failure is reported once.
     switch_failed: bool,
@@ -389,7 +399,9 @@ impl OperatorStage {
             expect: None,
             generation: slot.generation(),
             slot,
-            instance,
+            stateful: instance.is_stateful(),
+            guest: Mutex::new(Guest::new(instance)),
+            snapshot_every: Duration::from_secs(1),
             _watcher: None,
             switch_failed: false,
         }
@@ -411,8 +423,19 @@ impl OperatorStage {
         &self.slot
     }
 
-    pub fn instance(&self) -> &OperatorInstance {
-        &self.instance
+    /// How often a stateful operator's per-camera state is saved (besides at hand-back).
+    pub fn snapshot_every(mut self, every: Duration) -> Self {
+        self.snapshot_every = every;
+        self
+    }
+
+    /// Whether the operator keeps per-camera state (world `stateful-operator@0.2.0`).
+    pub fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
+    fn guest(&mut self) -> &mut Guest {
+        self.guest.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn switch_if_reloaded(&mut self) {
@@ -422,7 +445,10 @@ impl OperatorStage {
         self.generation = generation;
         match next {
             Ok(instance) => {
-                self.instance = instance;
+                self.guest
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .replace(&self.id, instance);
                 self.switch_failed = false;
             }
             Err(e) => {
@@ -440,6 +466,35 @@ impl Stage for OperatorStage {
         &self.id
     }
 
+    fn snapshot_interval(&self) -> Option<Duration> {
+        self.stateful.then_some(self.snapshot_every)
+    }
+
+    fn snapshot(&self, camera: &CameraId) -> Option<Vec<u8>> {
+        self.guest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot(&self.id, camera)
+    }
+
+    fn restore(
+        &mut self,
+        camera: &CameraId,
+        state: Option<&[u8]>,
+        ids: IdRange,
+    ) -> Result<(), StageError> {
+        self.guest()
+            .restore(camera, state, ids)
+            .map_err(|e| StageError::Failed(e.to_string()))
+    }
+
+    fn forget(&mut self, camera: &CameraId) {
+        self.guest
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(&self.id, camera);
+    }
+
     fn process(&mut self, mut item: Item) -> Result<Item, StageError> {
         self.switch_if_reloaded();
         let frame = frame_resource(&item);
@@ -453,7 +508,9 @@ impl Stage for OperatorStage {
             Payload::Detections(d) => Input::Detections(d.iter().map(wit_detection).collect()),
         };
         let tensor_input = matches!(input, Input::Tensors(_));
-        let output = self.instance.process(frame, &input).map_err(stage_error)?;
+        let guest = self.guest.get_mut().unwrap_or_else(PoisonError::into_inner);
+        guest.ready(&self.id).map_err(stage_error)?;
+        let output = guest.instance.process(frame, &input).map_err(stage_error)?;
         if let Some(expected) = self.expect {
             let got = OutputKind::of(&output);
             if got != expected {

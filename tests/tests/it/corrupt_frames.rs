@@ -13,6 +13,7 @@ use panoptes_tests::{nats_server, topology};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_frames_are_reported_and_other_cameras_go_on() {
+    let _machine = crate::shared_machine();
     let mut topology = topology("quickstart");
     // cam-bravo streams for real; the test plays a broken third-party camera.
     topology.cameras.retain(|c| c.id.as_str() == "cam-bravo");

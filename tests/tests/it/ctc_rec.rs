@@ -85,6 +85,7 @@ fn preprocess(frame: &RawFrame, [x1, y1, x2, y2]: [u32; 4]) -> Tensor {
 
 #[test]
 fn pp_ocr_v4_rec_reads_a_rendered_line() {
+    let _machine = crate::shared_machine();
     let model = model();
     let charset: Vec<String> = model
         .metadata("character")

@@ -31,6 +31,7 @@ stages:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_detector_feeds_two_branches_and_a_sink_subject() {
+    let _machine = crate::shared_machine();
     let topology = TopologyFile::parse(
         TOPOLOGY,
         "fanout.yaml",

@@ -100,6 +100,7 @@ fn to_rgb(options: &str, precise: bool) -> String {
 
 #[test]
 fn colorconvert_agrees_with_gstreamer_videoconvert() {
+    let _machine = crate::shared_machine();
     let dir = tempfile::tempdir().expect("tempdir");
     for (format, colorimetry, config, op_format) in [
         ("NV12", "bt601", "{}", FrameFormat::Nv12),
@@ -149,6 +150,7 @@ fn colorconvert_agrees_with_gstreamer_videoconvert() {
 
 #[test]
 fn jpeg_agrees_with_gstreamer_jpegdec() {
+    let _machine = crate::shared_machine();
     let dir = tempfile::tempdir().expect("tempdir");
     for pattern in ["smpte", "ball"] {
         // jpegdec hands out the YUV planes; videoconvert upsamples the chroma (interpolating,

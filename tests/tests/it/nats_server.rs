@@ -68,6 +68,7 @@ async fn first_delivery(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_mapping_partitions_cameras_as_partition_of_does() {
+    let _machine = crate::shared_machine();
     let mut cameras: Vec<String> = ["cam-alpha", "cam-bravo", "cam-pub", "gate_2", "X", "0"]
         .map(String::from)
         .into();
@@ -124,6 +125,7 @@ async fn server_mapping_partitions_cameras_as_partition_of_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_url_subscriptions_and_jetstream_data() {
+    let _machine = crate::shared_machine();
     use async_nats::jetstream::{self, stream};
     for binary in binaries() {
         let mut server = start(&binary, NatsServerOptions::default());
@@ -177,6 +179,7 @@ async fn restart_keeps_url_subscriptions_and_jetstream_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_waits_for_a_taken_port_and_clients_come_back() {
+    let _machine = crate::shared_machine();
     let mut server = NatsServer::start(&NatsServerOptions {
         jetstream: false,
         ..NatsServerOptions::default()

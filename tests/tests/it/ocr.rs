@@ -90,6 +90,7 @@ fn read_in(m: &DetectionMessage, region: [f32; 4]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocr_reads_the_rendered_strings() {
+    let _machine = crate::shared_machine();
     let topology = ocr_topology();
     let regions: HashMap<String, [f32; 4]> = topology
         .cameras

@@ -35,6 +35,7 @@ fn camera(id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_frames_fail_alone_and_are_reported() {
+    let _machine = crate::shared_machine();
     let mut text = String::from("cameras:\n");
     for id in ["cam-ok", "cam-trap", "cam-spin", "cam-hog"] {
         text.push_str(&camera(id));
@@ -134,6 +135,7 @@ async fn next_labels(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_message_swaps_the_module_without_a_restart() {
+    let _machine = crate::shared_machine();
     let dist = repo_root().join("operators/dist");
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("probe.wasm");

@@ -24,6 +24,12 @@ struct Sent {
     linked: (String, String),
 }
 
+/// The HTTP exporter's reqwest client has no TLS provider of its own in this workspace (see
+/// the CLI's `trace_layer`); the process default is what panoptes installs too.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Exports a linked root span, then a server root with a consumer child that links to it,
 /// through `exporter` with the batch processor (as panoptes does), and shuts the provider down.
 async fn export_spans(exporter: SpanExporter, service: &str) -> Sent {
@@ -134,6 +140,8 @@ fn check(spans: &[ReceivedSpan], sent: &Sent, service: &str, protocol: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_exporter_spans_arrive_decoded() {
+    let _machine = crate::shared_machine();
+    install_tls_provider();
     let rx = OtlpReceiver::start().await.expect("receiver");
     let exporter = SpanExporter::builder()
         .with_tonic()
@@ -151,6 +159,8 @@ async fn grpc_exporter_spans_arrive_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_exporter_spans_arrive_decoded() {
+    let _machine = crate::shared_machine();
+    install_tls_provider();
     let rx = OtlpReceiver::start().await.expect("receiver");
     // `with_endpoint` is used verbatim (unlike OTEL_EXPORTER_OTLP_ENDPOINT), so it takes the
     // full traces URL.
@@ -173,6 +183,8 @@ async fn http_exporter_spans_arrive_decoded() {
 /// receiver keeps them apart by protocol and service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_transports_share_one_receiver() {
+    let _machine = crate::shared_machine();
+    install_tls_provider();
     let rx = OtlpReceiver::start().await.expect("receiver");
     let grpc = SpanExporter::builder()
         .with_tonic()
@@ -219,6 +231,8 @@ fn post(addr: std::net::SocketAddr, path: &str, content_type: &str, body: &[u8])
 /// misconfigured exporter fails with a reason instead of just "no spans".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misdirected_requests_are_refused_and_listed() {
+    let _machine = crate::shared_machine();
+    install_tls_provider();
     let rx = OtlpReceiver::start().await.expect("receiver");
 
     // The exporter given the base URL posts to "/" (with_endpoint is verbatim).

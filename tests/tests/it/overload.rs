@@ -192,6 +192,7 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_drops_old_frames_with_bounded_memory_and_exact_counts() {
+    let _machine = crate::whole_machine();
     let server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_topology(dir.path());

@@ -14,6 +14,7 @@ const MESSAGES_PER_CAMERA: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_detects_the_rendered_text_on_every_camera() {
+    let _machine = crate::shared_machine();
     let topology = topology("quickstart");
     let regions: HashMap<String, [f32; 4]> = topology
         .cameras

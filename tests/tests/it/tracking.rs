@@ -17,6 +17,7 @@ const GUARD: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_texts_keep_their_track_ids_and_speeds() {
+    let _machine = crate::shared_machine();
     let file = topology("tracking");
     let cam = &file.cameras[0];
     let (w, h) = (cam.width as f32, cam.height as f32);

@@ -123,6 +123,7 @@ fn contains(b: [f32; 4], [x, y]: [f32; 2]) -> bool {
 
 #[test]
 fn yolox_finds_every_rendered_character() {
+    let _machine = crate::shared_machine();
     let model = model();
     // Dark (the test pattern's default) and mid-grey backgrounds; a landscape frame (padded
     // below) and a portrait one (padded on the right).
@@ -200,6 +201,7 @@ fn yolox_finds_every_rendered_character() {
 /// model's manifest, and each rendered character comes back as one box on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_characters_topology_finds_each_character() {
+    let _machine = crate::shared_machine();
     use panoptes::runner::{Role, Running};
     use panoptes_client::{DetectionSubscriber, Received};
 

@@ -6,7 +6,9 @@
 mod cameras;
 mod edges;
 mod models;
+mod outputs;
 mod places;
+mod record;
 mod settings;
 mod stages;
 
@@ -36,6 +38,8 @@ pub fn check(root: &Node, base_dir: &Path) -> Vec<Diagnostic> {
     });
     c.places(root.get("cameras"), analytics);
     c.stages(root.get("stages"), &models);
+    c.outputs(root.get("outputs"));
+    c.record(root.get("record"), root.get("cameras"), analytics);
     c.out
 }
 

@@ -32,6 +32,8 @@ fn committed_message_schemas_are_current() {
         ("detections", panoptes_contracts::detection::json_schema()),
         ("events", panoptes_contracts::event::json_schema()),
         ("analytics", panoptes_contracts::analytics::json_schema()),
+        ("output-events", panoptes_contracts::output::json_schema()),
+        ("clips", panoptes_contracts::clip::json_schema()),
     ] {
         let path = docs.join(format!("{name}.schema.json"));
         let generated = format!(

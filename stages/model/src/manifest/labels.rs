@@ -116,6 +116,23 @@ impl ModelManifest {
     }
 }
 
+impl ModelManifest {
+    /// The class names where they can be known without loading the model: written out or in a
+    /// labels file. `None` when they are in the model's metadata or not declared.
+    pub fn labels_without_model(&self) -> Result<Option<Vec<String>>, ManifestError> {
+        match &self.labels {
+            Some(Labels::List(list)) => Ok(Some(list.clone())),
+            Some(Labels::File(file)) => {
+                let path = self.resolve(file);
+                let text = panoptes_files::read_to_string_bounded(&path, LABELS_MAX)
+                    .map_err(|e| self.field_error("labels.file", format!("cannot read {e}")))?;
+                Ok(Some(split_lines(&text)))
+            }
+            Some(Labels::Metadata(_)) | None => Ok(None),
+        }
+    }
+}
+
 /// One label per line (`\n` or `\r\n`); a trailing newline adds no label.
 fn split_lines(text: &str) -> Vec<String> {
     text.lines().map(str::to_owned).collect()

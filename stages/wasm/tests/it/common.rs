@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use panoptes_contracts::frame::{PixelBuffer, PixelFormat as FrameFormat};
 use panoptes_wasm::{
-    EngineOptions, FrameResource, Input, OperatorEngine, OperatorInstance, OperatorModule, Output,
-    Tensor, Transform, WasmError,
+    Capabilities, EngineOptions, FrameResource, Input, OperatorEngine, OperatorInstance,
+    OperatorModule, Output, Tensor, Transform, WasmError,
 };
 
 /// `operators/dist/<name>.wasm` (or under `$PANOPTES_OPERATOR_DIR`), which
@@ -112,4 +112,74 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max)
+}
+
+/// A small RGB frame of `camera`, for the sandbox probes.
+pub fn camera_frame(camera: &str, seq: u64) -> FrameResource {
+    let (w, h) = (64, 48);
+    FrameResource {
+        camera: camera.into(),
+        seq,
+        capture_ts_ns: 0,
+        width: w,
+        height: h,
+        format: FrameFormat::Rgb8,
+        pixels: Some(PixelBuffer::from_vec(rgb_frame(w, h))),
+    }
+}
+
+/// The label of the first detection of a call that must succeed (the `misbehave` fixtures
+/// answer with one whole-frame detection).
+pub fn first_label(result: Result<Output, WasmError>) -> String {
+    match result.expect("the frame should succeed") {
+        Output::Detections(d) => d[0].label.clone(),
+        other => panic!("expected detections, got {}", output_kind(&other)),
+    }
+}
+
+/// A `misbehave` fixture (any language) made with `config` and `caps`.
+pub type MakeInstance<'a> = &'a dyn Fn(&str, Capabilities) -> OperatorInstance;
+
+/// The `env` probe reads `name`: unset without a grant; with `name` granted as "granted", that
+/// value if the language can read the environment at all (`readable`), else still unset.
+pub fn check_env(make: MakeInstance<'_>, name: &str, readable: bool) {
+    let config = format!(r#"{{"all": {{"env": "{name}"}}}}"#);
+    let mut plain = make(&config, Capabilities::default());
+    assert_eq!(
+        first_label(process_frame(&mut plain, camera_frame("c", 1))),
+        "unset"
+    );
+    let mut with_env = make(
+        &config,
+        Capabilities {
+            env: vec![(name.into(), "granted".into())],
+            ..Capabilities::default()
+        },
+    );
+    assert_eq!(
+        first_label(process_frame(&mut with_env, camera_frame("c", 1))),
+        if readable { "granted" } else { "unset" }
+    );
+}
+
+/// The `clock` probe: the wall clock reads 0 unless `clock` is granted.
+pub fn check_clock(make: MakeInstance<'_>) {
+    let config = r#"{"all": "clock"}"#;
+    let mut frozen = make(config, Capabilities::default());
+    assert_eq!(
+        first_label(process_frame(&mut frozen, camera_frame("c", 1))),
+        "clock 0"
+    );
+    let mut real = make(
+        config,
+        Capabilities {
+            clock: true,
+            ..Capabilities::default()
+        },
+    );
+    let now: u64 = first_label(process_frame(&mut real, camera_frame("c", 1)))
+        .trim_start_matches("clock ")
+        .parse()
+        .expect("seconds");
+    assert!(now > 1_700_000_000, "a real wall clock reads {now}");
 }

@@ -4,8 +4,11 @@
 mod builtin;
 mod clock_waits;
 mod common;
+mod javascript;
 mod letterbox;
 mod nn;
+mod python;
 mod reload;
 mod sandbox;
 mod signature;
+mod stateful;

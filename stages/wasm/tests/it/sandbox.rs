@@ -7,8 +7,7 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{load, options, process_frame, rgb_frame};
-use panoptes_contracts::frame::{PixelBuffer, PixelFormat};
+use common::{load, options, process_frame};
 use panoptes_wasm::{
     Capabilities, DirGrant, EngineOptions, FrameResource, OperatorErrorKind, OperatorInstance,
     Output, WasmError,
@@ -20,24 +19,11 @@ const FAULTS: &str = r#"{"faults": {
 }}"#;
 
 fn frame_of(camera: &str, seq: u64) -> FrameResource {
-    let (w, h) = (64, 48);
-    FrameResource {
-        camera: camera.into(),
-        seq,
-        capture_ts_ns: 0,
-        width: w,
-        height: h,
-        format: PixelFormat::Rgb8,
-        pixels: Some(PixelBuffer::from_vec(rgb_frame(w, h))),
-    }
+    common::camera_frame(camera, seq)
 }
 
-/// The label of the one detection `misbehave` returns when it behaves.
 fn label(result: Result<Output, WasmError>) -> String {
-    match result.expect("the frame should succeed") {
-        Output::Detections(d) => d[0].label.clone(),
-        other => panic!("expected detections, got {}", common::output_kind(&other)),
-    }
+    common::first_label(result)
 }
 
 fn instance(options: EngineOptions, config: &str, caps: Capabilities) -> OperatorInstance {
@@ -172,41 +158,9 @@ fn files_are_denied_unless_a_directory_is_granted() {
 
 #[test]
 fn environment_and_clock_are_denied_unless_granted() {
-    let env_config = r#"{"all": {"env": "PANOPTES_TEST_SECRET"}}"#;
-    let mut plain = instance(options(), env_config, Capabilities::default());
-    assert_eq!(label(process_frame(&mut plain, frame_of("c", 1))), "unset");
-    let mut with_env = instance(
-        options(),
-        env_config,
-        Capabilities {
-            env: vec![("PANOPTES_TEST_SECRET".into(), "granted".into())],
-            ..Capabilities::default()
-        },
-    );
-    assert_eq!(
-        label(process_frame(&mut with_env, frame_of("c", 1))),
-        "granted"
-    );
-
-    let clock_config = r#"{"all": "clock"}"#;
-    let mut frozen = instance(options(), clock_config, Capabilities::default());
-    assert_eq!(
-        label(process_frame(&mut frozen, frame_of("c", 1))),
-        "clock 0"
-    );
-    let mut real = instance(
-        options(),
-        clock_config,
-        Capabilities {
-            clock: true,
-            ..Capabilities::default()
-        },
-    );
-    let now: u64 = label(process_frame(&mut real, frame_of("c", 1)))
-        .trim_start_matches("clock ")
-        .parse()
-        .unwrap();
-    assert!(now > 1_700_000_000, "a real wall clock reads {now}");
+    let make = |config: &str, caps| instance(options(), config, caps);
+    common::check_env(&make, "PANOPTES_TEST_SECRET", true);
+    common::check_clock(&make);
 }
 
 #[test]
