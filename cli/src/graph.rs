@@ -12,7 +12,8 @@ pub struct GraphArgs {
     /// The topology to draw.
     #[arg(env = "PANOPTES_TOPOLOGY")]
     pub topology: PathBuf,
-    /// `dot` for Graphviz (`panoptes graph t.yaml | dot -Tsvg > t.svg`), `mermaid` for Markdown.
+    /// `dot` for Graphviz (`panoptes graph t.yaml | dot -Tsvg > t.svg`), `mermaid` for Markdown,
+    /// `json` for programs (the drawing as data: groups of nodes, then edges).
     #[arg(long, env = "PANOPTES_GRAPH_FORMAT", default_value = "dot")]
     pub format: GraphFormat,
 }
@@ -21,6 +22,7 @@ pub struct GraphArgs {
 pub enum GraphFormat {
     Dot,
     Mermaid,
+    Json,
 }
 
 impl From<GraphFormat> for graph::Format {
@@ -28,6 +30,7 @@ impl From<GraphFormat> for graph::Format {
         match f {
             GraphFormat::Dot => graph::Format::Dot,
             GraphFormat::Mermaid => graph::Format::Mermaid,
+            GraphFormat::Json => graph::Format::Json,
         }
     }
 }

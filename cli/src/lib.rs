@@ -4,7 +4,8 @@
 //! of it, in one process; [`registry`] turns topology stage entries into stage implementations;
 //! [`connect`](mod@connect) opens NATS connections with the topology's credentials and TLS and
 //! [`nats_args`] holds the connection flags every command shares; [`telemetry`] installs OTLP
-//! trace export and the `/metrics` endpoint; [`operator_reload`] serves the operator reload
+//! trace export and the `/metrics` endpoint, beside which [`health`] answers `/healthz` and
+//! `/readyz`; [`operator_reload`] serves the operator reload
 //! subject. The subcommands: [`publish`], [`roles`] (`worker`, `ingest`), [`operator_cmd`]
 //! (`operator`), [`camera_cmd`] (`camera`), [`clips_cmd`] (`clips`), [`validate`], [`graph`].
 //!
@@ -15,6 +16,7 @@ pub mod camera_cmd;
 pub mod clips_cmd;
 pub mod connect;
 pub mod graph;
+pub mod health;
 pub mod nats_args;
 pub mod operator_build;
 pub mod operator_cmd;
@@ -25,5 +27,6 @@ pub mod roles;
 pub mod runner;
 pub mod telemetry;
 pub mod validate;
+pub mod view_cmd;
 
 pub use connect::{connect, connect_with};

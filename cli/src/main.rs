@@ -27,8 +27,9 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
-    /// Serve Prometheus metrics on http://ADDR/metrics (run, worker, ingest); default:
-    /// the topology's `telemetry.metrics`. Each process needs its own address.
+    /// Serve Prometheus metrics on http://ADDR/metrics, and health on /healthz (alive) and
+    /// /readyz (started, connected to NATS) (run, worker, ingest, sink, record, view);
+    /// default: the topology's `telemetry.metrics`. Each process needs its own address.
     #[arg(long, global = true, env = "PANOPTES_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
     /// More log lines on stderr: -v adds the libraries' info lines (NATS connection events),
@@ -72,6 +73,12 @@ enum Command {
         /// how to connect; flags win over the topology's `nats` section.
         #[command(flatten)]
         nats: NatsArgs,
+        /// The web view (its URL is printed at start).
+        #[command(flatten)]
+        view: panoptes::view_cmd::ViewOptions,
+        /// Run without the web view.
+        #[arg(long, env = "PANOPTES_NO_VIEW")]
+        no_view: bool,
     },
     /// Check topology files: structure, references, files (exit status 1 on any problem).
     Validate {
@@ -117,6 +124,10 @@ enum Command {
     /// Run only a topology's recorder (clips and snapshots of events, `record:`), joining an
     /// existing NATS server; recorders share the cameras like workers.
     Record(panoptes::roles::RecordArgs),
+    /// Serve the web view of a deployment (cameras with boxes, tracks, zones and lines,
+    /// per-camera health, events with clips, the topology and the workers), joining an
+    /// existing NATS server. It only reads.
+    View(panoptes::view_cmd::ViewArgs),
     /// List, fetch and remove stored clips and snapshots (NATS Object Store `<ns>-clips`).
     #[command(subcommand)]
     Clips(panoptes::clips_cmd::ClipsCommand),
@@ -192,6 +203,7 @@ fn telemetry_of(
         Command::Ingest(args) => (ServiceRole::Ingest, Some(&args.topology)),
         Command::Sink(args) => (ServiceRole::Sink, Some(&args.topology)),
         Command::Record(args) => (ServiceRole::Record, Some(&args.topology)),
+        Command::View(args) => (ServiceRole::View, args.topology.as_ref()),
         Command::Publish(_) => (ServiceRole::Publish, None),
         _ => return (None, None, None),
     };
@@ -211,7 +223,7 @@ enum SchemaOf {
     Topology,
     /// `detections/v1.1` messages (`docs/detections.schema.json`).
     Detections,
-    /// `events/v1.1` messages (`docs/events.schema.json`).
+    /// `events/v1.2` messages (`docs/events.schema.json`).
     Events,
     /// `analytics/v1` events (`docs/analytics.schema.json`).
     Analytics,
@@ -281,7 +293,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow::Result<()> {
     match command {
-        Command::Run { topology, nats } => run(&topology, &nats, stop_timeout).await,
+        Command::Run {
+            topology,
+            nats,
+            view,
+            no_view,
+        } => run(&topology, &nats, (!no_view).then_some(&view), stop_timeout).await,
         Command::Validate {
             topologies,
             env,
@@ -316,6 +333,7 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
         Command::Sink(args) => panoptes::roles::sink(args, stop_timeout).await,
         Command::Record(args) => panoptes::roles::record(args, stop_timeout).await,
         Command::Clips(command) => panoptes::clips_cmd::run(command).await,
+        Command::View(args) => panoptes::view_cmd::run(args).await,
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
         Command::Operator(command) => panoptes::operator_cmd::run(command).await,
@@ -326,17 +344,26 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
 async fn run(
     path: &std::path::Path,
     nats: &NatsArgs,
+    view: Option<&panoptes::view_cmd::ViewOptions>,
     stop_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let mut topology = TopologyFile::load(path)?;
     topology.nats = nats.settings(Some(&topology.nats));
     let running = Running::start(&topology, nats.url.as_deref(), Role::All).await?;
     running.reload_from(path);
+    let view = match view {
+        Some(options) => Some(
+            options
+                .start_in_run(running.client.clone(), &topology)
+                .await?,
+        ),
+        None => None,
+    };
     // Listening before the banner (once it says how to stop, Ctrl-C stops); a second signal
     // during the stop ends it at once.
     let mut signals = Signals::listen()?;
     eprintln!(
-        "panoptes: running {} with {} camera(s){} on {}\n  watch results: panoptes subscribe --nats {}{}\n  stop: Ctrl-C",
+        "panoptes: running {} with {} camera(s){} on {}{}\n  watch results: panoptes subscribe --nats {}{}\n  stop: Ctrl-C",
         path.display(),
         topology.cameras.len(),
         match running.outputs() {
@@ -344,6 +371,9 @@ async fn run(
             n => format!(" and {n} output(s)"),
         },
         running.nats_url,
+        view.as_ref()
+            .map(|v| format!("\n  view: {}", v.url()))
+            .unwrap_or_default(),
         running.nats_url,
         if running.records() {
             format!(
@@ -358,6 +388,9 @@ async fn run(
     tokio::select! {
         () = signals.recv() => eprintln!("panoptes: stopping"),
         () = failed.cancelled() => eprintln!("panoptes: the worker failed; stopping"),
+    }
+    if let Some(view) = view {
+        view.stop().await;
     }
     let summary = panoptes::roles::stop_within(running, stop_timeout, signals.recv()).await?;
     eprintln!(

@@ -81,6 +81,8 @@ pub struct Running {
     outputs: Option<panoptes_outputs::Outputs>,
     /// The recorder (clips of events); `None` when this process records nothing.
     recorder: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+    /// Background tasks readiness watches (partition leases, the recorder).
+    tasks: Vec<(&'static str, crate::health::Alive)>,
     server: Option<NatsServer>,
 }
 
@@ -235,6 +237,7 @@ impl Running {
             bail!("the topology declares no outputs");
         }
 
+        let mut tasks = Vec::new();
         // The recorder next, for the same reason: its pre-roll starts with the first frame.
         let recorder = match panoptes_recorder::RecorderConfig::from_topology(topology) {
             Some(config) if role.runs_recorder() => {
@@ -251,7 +254,10 @@ impl Running {
                 .await?;
                 let cancel = CancellationToken::new();
                 let stop = cancel.clone();
+                let (alive, guard) = crate::health::Alive::pair();
+                tasks.push(("recorder", alive));
                 let task = tokio::spawn(async move {
+                    let _running = guard;
                     if let Err(e) = panoptes_recorder::run(recorder_client, config, stop).await {
                         tracing::error!(error = %e, "the recorder stopped");
                     }
@@ -328,7 +334,13 @@ impl Running {
                         Ok(manager) => {
                             tracing::info!(worker = manager.worker(), unit = %unit.name, "leasing partitions");
                             let cancel = CancellationToken::new();
-                            let task = tokio::spawn(manager.run(cancel.clone()));
+                            let (alive, guard) = crate::health::Alive::pair();
+                            tasks.push(("leases", alive));
+                            let run = manager.run(cancel.clone());
+                            let task = tokio::spawn(async move {
+                                let _running = guard;
+                                run.await;
+                            });
                             (ownership, Some((task, cancel)))
                         }
                         // `panoptes run` alone on a server without JetStream still works: it
@@ -419,7 +431,7 @@ impl Running {
             None => 0,
         };
         tracing::info!(nats = %url, ?role, cameras = camera_count, stages = topology.stages.len(), "topology running");
-        Ok(Self {
+        let running = Self {
             failed,
             nats_url: url,
             subjects,
@@ -428,8 +440,24 @@ impl Running {
             cameras,
             outputs,
             recorder,
+            tasks,
             server,
-        })
+        };
+        crate::health::global().started(running.probe());
+        Ok(running)
+    }
+
+    /// What `/readyz` watches in this process: its NATS connection, the worker and the
+    /// background tasks it started.
+    pub fn probe(&self) -> crate::health::Probe {
+        let probe = self.tasks.iter().fold(
+            crate::health::Probe::new(self.client.clone()),
+            |probe, (name, alive)| probe.with_task(name, alive.clone()),
+        );
+        match &self.worker {
+            Some(_) => probe.failing_with(self.failed.clone()),
+            None => probe,
+        }
     }
 
     /// Whether this process records clips.
@@ -461,6 +489,7 @@ impl Running {
 
     /// Stops ingest first (no new frames), then the worker, then the embedded server.
     pub async fn stop(self) -> anyhow::Result<Summary> {
+        crate::health::global().stopping();
         let (mut published, mut ingest_dropped, mut ingest_failed) = (0, 0, 0);
         if let Some(cameras) = self.cameras {
             // No camera may be added while the others stop.

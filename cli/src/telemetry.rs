@@ -22,6 +22,7 @@ pub enum ServiceRole {
     Worker,
     Sink,
     Record,
+    View,
     Publish,
 }
 
@@ -33,6 +34,7 @@ impl ServiceRole {
             ServiceRole::Worker => "panoptes-worker",
             ServiceRole::Sink => "panoptes-sink",
             ServiceRole::Record => "panoptes-record",
+            ServiceRole::View => "panoptes-view",
             ServiceRole::Publish => "panoptes-publish",
         }
     }
@@ -181,7 +183,8 @@ pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     serve_metrics_with(addr, CameraLimits::default().idle_ttl)
 }
 
-/// Serves `/metrics` on `addr`. Counter and histogram series not updated for `idle` are
+/// Serves `/metrics` on `addr`, and beside it the process's `/healthz` and `/readyz`
+/// ([`crate::health`]). Counter and histogram series not updated for `idle` are
 /// removed, so a camera that stopped (or a flood of made-up camera IDs) does not keep its
 /// series forever: give it the workers' camera idle TTL, so a camera's series go when the
 /// worker forgets the camera. A series that comes back starts from 0 (Prometheus' `rate()`
@@ -191,8 +194,7 @@ pub fn serve_metrics_with(addr: SocketAddr, idle: Duration) -> anyhow::Result<()
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     use metrics_util::MetricKindMask;
     use panoptes_contracts::meter;
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let recorder = PrometheusBuilder::new()
         .idle_timeout(
             MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
             Some(idle),
@@ -210,13 +212,33 @@ pub fn serve_metrics_with(addr: SocketAddr, idle: Duration) -> anyhow::Result<()
                 meter::SIZE_BUCKETS,
             )
         })
-        .and_then(|b| b.build())
+        .map(PrometheusBuilder::build_recorder)
+        .with_context(|| format!("cannot serve /metrics on {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
         .with_context(|| format!("cannot serve /metrics on {addr}"))?;
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .with_context(|| format!("cannot serve /metrics on {addr}"))?;
+    let page = handle.clone();
+    let app = crate::health::routes(crate::health::global()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    page.render(),
+                )
+            }
+        }),
+    );
     tokio::spawn(async move {
-        if let Err(e) = exporter.await {
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = ?e, "the /metrics listener stopped");
         }
     });
@@ -227,7 +249,7 @@ pub fn serve_metrics_with(addr: SocketAddr, idle: Duration) -> anyhow::Result<()
             drop(handle.render());
         }
     });
-    tracing::info!(%addr, idle_s = idle.as_secs_f64(), "serving Prometheus metrics on /metrics");
+    tracing::info!(%addr, idle_s = idle.as_secs_f64(), "serving Prometheus metrics on /metrics, health on /healthz and /readyz");
     Ok(())
 }
 

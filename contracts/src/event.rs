@@ -1,9 +1,9 @@
-//! Status and error events published on `<ns>.events.<camera>` (JSON, schema `events/v1.1`;
-//! v1.1 adds `track_end` and its `track` object to v1).
+//! Status and error events published on `<ns>.events.<camera>` (JSON, schema `events/v1.2`;
+//! v1.1 adds `track_end` and its `track` object to v1, v1.2 `camera_stopped`).
 
 use serde::{Deserialize, Serialize};
 
-pub const EVENTS_SCHEMA: &str = "events/v1.1";
+pub const EVENTS_SCHEMA: &str = "events/v1.2";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +30,10 @@ pub enum EventKind {
     CameraUp,
     /// The source failed, stalled or ended; `message` says which.
     CameraDown,
+    /// The camera was stopped on purpose: removed at runtime (`panoptes camera remove`, a
+    /// topology reload without it) or its ingest process stops. Nothing more comes from it
+    /// until it is added again.
+    CameraStopped,
     /// A live source is restarted after a back-off delay; `count` is the attempt (from 1).
     CameraReconnecting,
     /// A tracker stage ended a track (not seen for its `max_age`, or its camera went silent);

@@ -78,6 +78,9 @@ pub const OUTPUT_FAILED_ATTEMPTS: &str = "panoptes_output_failed_attempts_total"
 pub const OUTPUT_GAVE_UP: &str = "panoptes_output_gave_up_total";
 /// Messages an output dropped because its queue was full (live delivery), per `output`.
 pub const OUTPUT_DROPPED: &str = "panoptes_output_dropped_total";
+/// Messages the web view skipped (malformed, of an unknown camera), per `subject` kind and
+/// `reason`.
+pub const VIEW_SKIPPED: &str = "panoptes_view_skipped_total";
 /// Messages an output skipped as malformed, per `output`.
 pub const OUTPUT_MALFORMED: &str = "panoptes_output_malformed_total";
 /// Time from a message reaching an output to its delivery, per `output`.

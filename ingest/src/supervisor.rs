@@ -219,6 +219,10 @@ impl<R: Restart, E: From<Event> + Send + 'static> Supervisor<R, E> {
             tracing::info!(%camera, attempt, "restarting camera source");
         }
         metrics::gauge!(meter::INGEST_UP, "camera" => camera.as_str().to_owned()).set(0.0);
+        if self.cancel.is_cancelled() {
+            let stopped = Event::new(camera.as_str(), EventKind::CameraStopped, "stopped");
+            self.event(stopped).await;
+        }
     }
 
     /// Delays between attempts: exponential from `initial_ms`, doubled each time, plus up to
@@ -692,9 +696,15 @@ mod tests {
         h.stop().await;
         assert_eq!(h.starts().len(), 1, "restarted after cancellation");
         assert_eq!(h.reconnects(), 0);
+        let stopped = h
+            .events
+            .recv()
+            .await
+            .expect("an event saying the camera stopped");
+        assert_eq!(stopped.kind, EventKind::CameraStopped);
         assert!(
             h.events.recv().await.is_none(),
-            "an event after cancellation"
+            "an event after the camera stopped"
         );
     }
 
@@ -708,9 +718,15 @@ mod tests {
         h.stop().await;
         assert!(run.stopped().is_some(), "the run is stopped");
         assert_eq!(h.state(), CameraState::Up);
+        let stopped = h
+            .events
+            .recv()
+            .await
+            .expect("an event saying the camera stopped");
+        assert_eq!(stopped.kind, EventKind::CameraStopped);
         assert!(
             h.events.recv().await.is_none(),
-            "an event after cancellation"
+            "an event after the camera stopped"
         );
     }
 }

@@ -678,7 +678,9 @@ mod tests {
     fn loads<'a>(owners: &[Option<&'a str>]) -> BTreeMap<&'a str, usize> {
         let mut loads = BTreeMap::new();
         for owner in owners {
-            *loads.entry(owner.expect("every partition has an owner")).or_insert(0) += 1;
+            *loads
+                .entry(owner.expect("every partition has an owner"))
+                .or_insert(0) += 1;
         }
         loads
     }

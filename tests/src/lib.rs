@@ -1,6 +1,7 @@
 //! Shared support for panoptes' end-to-end tests: a real nats-server per test, GStreamer set up
 //! once per test binary, the example topologies, and the geometry tests assert with.
 
+pub mod browser;
 pub mod mqtt;
 pub mod nats;
 pub mod otlp;
@@ -560,4 +561,31 @@ pub async fn scrape(addr: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
+}
+
+/// `GET path` on `addr` over HTTP/1.1: the status code and the body, or `None` when nothing
+/// answers there (yet).
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// A loopback TCP port nobody listens on right now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }

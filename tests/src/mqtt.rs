@@ -17,13 +17,6 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
 impl Mosquitto {
     /// Starts mosquitto with user `panoptes` and a random password.
     pub fn start() -> Self {
@@ -39,7 +32,7 @@ impl Mosquitto {
             .status()
             .unwrap_or_else(|e| panic!("mosquitto_passwd (run scripts/setup.sh): {e}"));
         assert!(status.success(), "mosquitto_passwd failed");
-        let port = free_port();
+        let port = crate::free_port();
         // `user`: started as root, mosquitto would switch to the `mosquitto` user, who cannot
         // read this test's private temp dir.
         let conf = format!(

@@ -20,6 +20,10 @@ pub enum Format {
     Dot,
     /// Mermaid `flowchart LR` (Markdown renderers on GitHub, GitLab, …).
     Mermaid,
+    /// The same drawing as data, for programs (the web view draws it): `groups` left to
+    /// right, each with `key`, `title` and `nodes` (`id`, `lines`, `shape`), then `edges`
+    /// as `[from, to]` node IDs.
+    Json,
 }
 
 /// Draws a validated topology; the output depends only on the topology, so it is stable.
@@ -29,6 +33,7 @@ pub fn render(t: &Topology, format: Format) -> String {
     match format {
         Format::Dot => graph.dot(),
         Format::Mermaid => graph.mermaid(),
+        Format::Json => graph.json(),
     }
 }
 
@@ -275,6 +280,31 @@ fn shown_url(url: &str) -> String {
 }
 
 impl Graph {
+    fn json(&self) -> String {
+        let groups: Vec<serde_json::Value> = self
+            .groups
+            .iter()
+            .filter(|g| !g.nodes.is_empty())
+            .map(|g| {
+                let nodes: Vec<serde_json::Value> = g
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "id": n.id,
+                            "lines": n.lines,
+                            "shape": n.shape.class(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "key": g.key, "title": g.title, "nodes": nodes })
+            })
+            .collect();
+        let mut out = serde_json::json!({ "groups": groups, "edges": self.edges }).to_string();
+        out.push('\n');
+        out
+    }
+
     fn build(t: &Topology) -> Graph {
         let ns = t.namespace.as_str();
         let mut ids = Ids::default();

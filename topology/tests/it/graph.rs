@@ -1,5 +1,6 @@
-//! Topology graphs: snapshots of every example topology as DOT and Mermaid, and the escaping and
-//! identifier rules that keep the output valid for any topology.
+//! Topology graphs: snapshots of every example topology as DOT and Mermaid (and the same nodes
+//! and edges as JSON), and the escaping and identifier rules that keep the output valid for any
+//! topology.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ fn mermaid_ids(out: &str) -> Vec<String> {
     out.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with("subgraph") && !l.contains("-->"))
-        .filter_map(|l| l.find(['[', '(']).map(|i| l[..i].to_owned()))
+        .filter_map(|l| l.find(['[', '(', '{']).map(|i| l[..i].to_owned()))
         .collect()
 }
 
@@ -70,6 +71,26 @@ fn example_topologies_snapshot() {
                 "{name}: unsafe Mermaid ID {id:?}"
             );
         }
+        // The JSON drawing has the Mermaid drawing's nodes, and its edges join them.
+        let json: serde_json::Value =
+            serde_json::from_str(&graph::render(&t, graph::Format::Json)).expect("JSON");
+        let mut json_ids: Vec<String> = json["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["nodes"].as_array().expect("nodes").iter())
+            .map(|n| n["id"].as_str().expect("id").to_owned())
+            .collect();
+        for edge in json["edges"].as_array().expect("edges") {
+            for end in edge.as_array().expect("edge") {
+                let end = end.as_str().expect("node ID");
+                assert!(json_ids.iter().any(|id| id == end), "{name}: edge to {end}");
+            }
+        }
+        let mut mermaid_sorted = ids.clone();
+        mermaid_sorted.sort();
+        json_ids.sort();
+        assert_eq!(json_ids, mermaid_sorted, "{name}");
         insta::assert_snapshot!(format!("{name}.dot"), dot);
         insta::assert_snapshot!(format!("{name}.mermaid"), mermaid);
     }
