@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
-use futures::{SinkExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use panoptes::runner::{Role, Running};
 use panoptes::view_cmd::ViewOptions;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
