@@ -151,6 +151,13 @@ impl Running {
         let scope = crate::validate::Scope {
             cameras: role.runs_ingest(),
             stages: role.runs_worker(),
+            only_stages: match &role {
+                Role::Worker {
+                    stages: Some(stages),
+                    ..
+                } => Some(stages.as_slice()),
+                _ => None,
+            },
         };
         let refused = crate::validate::unsupported(topology, scope);
         if !refused.is_empty() {
@@ -604,6 +611,7 @@ fn camera_refusals(topology: &TopologyFile) -> Vec<panoptes_topology::Diagnostic
         crate::validate::Scope {
             cameras: true,
             stages: false,
+            only_stages: None,
         },
     )
 }

@@ -290,7 +290,8 @@ impl Drop for WorkerProcesses {
 
 /// What the namespace's lease bucket says now: how many workers are members, and the pid of
 /// the worker holding each partition (worker IDs are `<host>-<pid>-<nanos>`). Empty while the
-/// bucket does not exist yet.
+/// bucket does not exist yet; no members while the leases still move (a partition's holder is
+/// not yet the one the members' assignment names).
 pub async fn lease_holders(
     js: &async_nats::jetstream::Context,
     namespace: &str,
@@ -315,6 +316,35 @@ pub async fn lease_holders(
     else {
         return (members, leases);
     };
+    // Partitions move until each unit's leases follow the assignment of its members; before
+    // that, a partition's holder may still change.
+    // Per unit: its members' worker IDs, and each leased partition with its holder's.
+    type Unit = (Vec<String>, Vec<(u32, String)>);
+    let mut units: std::collections::BTreeMap<String, Unit> = Default::default();
+    for key in &keys {
+        if let Some((unit, worker)) = key.strip_prefix("member.").and_then(|k| k.rsplit_once('.')) {
+            units
+                .entry(unit.to_owned())
+                .or_default()
+                .0
+                .push(worker.to_owned());
+        } else if let Some((unit, p)) = key.strip_prefix("lease.").and_then(|k| k.rsplit_once('.'))
+            && let Ok(p) = p.parse()
+            && let Ok(Some(owner)) = kv.get(key).await
+        {
+            let owner = String::from_utf8_lossy(&owner).into_owned();
+            units.entry(unit.to_owned()).or_default().1.push((p, owner));
+        }
+    }
+    let settled = units.values().all(|(workers, held)| {
+        let total = held.iter().map(|(p, _)| p + 1).max().unwrap_or(0);
+        let want = panoptes_pipeline::lease::assignment(total, workers);
+        held.iter()
+            .all(|(p, owner)| want.get(*p as usize).copied().flatten() == Some(owner.as_str()))
+    });
+    if !settled {
+        return (0, leases);
+    }
     for key in keys {
         if key.starts_with("member.") {
             members += 1;
@@ -570,8 +600,7 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await
         .ok()?;

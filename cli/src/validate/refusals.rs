@@ -21,15 +21,19 @@ pub const NATS_DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 
 /// Which parts of a topology a process runs, for [`unsupported`].
 #[derive(Clone, Copy, Debug)]
-pub struct Scope {
+pub struct Scope<'a> {
     pub cameras: bool,
     pub stages: bool,
+    /// The stages a worker runs when it runs some (`--stages`): a stage another unit runs may
+    /// ask for what this build lacks (a CUDA model stage beside a CPU-only preprocessing unit).
+    pub only_stages: Option<&'a [String]>,
 }
 
-impl Scope {
-    pub const ALL: Scope = Scope {
+impl Scope<'_> {
+    pub const ALL: Scope<'static> = Scope {
         cameras: true,
         stages: true,
+        only_stages: None,
     };
 }
 
@@ -37,14 +41,14 @@ impl Scope {
 /// and cameras whose JPEG frames the stages could not read ([`jpeg_readers`], with `auto`
 /// cameras judged against [`NATS_DEFAULT_MAX_PAYLOAD`]). `run`, `worker`, `ingest` and
 /// `validate --env` refuse these instead of ignoring them.
-pub fn unsupported(t: &TopologyFile, scope: Scope) -> Vec<Diagnostic> {
+pub fn unsupported(t: &TopologyFile, scope: Scope<'_>) -> Vec<Diagnostic> {
     refused(t, scope, None)
 }
 
 /// [`unsupported`] with `auto` cameras judged against the server's `max_payload` where known.
 pub(super) fn refused(
     t: &TopologyFile,
-    scope: Scope,
+    scope: Scope<'_>,
     max_payload: Option<usize>,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -68,6 +72,12 @@ pub(super) fn refused(
     // yet" is wrong: another build or backend has it), so these are worded on their own.
     let mut no_device = Vec::new();
     for (i, stage) in stages.iter().enumerate() {
+        if scope
+            .only_stages
+            .is_some_and(|only| !only.iter().any(|id| id == stage.id()))
+        {
+            continue;
+        }
         match stage {
             StageConfig::Model(m) => {
                 let device = crate::registry::graph_options(m).device;
@@ -265,7 +275,14 @@ mod tests {
         // Ingest nodes and workers read the same file, and neither works with the other here.
         for (cameras, stages) in [(true, false), (false, true)] {
             let one = t
-                .diagnostics(unsupported(&t, Scope { cameras, stages }))
+                .diagnostics(unsupported(
+                    &t,
+                    Scope {
+                        cameras,
+                        stages,
+                        only_stages: None,
+                    },
+                ))
                 .short();
             assert!(one.join("\n").contains("warehouse"), "{one:?}");
         }
@@ -343,6 +360,32 @@ mod tests {
         );
         // And `run`, `worker` and `ingest` refuse it.
         assert_eq!(unsupported(&t, Scope::ALL).len(), 1);
+    }
+
+    #[test]
+    fn a_worker_of_some_stages_is_judged_by_those_stages_only() {
+        let stages = "  - { id: pre, kind: operator, wasm: \"{op:letterbox}\", config: { width: 160, height: 160 } }\n  - { id: det, kind: model, model: det, device: cuda }\n  - { id: boxes, kind: postprocess, postprocessor: db }\n";
+        let t = wire_topology(&camera("cam-a", ""), stages);
+        if panoptes_model::Device::Cuda.is_compiled() {
+            return; // a CUDA build refuses nothing here
+        }
+        let all = t.diagnostics(unsupported(&t, Scope::ALL)).short();
+        assert!(
+            all.len() == 1 && all[0].contains("cannot run device cuda"),
+            "{all:?}"
+        );
+        let pre = ["pre".to_owned()];
+        let cpu_unit = Scope {
+            only_stages: Some(&pre),
+            ..Scope::ALL
+        };
+        assert_eq!(unsupported(&t, cpu_unit).len(), 0);
+        let det = ["det".to_owned(), "boxes".to_owned()];
+        let gpu_unit = Scope {
+            only_stages: Some(&det),
+            ..Scope::ALL
+        };
+        assert_eq!(unsupported(&t, gpu_unit).len(), 1);
     }
 
     #[test]

@@ -72,9 +72,13 @@ async fn a_worker_is_ready_only_while_connected_to_nats() {
     assert!(!ready.to_string().contains("127.0.0.1"), "{ready}");
 
     server.pause();
-    let lost = wait_for(&metrics, "/readyz", "not ready without NATS", &procs, |s, _| {
-        s == 503
-    })
+    let lost = wait_for(
+        &metrics,
+        "/readyz",
+        "not ready without NATS",
+        &procs,
+        |s, _| s == 503,
+    )
     .await;
     assert_ne!(lost["checks"]["nats"], "connected", "{lost}");
     assert_eq!(

@@ -117,5 +117,8 @@ async fn the_charts_nats_config_partitions_frames_as_panoptes_does() {
         .iter()
         .map(|c| format!("panoptes.frames.{c}.{}", partition_of(c, 16)))
         .collect();
-    assert_eq!(seen, want, "the chart's mapping disagrees with Panoptes' partitions");
+    assert_eq!(
+        seen, want,
+        "the chart's mapping disagrees with Panoptes' partitions"
+    );
 }

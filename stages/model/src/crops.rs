@@ -147,17 +147,18 @@ impl Crops {
             }
         };
 
-        let width = self.batch_width(regions.iter().flatten().flatten());
-        let (height, row_len) = (
-            self.spec.height as usize,
-            3 * self.spec.height as usize * width as usize,
-        );
+        let height = self.spec.height as usize;
         let mut out = Vec::with_capacity(items.len());
         for (i, (slot, regions)) in items.iter_mut().zip(regions).enumerate() {
             let (Ok(item), Some(regions)) = (&*slot, regions) else {
                 out.push(None);
                 continue;
             };
+            // Each frame's crops are as wide as its own longest box needs, whatever else shares
+            // the batch: a frame reads the same alone or beside others. Items of equal width
+            // still run in one call (the stage groups rows by shape).
+            let width = self.crop_width(regions.iter());
+            let row_len = 3 * height * width as usize;
             let mut data = Vec::with_capacity(regions.len() * row_len);
             let mut failed = None;
             for (j, region) in regions.iter().enumerate() {
@@ -224,9 +225,9 @@ impl Crops {
         Ok(regions)
     }
 
-    /// The crop width for a batch: the configured width, widened (up to `max_width`, in steps
-    /// of 32) so the longest box keeps its aspect ratio at the crop height.
-    fn batch_width<'a>(&self, regions: impl Iterator<Item = &'a CropRegion>) -> u32 {
+    /// The crop width for one frame's boxes: the configured width, widened (up to `max_width`,
+    /// in steps of 32) so the longest box keeps its aspect ratio at the crop height.
+    fn crop_width<'a>(&self, regions: impl Iterator<Item = &'a CropRegion>) -> u32 {
         let Some(max) = self.spec.max_width.filter(|_| self.spec.keep_aspect) else {
             return self.spec.width;
         };

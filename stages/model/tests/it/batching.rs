@@ -253,6 +253,71 @@ fn long_boxes_widen_the_crops_up_to_max_width() {
     assert_eq!(tensor(&out).shape[..2], [1, 40]);
 }
 
+/// A frame's crops read the same alone and in batches of 2 to 16 beside frames whose boxes are
+/// longer or shorter: its crops are as wide as its own boxes need, never padded to another
+/// frame's (which changed what the recogniser read, depending on the company a frame kept).
+#[test]
+fn a_frame_reads_the_same_alone_and_in_any_batch() {
+    let rec = model("ch_PP-OCRv4_rec_infer.onnx");
+    let mut stage = ModelStage::new("rec", rec)
+        .with_crops(Crops::new(crop_spec(320, Some(960))).expect("crops"));
+    // Frame i's long box is 100 + 30·i px wide: at height 48 it needs 320 to 660 px.
+    let items: Vec<Item> = (0..16u8)
+        .map(|i| {
+            let (dy, long) = (f32::from(i), 100.0 + 30.0 * f32::from(i));
+            let boxes = vec![
+                detection([5.0, 5.0 + dy, 5.0 + long, 45.0 + dy], 0.9),
+                detection([50.0, 200.0, 150.0, 240.0], 0.8),
+            ];
+            boxes_item(&format!("cam-{i}"), boxes)
+        })
+        .collect();
+    let alone: Vec<Tensor> = items
+        .iter()
+        .map(|i| tensor(&stage.process(i.clone()).expect("alone")).clone())
+        .collect();
+    let argmax = |t: &Tensor| -> Vec<usize> {
+        let classes = *t.shape.last().expect("classes");
+        t.data
+            .chunks_exact(classes)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(k, _)| k)
+            })
+            .collect()
+    };
+    for size in [2usize, 3, 5, 8, 16] {
+        // Every frame once per size, each time in other company.
+        for start in (0..16).step_by(size) {
+            let members: Vec<usize> = (start..start + size).map(|k| (k * 7 + size) % 16).collect();
+            let batch = members.iter().map(|&k| items[k].clone()).collect();
+            let out = stage.process_batch(batch);
+            for (&k, result) in members.iter().zip(out) {
+                let got = result.unwrap_or_else(|e| panic!("frame {k} in a batch of {size}: {e}"));
+                let (got, want) = (tensor(&got), &alone[k]);
+                assert_eq!(got.shape, want.shape, "frame {k}, batch of {size}");
+                assert_eq!(
+                    argmax(got),
+                    argmax(want),
+                    "frame {k} reads otherwise in a batch of {size}"
+                );
+                let worst = got
+                    .data
+                    .iter()
+                    .zip(&want.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    worst < 1e-3,
+                    "frame {k}, batch of {size}: scores differ by {worst}"
+                );
+            }
+        }
+    }
+}
+
 /// The classifier's verdict flips when the crop is turned upside down; with the orientation
 /// step, the upside-down crop reaches the model upright again.
 #[test]
