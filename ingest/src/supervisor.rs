@@ -498,6 +498,20 @@ mod tests {
             self.stats.reconnects.load(Ordering::Relaxed)
         }
 
+        /// The last event: `camera_stopped`, and none after it.
+        async fn stopped_last(&mut self) {
+            let stopped = self
+                .events
+                .recv()
+                .await
+                .expect("an event saying the camera stopped");
+            assert_eq!(stopped.kind, EventKind::CameraStopped);
+            assert!(
+                self.events.recv().await.is_none(),
+                "an event after the camera stopped"
+            );
+        }
+
         /// Cancels and waits for the supervisor to finish, which must take no time.
         async fn stop(&mut self) {
             let asked = Instant::now();
@@ -696,16 +710,7 @@ mod tests {
         h.stop().await;
         assert_eq!(h.starts().len(), 1, "restarted after cancellation");
         assert_eq!(h.reconnects(), 0);
-        let stopped = h
-            .events
-            .recv()
-            .await
-            .expect("an event saying the camera stopped");
-        assert_eq!(stopped.kind, EventKind::CameraStopped);
-        assert!(
-            h.events.recv().await.is_none(),
-            "an event after the camera stopped"
-        );
+        h.stopped_last().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -718,15 +723,6 @@ mod tests {
         h.stop().await;
         assert!(run.stopped().is_some(), "the run is stopped");
         assert_eq!(h.state(), CameraState::Up);
-        let stopped = h
-            .events
-            .recv()
-            .await
-            .expect("an event saying the camera stopped");
-        assert_eq!(stopped.kind, EventKind::CameraStopped);
-        assert!(
-            h.events.recv().await.is_none(),
-            "an event after the camera stopped"
-        );
+        h.stopped_last().await;
     }
 }

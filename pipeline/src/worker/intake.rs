@@ -156,6 +156,17 @@ impl Intake {
             .unwrap_or(false);
         if new_tenure {
             self.start_tenure(&camera, partition, meta).await;
+        } else if matches!(self.input, Input::Frames)
+            && let Some((seq, _)) = meta
+            && let Some(accounted) = self.table.with(&camera, |s| s.accounted).flatten()
+            && seq > accounted.saturating_add(1)
+        {
+            // Within a tenure every frame of the camera reaches this worker unless the way
+            // here dropped it: the client's buffer for the subscription overflows when the
+            // process stalls (async-nats drops the newest as a slow consumer, silently).
+            // Frames from another stage's unit skip this: that unit reports its own drops.
+            self.report_gap(&camera, partition, accounted + 1, seq - 1)
+                .await;
         }
         self.table.with(&camera, |s| {
             s.in_worker += 1;

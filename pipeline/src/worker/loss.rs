@@ -134,6 +134,32 @@ impl Intake {
         }
     }
 
+    /// Frames `first..=last` of `camera` never reached this worker although it held their
+    /// partition: lost on the way (the NATS client dropped them as a slow consumer, or the
+    /// connection broke), counted once.
+    pub(super) async fn report_gap(&self, camera: &str, partition: u32, first: u64, last: u64) {
+        let lost = last - first + 1;
+        self.table.with(camera, |s| s.account(last));
+        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        count_camera(meter::WORKER_LOST, camera, lost);
+        tracing::warn!(
+            camera,
+            partition,
+            lost,
+            "frames never reached this worker while it held their partition"
+        );
+        let event = Event::new(
+            camera,
+            EventKind::FramesLost,
+            format!(
+                "{lost} frames (seq {first}..={last}) never reached this worker while it held partition {partition}: dropped on the way (the NATS client's buffer was full, e.g. after the process stalled, or the connection broke); live delivery does not keep them"
+            ),
+        )
+        .stage("worker")
+        .count(lost);
+        self.send_event(camera, &event).await;
+    }
+
     pub(super) async fn report_drops(&self, camera: &str, count: u64) {
         let event = Event::new(
             camera,
