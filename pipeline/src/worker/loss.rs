@@ -95,8 +95,6 @@ impl Intake {
         if let Some(last) = run.last {
             self.table.with(camera, |s| s.account(last));
         }
-        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
-        count_camera(meter::WORKER_LOST, camera, lost);
         let which = match span {
             Some((from, last)) => format!(" (seq {from}..={last})"),
             None => String::new(),
@@ -107,17 +105,16 @@ impl Intake {
             lost,
             "frames lost while the partition's lease had lapsed"
         );
-        let event = Event::new(
+        let event = count_lost(
+            &self.stats,
             camera,
-            EventKind::FramesLost,
+            lost,
             format!(
                 "{lost} frames{which} lost while this worker's lease on partition {} had lapsed (NATS unreachable, or the worker stalled): {} arrived and were not processed, {never} never reached it; live delivery does not keep them",
                 run.partition,
                 run.members()
             ),
-        )
-        .stage("worker")
-        .count(lost);
+        );
         self.send_event(camera, &event).await;
     }
 
@@ -140,23 +137,20 @@ impl Intake {
     pub(super) async fn report_gap(&self, camera: &str, partition: u32, first: u64, last: u64) {
         let lost = last - first + 1;
         self.table.with(camera, |s| s.account(last));
-        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
-        count_camera(meter::WORKER_LOST, camera, lost);
         tracing::warn!(
             camera,
             partition,
             lost,
             "frames never reached this worker while it held their partition"
         );
-        let event = Event::new(
+        let event = count_lost(
+            &self.stats,
             camera,
-            EventKind::FramesLost,
+            lost,
             format!(
                 "{lost} frames (seq {first}..={last}) never reached this worker while it held partition {partition}: dropped on the way (the NATS client's buffer was full, e.g. after the process stalled, or the connection broke); live delivery does not keep them"
             ),
-        )
-        .stage("worker")
-        .count(lost);
+        );
         self.send_event(camera, &event).await;
     }
 
@@ -232,25 +226,22 @@ impl GapCheck {
         }
         let lost = seq - last - 1;
         self.table.with(camera, |s| s.account(seq - 1));
-        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
-        count_camera(meter::WORKER_LOST, camera, lost);
         tracing::warn!(
             camera,
             partition,
             lost,
             "frames lost in a partition handover"
         );
-        let event = Event::new(
+        let event = count_lost(
+            &self.stats,
             camera,
-            EventKind::FramesLost,
+            lost,
             format!(
                 "{lost} frames (seq {}..={}) were published while partition {partition} had no live worker (a worker stopped or died, or NATS was unreachable) and never reached one; live delivery does not keep them",
                 last + 1,
                 seq - 1,
             ),
-        )
-        .stage("worker")
-        .count(lost);
+        );
         if let Ok(body) = serde_json::to_vec(&event) {
             let _ = self
                 .out
@@ -258,6 +249,16 @@ impl GapCheck {
                 .await;
         }
     }
+}
+
+/// Counts `lost` frames of `camera` (the worker's counter and its metric) and makes the
+/// `frames_lost` event that says `why`; the caller sends it.
+fn count_lost(stats: &WorkerStats, camera: &str, lost: u64, why: String) -> Event {
+    stats.lost.fetch_add(lost, Ordering::Relaxed);
+    count_camera(meter::WORKER_LOST, camera, lost);
+    Event::new(camera, EventKind::FramesLost, why)
+        .stage("worker")
+        .count(lost)
 }
 
 /// Refused frames, reported at most once per second over all cameras (one camera's counter

@@ -121,6 +121,13 @@ async fn it_creates_and_publishes_nothing() {
     let nats = NatsServer::start(&NatsServerOptions::default()).expect("nats-server");
     let watcher = async_nats::connect(nats.url()).await.expect("connect");
     let mut everything = watcher.subscribe("viewtest.>").await.expect("subscribe");
+    // The view's look-ups of the lease bucket (at start, then every 2 s), as JetStream API
+    // requests: whatever it reads, it must not create.
+    let mut lookups = watcher
+        .subscribe("$JS.API.STREAM.INFO.KV_viewtest-leases")
+        .await
+        .expect("subscribe");
+    watcher.flush().await.expect("flush");
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let view = panoptes_view::start(client, config("127.0.0.1:0", None), None)
         .await
@@ -134,8 +141,14 @@ async fn it_creates_and_publishes_nothing() {
         .await
         .expect("body");
     assert!(state.contains("\"cameras\":[]"), "{state}");
-    // Long enough for the lease bucket to be looked for (every 2 s).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two look-ups: the one at start and a periodic one after it.
+    for n in 1..=2 {
+        let seen = tokio::time::timeout(Duration::from_secs(10), lookups.next()).await;
+        assert!(
+            matches!(seen, Ok(Some(_))),
+            "look-up {n} of the lease bucket"
+        );
+    }
     view.stop().await;
     let js = async_nats::jetstream::new(watcher.clone());
     let streams: Vec<String> = js
