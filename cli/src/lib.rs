@@ -23,6 +23,7 @@ pub mod operator_cmd;
 pub mod operator_reload;
 pub mod publish;
 pub mod registry;
+pub mod replay_cmd;
 pub mod roles;
 pub mod runner;
 pub mod telemetry;

@@ -128,6 +128,10 @@ enum Command {
     /// per-camera health, events with clips, the topology and the workers), joining an
     /// existing NATS server. It only reads.
     View(panoptes::view_cmd::ViewArgs),
+    /// Run retained frames (`retain:`) of a time range through the topology's stages, or
+    /// with one operator stage replaced, and compare the detections frame by frame with the
+    /// stored ones. Publishes nothing on the live subjects.
+    Replay(panoptes::replay_cmd::ReplayArgs),
     /// List, fetch and remove stored clips and snapshots (NATS Object Store `<ns>-clips`).
     #[command(subcommand)]
     Clips(panoptes::clips_cmd::ClipsCommand),
@@ -334,6 +338,7 @@ async fn dispatch(command: Command, stop_timeout: std::time::Duration) -> anyhow
         Command::Record(args) => panoptes::roles::record(args, stop_timeout).await,
         Command::Clips(command) => panoptes::clips_cmd::run(command).await,
         Command::View(args) => panoptes::view_cmd::run(args).await,
+        Command::Replay(args) => panoptes::replay_cmd::run(args).await,
         Command::Publish(args) => panoptes::publish::run(args, wait_for_shutdown()).await,
         Command::Graph(args) => panoptes::graph::run(&args),
         Command::Operator(command) => panoptes::operator_cmd::run(command).await,

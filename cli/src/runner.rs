@@ -400,6 +400,20 @@ impl Running {
             None
         };
 
+        // Retention before the cameras start, so their first frames are kept.
+        if let Some(retain) = &topology.retain
+            && role.runs_ingest()
+        {
+            if topology.delivery == panoptes_topology::Delivery::Durable {
+                bail!(
+                    "retain: keeps frames in stream {}, but `delivery: durable` keeps them in its own and JetStream gives a subject to one stream only; retention works with `delivery: live`",
+                    panoptes_replay::retain::stream_name(&topology.namespace)
+                );
+            }
+            let js = async_nats::jetstream::new(client.clone());
+            panoptes_replay::retain::ensure(&js, &topology.namespace, retain).await?;
+        }
+
         let cameras = if role.runs_ingest() {
             let selected = match &role {
                 Role::Ingest { cameras } => cameras.clone(),

@@ -38,8 +38,8 @@ pub struct ViewOptions {
         value_name = "FPS"
     )]
     pub view_max_fps: f64,
-    /// Frames per second the view samples over all cameras; with many cameras each gets its
-    /// share. Frames are sampled only while a browser watches.
+    /// Frames per second the view samples over all cameras that send no previews; with many
+    /// cameras each gets its share. Frames are sampled only while a browser watches.
     #[arg(
         long,
         env = "PANOPTES_VIEW_MAX_TOTAL_FPS",

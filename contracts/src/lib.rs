@@ -2,7 +2,7 @@
 //!
 //! It owns the camera ID, the subject names, the NATS header names, the partition hash, the
 //! Arrow `frame/v1` and `item/v1` encodings with their structural check, the `detections/v1`
-//! and event JSON, tensors and the one [`Transform`] from tensor pixels back to the frame, the
+//! and event JSON, the `preview/v1` headers, tensors and the one [`Transform`] from tensor pixels back to the frame, the
 //! batching policy a stage asks for, the metric names, and the [`Stage`] lifecycle that stage
 //! crates implement and the worker drives.
 //!
@@ -23,6 +23,7 @@ pub mod kinds;
 pub mod meter;
 pub mod output;
 pub mod partition;
+pub mod preview;
 pub mod stage;
 pub mod subjects;
 pub mod tensor;

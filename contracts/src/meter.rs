@@ -10,6 +10,8 @@ pub const INGEST_DROPPED: &str = "panoptes_ingest_dropped_total";
 pub const INGEST_FAILED: &str = "panoptes_ingest_failed_total";
 /// Restarts of a live source after it failed, stalled or ended, per `camera`.
 pub const INGEST_RECONNECTS: &str = "panoptes_ingest_reconnects_total";
+/// Previews an ingest node published while someone listened, per `camera`.
+pub const INGEST_PREVIEWS: &str = "panoptes_ingest_previews_total";
 /// 1 while a camera's source delivers frames, 0 while it is down, per `camera`.
 pub const INGEST_UP: &str = "panoptes_ingest_camera_up";
 

@@ -1,6 +1,6 @@
 //! NATS subject names (contract v1): `<ns>.frames.<camera>`, `<ns>.detections.<camera>`,
 //! `<ns>.events.<camera>`, `<ns>.analytics.<camera>`, `<ns>.outputs.<output>`,
-//! `<ns>.clips.<camera>`.
+//! `<ns>.clips.<camera>`, `<ns>.preview.<camera>`.
 
 use crate::camera::CameraId;
 
@@ -88,6 +88,15 @@ impl Subjects {
 
     pub fn all_clips(&self) -> String {
         format!("{}.clips.*", self.ns)
+    }
+
+    /// Small JPEGs of a camera's frames (`preview/v1`), published only while someone listens.
+    pub fn preview_for(&self, camera: &str) -> String {
+        format!("{}.preview.{camera}", self.ns)
+    }
+
+    pub fn all_previews(&self) -> String {
+        format!("{}.preview.*", self.ns)
     }
 
     /// Every output's status events.

@@ -112,6 +112,7 @@ impl CameraSet {
                     dropped: s.dropped.load(Ordering::Relaxed),
                     failed: s.failed.load(Ordering::Relaxed),
                     reconnects: s.reconnects.load(Ordering::Relaxed),
+                    previews: s.previews.load(Ordering::Relaxed),
                 }
             })
             .collect()

@@ -4,7 +4,8 @@
 //! exponential back-off and jitter, a stall watchdog, up/down/reconnecting events) and publishes
 //! each frame through [`frame_out`] as Arrow `frame/v1` on `<ns>.frames.<camera>`; the
 //! [`cameras::CameraSet`] is the running set of cameras, changed at runtime through the camera
-//! control subjects and SIGHUP.
+//! control subjects and SIGHUP. While someone subscribes to `<ns>.preview.<camera>`, the node
+//! also publishes small JPEG previews there ([`preview`]), so views never pull raw frames.
 //!
 //! Invariant: a camera's sequence numbers strictly increase for the life of the process (across
 //! reconnects), and publishing never blocks capture: a frame that cannot be sent at once is
@@ -25,6 +26,7 @@ pub mod frame_out;
 mod ingest;
 pub mod node;
 mod pipeline;
+pub mod preview;
 pub mod sources;
 mod spec;
 mod supervisor;

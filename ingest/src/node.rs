@@ -1,7 +1,8 @@
 //! An ingest node: one camera's GStreamer source, kept running (a live source that fails, stalls
 //! or ends is restarted with exponential back-off and jitter), its frames encoded for the wire
 //! and published on `<ns>.frames.<camera>`, and its `camera_up` / `camera_down` /
-//! `camera_reconnecting` events on `<ns>.events.<camera>`.
+//! `camera_reconnecting` events on `<ns>.events.<camera>`; while someone watches, small JPEG
+//! previews of its frames on `<ns>.preview.<camera>` ([`crate::preview`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame_out::{EncodedFrame, FramePublisher, PublishFrameError};
+use crate::preview::{self, Tap};
 use crate::supervisor::{FrameClock, Restart, Run, Signal, Supervisor};
 use crate::{
     Framerate, Ingest, IngestError, Motion, Output, Overlay, RawFrame, SourceSpec, TestPattern,
@@ -32,6 +34,8 @@ pub struct IngestStats {
     pub failed: AtomicU64,
     /// Restarts of the source after it failed, stalled or ended.
     pub reconnects: AtomicU64,
+    /// Previews published while someone watched.
+    pub previews: AtomicU64,
 }
 
 /// Where a camera's source stands, as `panoptes camera list` shows it.
@@ -136,6 +140,8 @@ struct Frames {
     seq: AtomicU64,
     tx: mpsc::Sender<Out>,
     stats: Arc<IngestStats>,
+    /// Offered every frame; takes one now and then while someone watches the camera.
+    preview: Option<Arc<Tap>>,
 }
 
 impl Source {
@@ -181,6 +187,9 @@ impl Frames {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         match EncodedFrame::encode(&self.camera, seq, raw) {
             Ok(frame) => {
+                if let Some(tap) = &self.preview {
+                    tap.offer(&frame.payload, &frame.span);
+                }
                 if let Err(e) = self.tx.try_send(Out::Frame(frame)) {
                     if let mpsc::error::TrySendError::Full(Out::Frame(f)) = &e {
                         f.span.record("outcome", "dropped");
@@ -211,6 +220,17 @@ impl IngestNode {
         let stats = Arc::new(IngestStats::default());
         // Two frames in flight at most: a stalled NATS connection drops frames, not memory.
         let (tx, rx) = mpsc::channel::<Out>(2);
+        let cancel = CancellationToken::new();
+        let preview = cam.preview.enabled().then(|| {
+            preview::start(
+                client.clone(),
+                subjects.preview_for(camera.as_str()),
+                camera.clone(),
+                cam.preview,
+                stats.clone(),
+                cancel.clone(),
+            )
+        });
         let publisher = tokio::spawn(publish_loop(
             FramePublisher::new(client.clone(), &subjects, camera.clone()),
             client,
@@ -226,18 +246,19 @@ impl IngestNode {
                 seq: AtomicU64::new(0),
                 tx: tx.clone(),
                 stats: stats.clone(),
+                preview,
             }),
         });
         let first = match source.start_pipeline() {
             Ok(run) => Ok(run),
             Err(e) if source.restarts() && is_transient(&e) => Err(e.to_string()),
             Err(e) => {
+                cancel.cancel();
                 publisher.abort();
                 return Err(e).with_context(|| format!("camera {camera}: cannot start its source"));
             }
         };
         let state = Arc::new(Mutex::new(CameraState::Starting));
-        let cancel = CancellationToken::new();
         let supervisor = tokio::spawn(
             Supervisor::new(
                 source,

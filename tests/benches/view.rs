@@ -50,6 +50,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU seconds `pid` (`self` for this process) has used, user and system.
+fn cpu_s(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces): state is the 3rd field, utime
+            // the 14th, stime the 15th.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+            Some(ticks as f64 / hz.max(1) as f64)
+        })
+        .unwrap_or(0.0)
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -123,12 +141,20 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(30)).await;
 
     let window = Duration::from_secs(options.window_s);
+    // Messages per second, and the CPU cores this process and nats-server kept busy.
+    let server_pid = nats.pid().to_string();
     let measure = || {
         let received = received.clone();
+        let server_pid = server_pid.clone();
         async move {
-            let start = (Instant::now(), received.load(Ordering::Relaxed));
+            let cpu = || cpu_s("self") + cpu_s(&server_pid);
+            let start = (Instant::now(), received.load(Ordering::Relaxed), cpu());
             tokio::time::sleep(window).await;
-            (received.load(Ordering::Relaxed) - start.1) as f64 / start.0.elapsed().as_secs_f64()
+            let secs = start.0.elapsed().as_secs_f64();
+            (
+                (received.load(Ordering::Relaxed) - start.1) as f64 / secs,
+                (cpu() - start.2) / secs,
+            )
         }
     };
     let view_options = ViewOptions {
@@ -139,8 +165,9 @@ async fn main() -> anyhow::Result<()> {
         jaeger_url: None,
     };
     let (mut without, mut with, mut shown) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_per_msg = (Vec::new(), Vec::new());
     for round in 1..=options.rounds {
-        let bare = measure().await;
+        let (bare, bare_cpu) = measure().await;
         let view = view_options
             .start_in_run(running.client.clone(), &topology)
             .await?;
@@ -149,15 +176,17 @@ async fn main() -> anyhow::Result<()> {
         let reader = tokio::spawn(client(view.url(), true, frames.clone(), stop.clone()));
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = frames.load(Ordering::Relaxed);
-        let viewed = measure().await;
+        let (viewed, viewed_cpu) = measure().await;
         let sent = (frames.load(Ordering::Relaxed) - before) as f64 / window.as_secs_f64();
         stop.cancel();
         let _ = reader.await;
         view.stop().await;
         println!(
-            "round {round}: without the view {bare:.2} msg/s; with it {viewed:.2} msg/s \
-             (browser shown {sent:.1} frames/s)"
+            "round {round}: without the view {bare:.2} msg/s, {bare_cpu:.2} cores busy; with it \
+             {viewed:.2} msg/s, {viewed_cpu:.2} cores (browser shown {sent:.1} frames/s)"
         );
+        cpu_per_msg.0.push(bare_cpu * 1e3 / bare.max(1e-9));
+        cpu_per_msg.1.push(viewed_cpu * 1e3 / viewed.max(1e-9));
         without.push(bare);
         with.push(viewed);
         shown.push(sent);
@@ -169,7 +198,52 @@ async fn main() -> anyhow::Result<()> {
         options.rounds,
         options.window_s,
         b / a,
-        median(shown)
+        median(shown.clone())
+    );
+    let (ca, cb) = (median(cpu_per_msg.0), median(cpu_per_msg.1));
+    println!(
+        "CPU per detection message (this process and nats-server): median without {ca:.0} ms, with {cb:.0} ms, ratio {:.3}",
+        ca / cb
+    );
+
+    // What a preview costs its ingest node, on one of these cameras' frames.
+    let mut one = counter.subscribe("panoptes.frames.>").await?;
+    let frame = loop {
+        let m = one
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no frame"))?;
+        if let Ok(f) = panoptes_contracts::Frame::decode(m.payload, None) {
+            break f;
+        }
+    };
+    drop(one);
+    let preview = first.preview;
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..31 {
+        let t = Instant::now();
+        let (jpeg, _, _) = panoptes_op_preprocess::jpeg::thumbnail(
+            frame.pixels.as_slice(),
+            frame.width,
+            frame.height,
+            preview.width,
+            preview.quality,
+        )?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        size = jpeg.len();
+    }
+    let ms = median(times);
+    println!(
+        "a preview of a {}x{} frame ({} px wide, quality {}, {} KB) takes {ms:.2} ms to make \
+         (on this busy machine): at the {:.1} previews/s shown, {:.1}% of one core",
+        frame.width,
+        frame.height,
+        preview.width,
+        preview.quality,
+        size / 1024,
+        median(shown.clone()),
+        ms * median(shown.clone()) / 10.0
     );
 
     // A browser that stops reading: the view's memory stays put.

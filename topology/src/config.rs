@@ -63,6 +63,34 @@ pub struct Topology {
     /// by `panoptes run` or by `panoptes record` processes of their own.
     #[serde(default)]
     pub record: Option<RecordConfig>,
+    /// Keep the cameras' frames and the detections made of them in JetStream for
+    /// `panoptes replay` (stream `<namespace>-retain`), whatever processing does.
+    #[serde(default)]
+    pub retain: Option<RetainConfig>,
+}
+
+/// Frame retention for replay: the newest frames of every camera with the detections the live
+/// pipeline produced for them, in stream `<namespace>-retain` (limits retention: the oldest go
+/// first once either limit is reached). Raw 1280x720 frames are 2.7 MB each: size `max_gib`
+/// for your cameras' rate.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetainConfig {
+    /// Hours kept.
+    #[serde(default = "default_retain_hours")]
+    #[schemars(range(min = 0.01, max = 8760))]
+    pub max_age_h: f64,
+    /// GiB kept at most.
+    #[serde(default = "default_retain_gib")]
+    #[schemars(range(min = 0.01, max = 100000))]
+    pub max_gib: f64,
+}
+
+fn default_retain_hours() -> f64 {
+    1.0
+}
+fn default_retain_gib() -> f64 {
+    10.0
 }
 
 pub fn default_namespace() -> String {
@@ -327,6 +355,55 @@ pub struct CameraConfig {
     /// Restarting a live source (RTSP, V4L2, HTTP MJPEG) that fails, stalls or ends.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// Small JPEGs of the camera's frames for the web view, made only while someone watches.
+    #[serde(default)]
+    pub preview: PreviewConfig,
+}
+
+/// Previews (`preview/v1` on `<ns>.preview.<camera>`): while a view or other subscriber
+/// listens, the ingest node scales frames down and publishes them as JPEG at this rate, so
+/// nobody pulls full raw frames to look at a camera.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewConfig {
+    /// Previews per second while someone listens; 0 turns them off.
+    #[serde(default = "default_preview_fps")]
+    #[schemars(range(min = 0, max = 30))]
+    pub fps: f64,
+    /// Widest preview in pixels (narrower frames keep their size).
+    #[serde(default = "default_preview_width")]
+    #[schemars(range(min = 16, max = 7680))]
+    pub width: u32,
+    /// JPEG quality (1..=100).
+    #[serde(default = "default_preview_quality")]
+    #[schemars(range(min = 1, max = 100))]
+    pub quality: u8,
+}
+
+impl Default for PreviewConfig {
+    fn default() -> Self {
+        Self {
+            fps: default_preview_fps(),
+            width: default_preview_width(),
+            quality: default_preview_quality(),
+        }
+    }
+}
+
+impl PreviewConfig {
+    pub fn enabled(&self) -> bool {
+        self.fps > 0.0
+    }
+}
+
+fn default_preview_fps() -> f64 {
+    2.0
+}
+fn default_preview_width() -> u32 {
+    640
+}
+fn default_preview_quality() -> u8 {
+    70
 }
 
 /// Exponential back-off with jitter between restarts of a live source: the n-th wait is up to

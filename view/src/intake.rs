@@ -1,8 +1,10 @@
 //! Reads the deployment from NATS into the [`Deployment`]: detections, analytics, events and
-//! clips by subscription; frames sampled, only while a browser watches (a subscription per
-//! camera that the server ends after one frame, at the capped rate); which worker holds which
-//! partition from the lease bucket. Subscribes and reads only: nothing here publishes or
-//! writes.
+//! clips by subscription; pictures only while a browser watches: the ingest nodes' previews
+//! (`<ns>.preview.*`, which they publish only while someone subscribes there) and, for cameras
+//! that send none (a publisher other than Panoptes' ingest, previews turned off), frames
+//! sampled at the capped rate (a subscription per camera that the server ends after one
+//! frame); which worker holds which partition from the lease bucket. Subscribes and reads
+//! only: nothing here publishes or writes.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,6 +29,10 @@ const LEASES_EVERY: Duration = Duration::from_secs(2);
 /// camera's frames for a moment), and how long it looks.
 const DISCOVER_EVERY: Duration = Duration::from_secs(10);
 const DISCOVER_FOR: Duration = Duration::from_millis(300);
+/// A camera whose ingest sent no preview for this long (counted from when a browser started
+/// watching) has its frames sampled instead. Longer than the ingest's probe period, so a
+/// camera with previews is never sampled while they start.
+const PREVIEW_WITHIN: Duration = Duration::from_secs(5);
 
 /// How often frames are sampled.
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +91,13 @@ pub async fn run(
         client.clone(),
         namespace.clone(),
         leases,
+        cancel.clone(),
+    ));
+    tasks.spawn(read_previews(
+        client.clone(),
+        subjects.clone(),
+        model.clone(),
+        watching.clone(),
         cancel.clone(),
     ));
     tasks.spawn(sample_frames(
@@ -149,9 +162,10 @@ fn take_frame(model: &Mutex<Deployment>, namespace: &str, m: &async_nats::Messag
     );
 }
 
-/// While a browser watches: every period, one frame of each known camera, and now and then a
-/// look for cameras not known yet. Frames cost the pipeline nothing when nobody watches, and
-/// at most the capped rate when someone does.
+/// While a browser watches: every period, one frame of each known camera that sends no
+/// previews, and now and then (while no camera sends previews) a look for cameras not known
+/// yet. Frames cost the pipeline nothing when nobody watches, and at most the capped rate when
+/// someone does.
 async fn sample_frames(
     client: async_nats::Client,
     namespace: String,
@@ -161,9 +175,11 @@ async fn sample_frames(
     cancel: CancellationToken,
 ) {
     let mut discovered: Option<Instant> = None;
+    let mut since: Option<Instant> = None;
     loop {
         if *watching.borrow_and_update() == 0 {
             discovered = None;
+            since = None;
             tokio::select! {
                 () = cancel.cancelled() => return,
                 changed = watching.changed() => if changed.is_err() { return },
@@ -171,7 +187,18 @@ async fn sample_frames(
             continue;
         }
         let started = tokio::time::Instant::now();
-        if discovered.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY) {
+        let now = Instant::now();
+        let watched_for = now.duration_since(*since.get_or_insert(now));
+        let lock = || model.lock().unwrap_or_else(PoisonError::into_inner);
+        if watched_for < PREVIEW_WITHIN {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(PREVIEW_WITHIN - watched_for) => {}
+            }
+            continue;
+        }
+        let any_previews = lock().previewed_any(now, PREVIEW_WITHIN);
+        if !any_previews && discovered.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY) {
             discovered = Some(Instant::now());
             if let Ok(mut any) = client.subscribe(format!("{namespace}.frames.>")).await {
                 let until = tokio::time::Instant::now() + DISCOVER_FOR;
@@ -180,11 +207,15 @@ async fn sample_frames(
                 }
             }
         }
-        let cameras = model
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .camera_ids();
+        let cameras = lock().camera_ids();
         let period = rates.period(cameras.len());
+        let cameras: Vec<String> = {
+            let model = lock();
+            cameras
+                .into_iter()
+                .filter(|c| !model.previewed(c, now, PREVIEW_WITHIN))
+                .collect()
+        };
         let mut samples = JoinSet::new();
         for camera in cameras {
             samples.spawn(sample_one(
@@ -203,6 +234,61 @@ async fn sample_frames(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep_until(started + period) => {}
         }
+    }
+}
+
+/// While a browser watches, the ingest nodes' previews of every camera; the subscription
+/// ends when the last browser leaves, and with it the ingest nodes' previews.
+async fn read_previews(
+    client: async_nats::Client,
+    subjects: Subjects,
+    model: Arc<Mutex<Deployment>>,
+    mut watching: watch::Receiver<usize>,
+    cancel: CancellationToken,
+) {
+    loop {
+        if *watching.borrow_and_update() == 0 {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = watching.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        let Ok(mut previews) = client.subscribe(subjects.all_previews()).await else {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = watching.changed() => {
+                    if changed.is_err() { return }
+                    if *watching.borrow_and_update() == 0 { break }
+                }
+                next = previews.next() => {
+                    let Some(m) = next else { break };
+                    // An ingest node's interest probe.
+                    if m.payload.is_empty() {
+                        continue;
+                    }
+                    let camera = subjects.camera_of(&m.subject).unwrap_or_default();
+                    let headers = m.headers.as_ref();
+                    let trace = headers
+                        .and_then(|h| h.get(TRACEPARENT))
+                        .and_then(|v| sampled_trace(v.as_str()));
+                    model.lock().unwrap_or_else(PoisonError::into_inner).preview(
+                        camera,
+                        |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()),
+                        m.payload.clone(),
+                        trace,
+                        Instant::now(),
+                    );
+                }
+            }
+        }
+        let _ = previews.unsubscribe().await;
     }
 }
 

@@ -12,6 +12,7 @@ use panoptes_contracts::clip::ClipMessage;
 use panoptes_contracts::detection::DetectionMessage;
 use panoptes_contracts::event::{Event, EventKind};
 use panoptes_contracts::frame::Frame;
+use panoptes_contracts::preview::PreviewMeta;
 use serde::Serialize;
 
 /// How much the view holds.
@@ -70,9 +71,33 @@ pub enum CameraState {
 }
 
 struct HeldFrame {
-    frame: Frame,
+    /// The frame's seq, capture time and size (what detections' coordinates refer to).
+    seq: u64,
+    capture_ts_ns: u64,
+    width: u32,
+    height: u32,
+    picture: Picture,
     received: Instant,
     trace_id: Option<String>,
+}
+
+/// What a browser is shown of a frame.
+#[derive(Clone, Debug)]
+pub enum Picture {
+    /// A frame as workers get it (sampled from `<ns>.frames.<camera>`): scaled down and
+    /// encoded for browsers when shown.
+    Frame(Frame),
+    /// A preview from the camera's ingest node: a JPEG already, often smaller than the frame.
+    Jpeg(Bytes),
+}
+
+impl Picture {
+    fn len(&self) -> usize {
+        match self {
+            Picture::Frame(f) => f.pixels.len(),
+            Picture::Jpeg(j) => j.len(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -98,6 +123,8 @@ struct Camera {
     last_seen: Option<Instant>,
     /// The last frame encoded for browsers, shared by all of them.
     jpeg: Option<(u64, Bytes)>,
+    /// When its ingest last sent a preview.
+    previewed: Option<Instant>,
 }
 
 impl Camera {
@@ -116,11 +143,12 @@ impl Camera {
             latencies_ms: VecDeque::new(),
             last_seen: None,
             jpeg: None,
+            previewed: None,
         }
     }
 
     fn held_bytes(&self) -> usize {
-        self.frames.iter().map(|f| f.frame.pixels.len()).sum()
+        self.frames.iter().map(|f| f.picture.len()).sum()
     }
 }
 
@@ -171,7 +199,8 @@ pub struct CameraSummary {
 /// A frame picked for browsers, with what is drawn on it.
 pub struct ShownFrame {
     pub camera: String,
-    pub frame: Frame,
+    pub seq: u64,
+    pub picture: Picture,
     /// Its JPEG when already encoded for another browser.
     pub jpeg: Option<Bytes>,
     pub header: serde_json::Value,
@@ -277,29 +306,101 @@ impl Deployment {
                 return;
             }
         };
+        self.hold(
+            "frames",
+            camera,
+            HeldFrame {
+                seq: frame.seq,
+                capture_ts_ns: frame.capture_ts_ns,
+                width: frame.width,
+                height: frame.height,
+                picture: Picture::Frame(frame),
+                received: now,
+                trace_id,
+            },
+        );
+    }
+
+    /// A preview of `camera` (from its subject) arrived: its headers through `header`.
+    pub fn preview<'a>(
+        &mut self,
+        camera: &str,
+        header: impl Fn(&str) -> Option<&'a str>,
+        payload: Bytes,
+        trace_id: Option<String>,
+        now: Instant,
+    ) {
+        let meta = match PreviewMeta::read(camera, header, &payload) {
+            Ok(meta) => meta,
+            Err(_) => {
+                self.skip("previews", Skip::Malformed);
+                return;
+            }
+        };
+        if meta.frame_width == 0 || meta.frame_height == 0 {
+            self.skip("previews", Skip::Malformed);
+            return;
+        }
+        self.hold(
+            "previews",
+            camera,
+            HeldFrame {
+                seq: meta.seq,
+                capture_ts_ns: meta.capture_ts_ns,
+                width: meta.frame_width,
+                height: meta.frame_height,
+                picture: Picture::Jpeg(payload),
+                received: now,
+                trace_id,
+            },
+        );
+        if let Some(cam) = self.cameras.get_mut(camera) {
+            cam.previewed = Some(now);
+        }
+    }
+
+    /// Whether `camera`'s ingest sent a preview within `within` (else the view samples its
+    /// frames).
+    pub fn previewed(&self, camera: &str, now: Instant, within: Duration) -> bool {
+        self.cameras
+            .get(camera)
+            .and_then(|c| c.previewed)
+            .is_some_and(|t| now.duration_since(t) < within)
+    }
+
+    /// Whether any camera's ingest sent a preview within `within`.
+    pub fn previewed_any(&self, now: Instant, within: Duration) -> bool {
+        self.cameras
+            .values()
+            .filter_map(|c| c.previewed)
+            .any(|t| now.duration_since(t) < within)
+    }
+
+    fn hold(&mut self, subject: &'static str, camera: &str, held: HeldFrame) {
+        let now = held.received;
         self.stopped
             .retain(|_, t| now.duration_since(*t) < STOPPED_QUIET);
         if self.stopped.contains_key(camera) {
             return;
         }
         let limits = self.limits;
-        let Some(cam) = self.camera("frames", camera, true) else {
+        let Some(cam) = self.camera(subject, camera, true) else {
             return;
         };
         cam.seqs = Some(match cam.seqs {
-            Some((first, last)) => (first.min(frame.seq), last.max(frame.seq)),
-            None => (frame.seq, frame.seq),
+            Some((first, last)) => (first.min(held.seq), last.max(held.seq)),
+            None => (held.seq, held.seq),
         });
         cam.last_seen = Some(now);
         if cam.state != CameraState::Up {
             cam.state = CameraState::Up;
             cam.cause.clear();
         }
-        cam.frames.push_back(HeldFrame {
-            frame,
-            received: now,
-            trace_id,
-        });
+        // A preview and a sample of the same frame may both arrive while the view switches.
+        if cam.frames.back().is_some_and(|f| f.seq == held.seq) {
+            return;
+        }
+        cam.frames.push_back(held);
         while cam.frames.len() > 1
             && (cam.frames.len() > limits.frames || cam.held_bytes() > limits.frame_bytes)
         {
@@ -537,7 +638,7 @@ impl Deployment {
             .get(camera)?
             .frames
             .iter()
-            .find(|f| f.frame.seq == seq)
+            .find(|f| f.seq == seq)
             .and_then(|f| f.trace_id.clone())
     }
 
@@ -563,7 +664,7 @@ impl Deployment {
         self.cameras
             .iter()
             .map(|(id, c)| {
-                let newest = c.frames.back().map(|f| &f.frame);
+                let newest = c.frames.back();
                 let mut sorted: Vec<f64> = c.latencies_ms.iter().copied().collect();
                 sorted.sort_by(f64::total_cmp);
                 let pct = |q: f64| {
@@ -575,10 +676,10 @@ impl Deployment {
                 // The camera's own rate: seq and capture time of the oldest and newest frame
                 // held (the view samples frames, so counting arrivals would give its rate).
                 let fps = match (c.frames.front(), c.frames.back()) {
-                    (Some(a), Some(b)) if b.frame.seq > a.frame.seq => {
-                        let span = b.frame.capture_ts_ns.saturating_sub(a.frame.capture_ts_ns);
+                    (Some(a), Some(b)) if b.seq > a.seq => {
+                        let span = b.capture_ts_ns.saturating_sub(a.capture_ts_ns);
                         if span > 0 {
-                            (b.frame.seq - a.frame.seq) as f64 * 1e9 / span as f64
+                            (b.seq - a.seq) as f64 * 1e9 / span as f64
                         } else {
                             0.0
                         }
@@ -615,14 +716,14 @@ impl Deployment {
         for (id, cam) in &self.cameras {
             let last_sent = sent.get(id).copied();
             let picked = cam.frames.iter().rev().find(|f| {
-                cam.detections.contains_key(&f.frame.seq)
+                cam.detections.contains_key(&f.seq)
                     || now.duration_since(f.received) >= self.limits.match_wait
             });
             let Some(held) = picked else { continue };
-            if last_sent.is_some_and(|s| held.frame.seq <= s) {
+            if last_sent.is_some_and(|s| held.seq <= s) {
                 continue;
             }
-            let seq = held.frame.seq;
+            let seq = held.seq;
             let detections: Vec<&panoptes_contracts::detection::Detection> = cam
                 .detections
                 .get(&seq)
@@ -638,7 +739,8 @@ impl Deployment {
                 .collect();
             out.push(ShownFrame {
                 camera: id.clone(),
-                frame: held.frame.clone(),
+                seq,
+                picture: held.picture.clone(),
                 jpeg: cam
                     .jpeg
                     .as_ref()
@@ -647,9 +749,9 @@ impl Deployment {
                 header: serde_json::json!({
                     "camera": id,
                     "seq": seq,
-                    "capture_ts_ns": held.frame.capture_ts_ns,
-                    "width": held.frame.width,
-                    "height": held.frame.height,
+                    "capture_ts_ns": held.capture_ts_ns,
+                    "width": held.width,
+                    "height": held.height,
                     "detections": detections,
                     "trails": trails,
                     "trace_id": held.trace_id,

@@ -19,15 +19,16 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt as _;
 
 use crate::intake::Lease;
-use crate::model::{Deployment, ShownFrame};
+use crate::model::{Deployment, Picture, ShownFrame};
 
 /// The largest clip the view hands out; larger ones are fetched with `panoptes clips get`.
 const MAX_OBJECT_BYTES: u64 = 256 << 20;
 /// A browser that takes longer than this to accept one frame is disconnected (its page
 /// reconnects), so a stalled browser holds at most one frame of the server's memory.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// JPEG quality of raw frames encoded for browsers, and their width at most (a grid tile is
-/// smaller; the browser scales the boxes, which stay in frame pixels).
+/// JPEG quality of sampled raw frames encoded for browsers (cameras without previews), and
+/// their width at most (a grid tile is smaller; the browser scales the boxes, which stay in
+/// frame pixels).
 const JPEG_QUALITY: u8 = 75;
 const JPEG_MAX_WIDTH: u32 = 640;
 const COOKIE: &str = "panoptes_view";
@@ -259,7 +260,7 @@ async fn push_frames(shared: Arc<Shared>, mut socket: WebSocket) {
         let shown = shared.model().frames_to_show(&sent, Instant::now());
         for frame in shown {
             let camera = frame.camera.clone();
-            let seq = frame.frame.seq;
+            let seq = frame.seq;
             let encoding = shared.clone();
             let Ok(Some(message)) =
                 tokio::task::spawn_blocking(move || encode(&encoding, frame)).await
@@ -276,16 +277,24 @@ async fn push_frames(shared: Arc<Shared>, mut socket: WebSocket) {
 }
 
 fn encode(shared: &Shared, shown: ShownFrame) -> Option<Bytes> {
-    let jpeg = match shown.jpeg {
-        Some(jpeg) => jpeg,
-        None if shown.frame.format == PixelFormat::Jpeg => {
-            Bytes::copy_from_slice(shown.frame.pixels.as_slice())
+    let jpeg = match (shown.jpeg, shown.picture) {
+        (Some(jpeg), _) | (None, Picture::Jpeg(jpeg)) => jpeg,
+        (None, Picture::Frame(frame)) if frame.format == PixelFormat::Jpeg => {
+            Bytes::copy_from_slice(frame.pixels.as_slice())
         }
-        None => {
-            let jpeg = to_jpeg(&shown.frame)?;
+        (None, Picture::Frame(frame)) => {
+            let (jpeg, _, _) = panoptes_op_preprocess::jpeg::thumbnail(
+                frame.pixels.as_slice(),
+                frame.width,
+                frame.height,
+                JPEG_MAX_WIDTH,
+                JPEG_QUALITY,
+            )
+            .ok()?;
+            let jpeg = Bytes::from(jpeg);
             shared
                 .model()
-                .encoded(&shown.camera, shown.frame.seq, jpeg.clone());
+                .encoded(&shown.camera, shown.seq, jpeg.clone());
             jpeg
         }
     };
@@ -296,37 +305,6 @@ fn encode(shared: &Shared, shown: ShownFrame) -> Option<Bytes> {
     out.extend_from_slice(&header);
     out.extend_from_slice(&jpeg);
     Some(Bytes::from(out))
-}
-
-/// A raw frame as JPEG, scaled down to [`JPEG_MAX_WIDTH`] first (the recorder's encoder).
-fn to_jpeg(frame: &panoptes_contracts::Frame) -> Option<Bytes> {
-    use panoptes_recorder::buffer::BufferedFrame;
-    if frame.format != PixelFormat::Rgb8 || frame.width <= JPEG_MAX_WIDTH {
-        return BufferedFrame::from_frame(frame, JPEG_QUALITY)
-            .ok()
-            .map(|b| b.jpeg);
-    }
-    let height = (u64::from(frame.height) * u64::from(JPEG_MAX_WIDTH) / u64::from(frame.width))
-        .max(1) as u32;
-    let mut resize = panoptes_op_preprocess::resize::Resize::new(JPEG_MAX_WIDTH, height).ok()?;
-    let mut small = Vec::new();
-    resize
-        .run(
-            frame.pixels.as_slice(),
-            frame.width,
-            frame.height,
-            &mut small,
-        )
-        .ok()?;
-    let small = panoptes_contracts::Frame {
-        width: JPEG_MAX_WIDTH,
-        height,
-        pixels: panoptes_contracts::frame::PixelBuffer::from_vec(small),
-        ..frame.clone()
-    };
-    BufferedFrame::from_frame(&small, JPEG_QUALITY)
-        .ok()
-        .map(|b| b.jpeg)
 }
 
 #[cfg(test)]

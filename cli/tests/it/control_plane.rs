@@ -541,6 +541,11 @@ async fn the_documented_permissions_keep_each_role_to_its_subjects() {
         first_arrival("worker", "panoptes.frames.lobby", "viewer", "ingest").await,
         "allowed"
     );
+    // Previews come from ingest, never from a worker, and a viewer may read them.
+    assert_eq!(
+        first_arrival("viewer", "panoptes.preview.lobby", "worker", "ingest").await,
+        "allowed"
+    );
     // A viewer cannot send camera control requests either.
     assert_eq!(
         first_arrival("ingest", "panoptes.control.cameras.add", "viewer", "admin").await,

@@ -28,6 +28,9 @@ pub struct CameraEntry {
     pub dropped: u64,
     pub failed: u64,
     pub reconnects: u64,
+    /// Previews published while someone watched (`preview/v1`).
+    #[serde(default)]
+    pub previews: u64,
 }
 
 /// Every reply: `ok`, and what the operation did or why it did not.

@@ -141,6 +141,43 @@ fn header(
     Ok((w as u32, h as u32))
 }
 
+/// A JPEG for people to look at: packed RGB8 `src` (`width x height`) scaled down, aspect ratio
+/// kept, to at most `max_width` wide (never up), encoded at `quality` (1–100). Returns the file
+/// and its size. Previews and the view's tiles; models never see these.
+pub fn thumbnail(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    max_width: u32,
+    quality: u8,
+) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
+    crate::resize::check_rgb8(src, width, height)?;
+    let (w, h) = if width > max_width.max(1) {
+        let h = (u64::from(height) * u64::from(max_width) / u64::from(width)).max(1);
+        (max_width, u32::try_from(h).unwrap_or(1))
+    } else {
+        (width, height)
+    };
+    let scaled;
+    let pixels = if (w, h) == (width, height) {
+        src
+    } else {
+        let mut out = Vec::new();
+        crate::resize::Resize::new(w, h)?.run(src, width, height, &mut out)?;
+        scaled = out;
+        scaled.as_slice()
+    };
+    let side = |v: u32| {
+        u16::try_from(v)
+            .map_err(|_| PreprocessError::JpegEncode(format!("{w}x{h} is too large for JPEG")))
+    };
+    let mut file = Vec::with_capacity(pixels.len() / 10);
+    jpeg_encoder::Encoder::new(&mut file, quality.clamp(1, 100))
+        .encode(pixels, side(w)?, side(h)?, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| PreprocessError::JpegEncode(e.to_string()))?;
+    Ok((file, w, h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +424,23 @@ mod tests {
             }
         }
         assert!(errors > 0);
+    }
+
+    #[test]
+    fn thumbnails_scale_down_keeping_the_aspect_ratio_and_decode_back() {
+        let (w, h) = (1280u32, 720u32);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+        let (file, tw, th) = thumbnail(&src, w, h, 640, 70).expect("encodes");
+        assert_eq!((tw, th), (640, 360));
+        assert_eq!(
+            dimensions(&file, &JpegOptions::default()).expect("a JPEG"),
+            (640, 360)
+        );
+        let (_, sw, sh) = thumbnail(&src[..320 * 180 * 3], 320, 180, 640, 70).expect("encodes");
+        assert_eq!((sw, sh), (320, 180), "never scaled up");
+        assert!(
+            thumbnail(&src[..10], w, h, 640, 70).is_err(),
+            "a short buffer is refused"
+        );
     }
 }

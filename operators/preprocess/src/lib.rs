@@ -1,5 +1,6 @@
 //! Image kernels of the built-in operators: letterbox (here), [`resize`], [`normalize`],
-//! [`color`] (NV12/I420 to RGB), [`crop`] and [`jpeg`] decoding.
+//! [`color`] (NV12/I420 to RGB), [`crop`], and [`jpeg`] decoding (and the small JPEG previews
+//! that people look at).
 //!
 //! Pure Rust with no Wasm dependencies: the same code runs natively (tests, benchmarks, the
 //! reference the Wasm host is checked against) and inside the operator components, which only
@@ -82,6 +83,8 @@ pub enum PreprocessError {
     },
     #[error("corrupt or unsupported JPEG: {0}")]
     Jpeg(String),
+    #[error("cannot encode JPEG: {0}")]
+    JpegEncode(String),
     #[error(
         "image of {width}x{height} pixels is over the limit of {max_pixels} pixels; raise `max_pixels` if such images are expected"
     )]
@@ -102,7 +105,7 @@ impl PreprocessError {
             | Self::Jpeg(_)
             | Self::TooLarge { .. } => true,
             Self::Size { what, .. } => *what == "source",
-            Self::Normalization { .. } | Self::Resize(_) => false,
+            Self::Normalization { .. } | Self::Resize(_) | Self::JpegEncode(_) => false,
         }
     }
 }

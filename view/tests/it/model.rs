@@ -56,7 +56,7 @@ fn shown_seqs(model: &Deployment, sent: &HashMap<String, u64>, now: Instant) -> 
     model
         .frames_to_show(sent, now)
         .into_iter()
-        .map(|f| (f.camera, f.frame.seq))
+        .map(|f| (f.camera, f.seq))
         .collect()
 }
 
@@ -73,7 +73,7 @@ fn a_frame_is_shown_with_its_own_detections_or_alone_after_the_wait() {
     model.detections("cam", &detections("cam", 1, Some(5), 10.0), t0);
     let shown = model.frames_to_show(&HashMap::new(), t0);
     assert_eq!(shown.len(), 1);
-    assert_eq!(shown[0].frame.seq, 1);
+    assert_eq!(shown[0].seq, 1);
     assert_eq!(shown[0].header["detections"][0]["label"], "person");
     assert_eq!(shown[0].header["detections"][0]["track_id"], 5);
     // Once sent, frame 1 is not sent again; frame 2, having waited, goes without boxes.
@@ -242,5 +242,44 @@ fn ingest_events_set_the_state_and_a_stopped_camera_leaves() {
             "camera_stopped",
             "camera_up"
         ]
+    );
+}
+
+#[test]
+fn a_preview_is_shown_as_its_jpeg_at_its_frame_size_and_bad_ones_are_counted() {
+    use panoptes_contracts::preview::PreviewMeta;
+    use panoptes_view::model::Picture;
+    let t0 = Instant::now();
+    let mut model = Deployment::new(Limits::default());
+    let meta = PreviewMeta {
+        camera: "cam".into(),
+        seq: 4,
+        capture_ts_ns: 1_400_000_000,
+        frame_width: 64,
+        frame_height: 64,
+    };
+    let headers: HashMap<&str, String> = meta.headers().into_iter().collect();
+    let get = |name: &str| headers.get(name).map(String::as_str);
+    let jpeg = Bytes::from_static(b"\xFF\xD8 a small JPEG");
+    assert!(!model.previewed("cam", t0, Duration::from_secs(5)));
+    model.preview("cam", get, jpeg.clone(), None, t0);
+    assert!(model.previewed("cam", t0, Duration::from_secs(5)));
+    assert!(!model.previewed("cam", t0 + Duration::from_secs(6), Duration::from_secs(5)));
+    // The same frame sampled as well is held once.
+    model.frame("cam", frame("cam", 4, 64), None, t0);
+    model.detections("cam", &detections("cam", 4, None, 10.0), t0);
+    let shown = model.frames_to_show(&HashMap::new(), t0);
+    assert_eq!(shown.len(), 1);
+    assert!(matches!(&shown[0].picture, Picture::Jpeg(j) if *j == jpeg));
+    // Boxes stay in the frame's pixels: the page scales them by the frame's size.
+    assert_eq!(shown[0].header["width"], 64);
+    assert_eq!(shown[0].header["detections"][0]["label"], "person");
+
+    model.preview("cam", get, Bytes::from_static(b"GIF89a"), None, t0);
+    model.preview("cam", |_| None, jpeg.clone(), None, t0);
+    let skipped = serde_json::to_value(model.skipped()).expect("json");
+    assert_eq!(
+        skipped,
+        serde_json::json!([{ "subject": "previews", "reason": "malformed", "count": 2 }])
     );
 }
