@@ -36,6 +36,8 @@ pub struct CameraSet {
     /// The cameras of the file this process runs (`--cameras`); `None`: all of them.
     selected: Option<Vec<String>>,
     process: String,
+    /// Previews of all cameras here share it ([`crate::preview::NODE_PREVIEWS_PER_S`]).
+    previews: Arc<crate::preview::Budget>,
 }
 
 impl CameraSet {
@@ -54,6 +56,9 @@ impl CameraSet {
             topology: std::sync::OnceLock::new(),
             selected,
             process: format!("{host}:{}", std::process::id()),
+            previews: Arc::new(crate::preview::Budget::new(
+                crate::preview::NODE_PREVIEWS_PER_S,
+            )),
         }
     }
 
@@ -75,18 +80,19 @@ impl CameraSet {
     }
 
     async fn start(&self, cam: &CameraConfig) -> anyhow::Result<IngestNode> {
-        let (cam, base, client, subjects) = (
+        let (cam, base, client, subjects, previews) = (
             cam.clone(),
             self.base_dir.clone(),
             self.client.clone(),
             self.subjects.clone(),
+            self.previews.clone(),
         );
         // Starting a pipeline blocks on GStreamer state changes; the spawned node's tasks need
         // the runtime, hence the handle.
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let _guard = runtime.enter();
-            IngestNode::start(&cam, &base, client, subjects)
+            IngestNode::start(&cam, &base, client, subjects, previews)
         })
         .await?
     }

@@ -212,6 +212,7 @@ impl IngestNode {
         base_dir: &Path,
         client: async_nats::Client,
         subjects: Subjects,
+        budget: Arc<preview::Budget>,
     ) -> anyhow::Result<Self> {
         crate::init().context("cannot initialise GStreamer")?;
         let spec = source_spec(cam, base_dir)?;
@@ -228,6 +229,7 @@ impl IngestNode {
                 camera.clone(),
                 cam.preview,
                 stats.clone(),
+                budget,
                 cancel.clone(),
             )
         });
