@@ -33,24 +33,28 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// cameras (about 4 to 6 ms of CPU per 1280x720 frame's preview on a 2-core machine).
 pub const NODE_PREVIEWS_PER_S: f64 = 8.0;
 
-/// The ingest process's preview budget, shared by its cameras' taps: at most one preview per
-/// period over all of them.
+/// The ingest process's preview budget, shared by its cameras' taps: `per_s` previews a second
+/// on average, with bursts of up to a second's worth (cameras started together offer their
+/// frames together). A generic cell rate algorithm on one atomic.
 #[derive(Debug)]
 pub struct Budget {
     started: Instant,
     period_ns: u64,
-    /// When the next preview may be taken, in ns since `started`.
+    /// How far ahead of time turns may be taken: a second's worth, less one.
+    burst_ns: u64,
+    /// The theoretical time of the next turn, in ns since `started`.
     next_ns: AtomicU64,
 }
 
 impl Budget {
     pub fn new(per_s: f64) -> Self {
+        let per_s = per_s.clamp(0.01, 1000.0);
+        let period_ns =
+            u64::try_from(Duration::from_secs_f64(1.0 / per_s).as_nanos()).unwrap_or(u64::MAX);
         Self {
             started: Instant::now(),
-            period_ns: u64::try_from(
-                Duration::from_secs_f64(1.0 / per_s.clamp(0.01, 1000.0)).as_nanos(),
-            )
-            .unwrap_or(u64::MAX),
+            period_ns,
+            burst_ns: period_ns.saturating_mul((per_s.ceil() as u64).saturating_sub(1)),
             next_ns: AtomicU64::new(0),
         }
     }
@@ -60,15 +64,15 @@ impl Budget {
         self.take_at(now)
     }
 
-    /// Takes a preview's turn at `now_ns` (ns since the budget began), if one is due.
+    /// Takes a preview's turn at `now_ns` (ns since the budget began), if one is left.
     pub fn take_at(&self, now_ns: u64) -> bool {
         let next = self.next_ns.load(Ordering::Relaxed);
-        now_ns >= next
+        now_ns.saturating_add(self.burst_ns) >= next
             && self
                 .next_ns
                 .compare_exchange(
                     next,
-                    now_ns.saturating_add(self.period_ns),
+                    next.max(now_ns).saturating_add(self.period_ns),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -272,16 +276,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_gives_one_turn_per_period_over_all_cameras() {
+    fn the_budget_gives_a_seconds_worth_at_once_and_its_rate_on_average() {
         let budget = Budget::new(8.0);
         let ms = |m: u64| m * 1_000_000;
-        assert!(budget.take_at(ms(0)));
-        // A second camera asking in the same period waits.
-        assert!(!budget.take_at(ms(1)));
+        // Sixteen cameras offering at once: eight get a turn.
+        let at_once = (0..16).filter(|_| budget.take_at(ms(0))).count();
+        assert_eq!(at_once, 8);
+        // Then one turn every 125 ms.
         assert!(!budget.take_at(ms(124)));
         assert!(budget.take_at(ms(125)));
-        // Turns not taken are not saved up: a quiet second gives one preview, not eight.
-        assert!(budget.take_at(ms(2000)));
-        assert!(!budget.take_at(ms(2001)));
+        assert!(!budget.take_at(ms(126)));
+        // Turns are saved up to a second's worth, no more.
+        let after_quiet = (0..16).filter(|_| budget.take_at(ms(5000))).count();
+        assert_eq!(after_quiet, 8);
+        // Over ten seconds of constant asking: the rate.
+        let taken = (5001..15000).filter(|&t| budget.take_at(ms(t))).count();
+        assert!((78..=81).contains(&taken), "{taken}");
     }
 }

@@ -29,9 +29,10 @@ const LEASES_EVERY: Duration = Duration::from_secs(2);
 /// camera's frames for a moment), and how long it looks.
 const DISCOVER_EVERY: Duration = Duration::from_secs(10);
 const DISCOVER_FOR: Duration = Duration::from_millis(300);
-/// A camera whose ingest sent no preview for this long (counted from when a browser started
-/// watching) has its frames sampled instead. Longer than the ingest's probe period, so a
-/// camera with previews is never sampled while they start.
+/// A camera whose ingest sent no preview and no probe for this long (counted from when a
+/// browser started watching) has its frames sampled instead. Longer than the ingest's probe
+/// period, so a camera with previews is never sampled while they start or while its share of
+/// its node's preview budget has not come round.
 const PREVIEW_WITHIN: Duration = Duration::from_secs(5);
 
 /// How often frames are sampled.
@@ -269,11 +270,15 @@ async fn read_previews(
                 }
                 next = previews.next() => {
                     let Some(m) = next else { break };
-                    // An ingest node's interest probe.
+                    let camera = subjects.camera_of(&m.subject).unwrap_or_default();
+                    // An ingest node's interest probe: the camera has previews coming.
                     if m.payload.is_empty() {
+                        model
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .probed(camera, Instant::now());
                         continue;
                     }
-                    let camera = subjects.camera_of(&m.subject).unwrap_or_default();
                     let headers = m.headers.as_ref();
                     let trace = headers
                         .and_then(|h| h.get(TRACEPARENT))

@@ -359,6 +359,14 @@ impl Deployment {
         }
     }
 
+    /// `camera`'s ingest probed for viewers: it makes previews, even when its share of the
+    /// node's preview budget has not come round for a while. Only for cameras already known.
+    pub fn probed(&mut self, camera: &str, now: Instant) {
+        if let Some(cam) = self.cameras.get_mut(camera) {
+            cam.previewed = Some(now);
+        }
+    }
+
     /// Whether `camera`'s ingest sent a preview within `within` (else the view samples its
     /// frames).
     pub fn previewed(&self, camera: &str, now: Instant, within: Duration) -> bool {

@@ -265,6 +265,9 @@ fn a_preview_is_shown_as_its_jpeg_at_its_frame_size_and_bad_ones_are_counted() {
     model.preview("cam", get, jpeg.clone(), None, t0);
     assert!(model.previewed("cam", t0, Duration::from_secs(5)));
     assert!(!model.previewed("cam", t0 + Duration::from_secs(6), Duration::from_secs(5)));
+    // A probe from its ingest says more previews come.
+    model.probed("cam", t0 + Duration::from_secs(6));
+    assert!(model.previewed("cam", t0 + Duration::from_secs(6), Duration::from_secs(5)));
     // The same frame sampled as well is held once.
     model.frame("cam", frame("cam", 4, 64), None, t0);
     model.detections("cam", &detections("cam", 4, None, 10.0), t0);
