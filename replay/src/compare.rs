@@ -97,19 +97,18 @@ pub fn compare_frame(
             });
         }
     }
-    diff.lost = before
-        .iter()
-        .zip(&used_b)
-        .filter(|(_, u)| !**u)
-        .map(|(d, _)| d.clone())
-        .collect();
-    diff.added = after
-        .iter()
-        .zip(&used_a)
-        .filter(|(_, u)| !**u)
-        .map(|(d, _)| d.clone())
-        .collect();
+    diff.lost = unmatched(before, &used_b);
+    diff.added = unmatched(after, &used_a);
     diff
+}
+
+/// The detections of `all` not marked `used`.
+fn unmatched(all: &[Detection], used: &[bool]) -> Vec<Detection> {
+    all.iter()
+        .zip(used)
+        .filter(|(_, u)| !**u)
+        .map(|(d, _)| d.clone())
+        .collect()
 }
 
 /// Everything a replay compared.

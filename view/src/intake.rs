@@ -150,11 +150,7 @@ fn take_frame(model: &Mutex<Deployment>, namespace: &str, m: &async_nats::Messag
     let Some(camera) = frame_camera(namespace, &m.subject) else {
         return;
     };
-    let trace = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(TRACEPARENT))
-        .and_then(|v| sampled_trace(v.as_str()));
+    let trace = trace_of(m.headers.as_ref());
     model.lock().unwrap_or_else(PoisonError::into_inner).frame(
         camera,
         m.payload.clone(),
@@ -181,9 +177,8 @@ async fn sample_frames(
         if *watching.borrow_and_update() == 0 {
             discovered = None;
             since = None;
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                changed = watching.changed() => if changed.is_err() { return },
+            if !browser_arrives(&mut watching, &cancel).await {
+                return;
             }
             continue;
         }
@@ -249,9 +244,8 @@ async fn read_previews(
 ) {
     loop {
         if *watching.borrow_and_update() == 0 {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                changed = watching.changed() => if changed.is_err() { return },
+            if !browser_arrives(&mut watching, &cancel).await {
+                return;
             }
             continue;
         }
@@ -280,9 +274,7 @@ async fn read_previews(
                         continue;
                     }
                     let headers = m.headers.as_ref();
-                    let trace = headers
-                        .and_then(|h| h.get(TRACEPARENT))
-                        .and_then(|v| sampled_trace(v.as_str()));
+                    let trace = trace_of(headers);
                     model.lock().unwrap_or_else(PoisonError::into_inner).preview(
                         camera,
                         |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()),
@@ -325,6 +317,25 @@ async fn sample_one(
     .await
     .ok()
     .flatten()
+}
+
+/// Waits for the number of watching browsers to change (callers check it is above zero);
+/// false when the view stops.
+async fn browser_arrives(
+    watching: &mut watch::Receiver<usize>,
+    cancel: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        changed = watching.changed() => changed.is_ok(),
+    }
+}
+
+/// The sampled trace a message's headers carry, if any.
+fn trace_of(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
+    headers
+        .and_then(|h| h.get(TRACEPARENT))
+        .and_then(|v| sampled_trace(v.as_str()))
 }
 
 /// The trace ID of a W3C `traceparent` whose sampled flag is set.

@@ -354,9 +354,7 @@ impl Deployment {
                 trace_id,
             },
         );
-        if let Some(cam) = self.cameras.get_mut(camera) {
-            cam.previewed = Some(now);
-        }
+        self.probed(camera, now);
     }
 
     /// `camera`'s ingest probed for viewers: it makes previews, even when its share of the
