@@ -1,6 +1,6 @@
 //! `panoptes operator`: make signing keys, sign operator modules and check signatures (the
-//! counterpart of an operator stage's `signed_by` in a topology), and reload a running
-//! operator stage's module.
+//! counterpart of an operator stage's `signed_by` in a topology), reload a running operator
+//! stage's module, and promote a stage's shadow candidate to live.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use panoptes_client::control::auth::Signer;
 use panoptes_client::control::{ReloadReply, ReloadRequest};
 use panoptes_client::keys::{self, SecretKey};
 
-// `Reload` carries the NATS flags; the enum is parsed once per process, so its size is moot.
+// `Reload` and `Promote` carry the NATS flags; the enum is parsed once per process, so its size
+// is moot.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum OperatorCommand {
@@ -65,20 +66,39 @@ pub enum OperatorCommand {
         #[arg(long, env = "PANOPTES_OPERATOR_MODULE")]
         wasm: Option<PathBuf>,
         #[command(flatten)]
-        nats: NatsArgs,
-        /// Secret key that signs the request (`panoptes operator keygen`); its public half must
-        /// be in the topology's `control.keys`.
-        #[arg(long, env = "PANOPTES_CONTROL_KEY", value_name = "FILE")]
-        key: Option<PathBuf>,
-        #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
-        namespace: String,
-        /// How long to collect replies, in milliseconds.
-        #[arg(long, env = "PANOPTES_WAIT_MS", default_value_t = 3000)]
-        wait_ms: u64,
-        /// Stop as soon as this many workers answered.
-        #[arg(long, env = "PANOPTES_EXPECT")]
-        expect: Option<usize>,
+        control: ControlArgs,
     },
+    /// Make a stage's shadow candidate (its `shadow:` module, with the candidate's config and
+    /// limits) live in every worker, through the same swap as `reload`: checked, compiled and
+    /// initialised first, then frames switch over between two frames. The topology file is not
+    /// changed: set the stage's `wasm` (and `config`) to the candidate's there, or a restarted
+    /// worker runs the old module again.
+    Promote {
+        /// The operator stage's ID.
+        #[arg(long, env = "PANOPTES_STAGE")]
+        stage: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+}
+
+/// How a control request reaches the workers: shared by `reload` and `promote`.
+#[derive(clap::Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Secret key that signs the request (`panoptes operator keygen`); its public half must
+    /// be in the topology's `control.keys`.
+    #[arg(long, env = "PANOPTES_CONTROL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// How long to collect replies, in milliseconds.
+    #[arg(long, env = "PANOPTES_WAIT_MS", default_value_t = 3000)]
+    pub wait_ms: u64,
+    /// Stop as soon as this many workers answered.
+    #[arg(long, env = "PANOPTES_EXPECT")]
+    pub expect: Option<usize>,
 }
 
 /// Runs one `operator` subcommand; a failed verification is an error like any other, so the
@@ -88,32 +108,22 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
         OperatorCommand::Reload {
             stage,
             wasm,
-            nats,
-            key,
-            namespace,
-            wait_ms,
-            expect,
+            control,
         } => {
-            let request = ReloadRequest { stage, wasm };
-            let subjects = Subjects::new(namespace);
-            let wait = Duration::from_millis(wait_ms);
-            let signer = key.as_deref().map(Signer::read).transpose()?;
-            let replies = reload(&nats, signer.as_ref(), &subjects, &request, wait, expect).await?;
-            let mut refused = 0;
-            for reply in &replies {
-                println!("{}", serde_json::to_string(reply)?);
-                refused += usize::from(!reply.ok);
-            }
-            anyhow::ensure!(
-                !replies.is_empty(),
-                "no worker answered on {} within {wait_ms} ms",
-                subjects.operator_reload()
-            );
-            anyhow::ensure!(
-                refused == 0,
-                "{refused} of {} workers refused the reload",
-                replies.len()
-            );
+            let request = ReloadRequest {
+                stage,
+                wasm,
+                promote: false,
+            };
+            control.send(&request, "reload").await?;
+        }
+        OperatorCommand::Promote { stage, control } => {
+            let request = ReloadRequest {
+                stage,
+                wasm: None,
+                promote: true,
+            };
+            control.send(&request, "promotion").await?;
         }
         OperatorCommand::Build { source, out, paths } => {
             let out = out.unwrap_or_else(|| source.with_extension("wasm"));
@@ -148,6 +158,42 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+impl ControlArgs {
+    /// Sends `request` and prints each worker's reply; fails when none answers or any refuses
+    /// (`what`: the request, as the error names it).
+    async fn send(&self, request: &ReloadRequest, what: &str) -> anyhow::Result<()> {
+        let subjects = Subjects::new(self.namespace.clone());
+        let wait = Duration::from_millis(self.wait_ms);
+        let signer = self.key.as_deref().map(Signer::read).transpose()?;
+        let replies = reload(
+            &self.nats,
+            signer.as_ref(),
+            &subjects,
+            request,
+            wait,
+            self.expect,
+        )
+        .await?;
+        let mut refused = 0;
+        for reply in &replies {
+            println!("{}", serde_json::to_string(reply)?);
+            refused += usize::from(!reply.ok);
+        }
+        anyhow::ensure!(
+            !replies.is_empty(),
+            "no worker answered on {} within {} ms",
+            subjects.operator_reload(),
+            self.wait_ms
+        );
+        anyhow::ensure!(
+            refused == 0,
+            "{refused} of {} workers refused the {what}",
+            replies.len()
+        );
+        Ok(())
+    }
 }
 
 /// Sends a reload request (signed by `signer`) and collects the workers' replies for up to

@@ -1,5 +1,5 @@
 //! The worker's control subject: `<ns>.control.operators.reload` swaps an operator stage's
-//! module without restarting the worker. Requests are checked by the topology's
+//! module without restarting the worker, or promotes the stage's shadow candidate to live. Requests are checked by the topology's
 //! [`ControlGuard`] (signed, confined); bodies are `panoptes_client::control`'s.
 
 use std::path::{Path, PathBuf};
@@ -21,11 +21,13 @@ pub async fn subscribe(
     Ok(sub)
 }
 
-/// Answers reload requests for `slots` until `cancel` fires.
+/// Answers reload and promote requests for `slots` (and their shadow `candidates`, by live
+/// stage ID) until `cancel` fires.
 pub async fn serve(
     client: async_nats::Client,
     mut sub: async_nats::Subscriber,
     slots: Vec<OperatorSlot>,
+    candidates: Vec<(String, OperatorSlot)>,
     guard: Arc<ControlGuard>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -78,6 +80,24 @@ pub async fn serve(
                         ),
                     )
                 }
+                Some(slot) if req.promote => {
+                    match candidates.iter().find(|(stage, _)| *stage == req.stage) {
+                        _ if req.wasm.is_some() => ReloadReply::failed(
+                            &req.stage,
+                            "a promote request names no module: the stage's shadow candidate becomes live".into(),
+                        ),
+                        None => ReloadReply::failed(
+                            &req.stage,
+                            format!("stage {:?} runs no shadow candidate in this worker", req.stage),
+                        ),
+                        Some((_, candidate)) => {
+                            let (slot, candidate) = (slot.clone(), candidate.clone());
+                            let done =
+                                tokio::task::spawn_blocking(move || slot.adopt(&candidate)).await;
+                            answer(&req.stage, done, "promoted")
+                        }
+                    }
+                }
                 Some(slot) => match allowed_module(&guard, &homes, &req) {
                     Err(e) => ReloadReply::failed(&req.stage, e),
                     Ok(path) => {
@@ -85,28 +105,7 @@ pub async fn serve(
                         // Compiling and initialising takes milliseconds to seconds: off the runtime.
                         let done =
                             tokio::task::spawn_blocking(move || slot.reload(path.as_deref())).await;
-                        match done {
-                            Ok(Ok(Reloaded::Swapped { sha256, generation })) => ReloadReply {
-                                ok: true,
-                                stage: req.stage.clone(),
-                                outcome: Some("swapped".into()),
-                                sha256: Some(sha256),
-                                generation: Some(generation),
-                                error: None,
-                            },
-                            Ok(Ok(Reloaded::Unchanged { sha256 })) => ReloadReply {
-                                ok: true,
-                                stage: req.stage.clone(),
-                                outcome: Some("unchanged".into()),
-                                sha256: Some(sha256),
-                                generation: None,
-                                error: None,
-                            },
-                            Ok(Err(e)) => ReloadReply::failed(&req.stage, reply_error(&e)),
-                            Err(e) => {
-                                ReloadReply::failed(&req.stage, format!("reload panicked: {e}"))
-                            }
-                        }
+                        answer(&req.stage, done, "swapped")
                     }
                 },
             },
@@ -121,6 +120,34 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The reply to a swap of `stage`'s module; `swapped` names what a change was.
+fn answer(
+    stage: &str,
+    done: Result<Result<Reloaded, WasmError>, tokio::task::JoinError>,
+    swapped: &str,
+) -> ReloadReply {
+    match done {
+        Ok(Ok(Reloaded::Swapped { sha256, generation })) => ReloadReply {
+            ok: true,
+            stage: stage.to_owned(),
+            outcome: Some(swapped.into()),
+            sha256: Some(sha256),
+            generation: Some(generation),
+            error: None,
+        },
+        Ok(Ok(Reloaded::Unchanged { sha256 })) => ReloadReply {
+            ok: true,
+            stage: stage.to_owned(),
+            outcome: Some("unchanged".into()),
+            sha256: Some(sha256),
+            generation: None,
+            error: None,
+        },
+        Ok(Err(e)) => ReloadReply::failed(stage, reply_error(&e)),
+        Err(e) => ReloadReply::failed(stage, format!("reload panicked: {e}")),
+    }
 }
 
 /// The module a reload request may load: `None` (the stage's own file again) or a path inside

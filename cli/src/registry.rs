@@ -10,7 +10,7 @@ use panoptes_contracts::BatchStats;
 use panoptes_contracts::stage::{Input, Stage};
 use panoptes_model::ModelRegistry;
 use panoptes_model::build::{model_registry, model_stage, upstream_of};
-use panoptes_pipeline::StageGraph;
+use panoptes_pipeline::{Shadow, StageGraph};
 use panoptes_topology::{Plan, StageConfig, TopologyFile};
 use panoptes_wasm::build::operator_stage;
 use panoptes_wasm::{OperatorEngine, OperatorSlot};
@@ -34,6 +34,9 @@ pub fn build_graph(topology: &TopologyFile) -> anyhow::Result<StageGraph> {
 pub struct Built {
     pub graph: StageGraph,
     pub operators: Vec<OperatorSlot>,
+    /// Shadow candidates of operator stages, by the live stage's ID: what
+    /// `operator promote` makes live.
+    pub candidates: Vec<(String, OperatorSlot)>,
     pub models: Arc<ModelRegistry>,
     /// Each model stage's inference-call counters, by stage ID.
     pub batch_stats: Vec<(String, Arc<BatchStats>)>,
@@ -63,6 +66,7 @@ pub fn build_part(
         engine: None,
         models: model_registry(topology)?,
         slots: Vec::new(),
+        candidates: Vec::new(),
         batch_stats: Vec::new(),
     };
     let mut graph = StageGraph::new();
@@ -85,10 +89,29 @@ pub fn build_part(
     for step in &plan.forwards {
         graph.forward(node(*step)?)?;
     }
+    // Candidates never stop the live stages from starting: one that cannot be built is
+    // reported and left out.
+    for (i, step) in plan.steps.iter().enumerate() {
+        let readers: Vec<usize> = (0..plan.steps.len())
+            .filter(|j| plan.steps[*j].input == Some(i))
+            .collect();
+        match build_shadow(topology, step.stage, i, &readers, &plan, &mut cx) {
+            Ok(None) => {}
+            Ok(Some((shadow, compare_step))) => {
+                graph.shadow(node(i)?, node(compare_step)?, shadow)?
+            }
+            Err(e) => tracing::error!(
+                stage = step.stage.id(),
+                error = format!("{e:#}"),
+                "the shadow candidate cannot be built; the live stage runs without it"
+            ),
+        }
+    }
     Ok((
         Built {
             graph,
             operators: cx.slots,
+            candidates: cx.candidates,
             models: cx.models,
             batch_stats: cx.batch_stats,
         },
@@ -104,7 +127,110 @@ struct BuildContext {
     engine: Option<OperatorEngine>,
     models: Arc<ModelRegistry>,
     slots: Vec<OperatorSlot>,
+    candidates: Vec<(String, OperatorSlot)>,
     batch_stats: Vec<(String, Arc<BatchStats>)>,
+}
+
+impl BuildContext {
+    /// The process's one Wasm engine, made on first use.
+    fn engine(&mut self) -> anyhow::Result<OperatorEngine> {
+        Ok(match &self.engine {
+            Some(e) => e.clone(),
+            None => self
+                .engine
+                .insert(
+                    operator_engine(Some(self.models.clone()))
+                        .context("cannot create the Wasm engine")?,
+                )
+                .clone(),
+        })
+    }
+}
+
+/// The ID a candidate's stages run under (in their metrics and logs), apart from the live ones.
+fn candidate_id(id: &str) -> String {
+    format!("{id}/shadow")
+}
+
+/// The candidate `cfg` (plan step `at`) declares (`shadow:`), if any, with the step whose output
+/// it is compared at: the stage itself, or for a model read by exactly one `postprocess` step
+/// (`readers`), that step, through a copy of it fed by the candidate model.
+fn build_shadow(
+    topology: &TopologyFile,
+    cfg: &StageConfig,
+    at: usize,
+    readers: &[usize],
+    plan: &Plan,
+    cx: &mut BuildContext,
+) -> anyhow::Result<Option<(Shadow, usize)>> {
+    match cfg {
+        StageConfig::Operator(op) => {
+            let Some(shadow) = &op.shadow else {
+                return Ok(None);
+            };
+            let candidate = panoptes_topology::OperatorStage {
+                id: candidate_id(&op.id),
+                wasm: shadow.wasm.clone(),
+                digest: shadow.digest.clone(),
+                config: shadow.config.clone().unwrap_or_else(|| op.config.clone()),
+                timeout_ms: shadow.timeout_ms.or(op.timeout_ms),
+                memory_mib: shadow.memory_mib.or(op.memory_mib),
+                watch: false,
+                shadow: None,
+                ..op.clone()
+            };
+            let engine = cx.engine()?;
+            let (slot, stage) = operator_stage(topology, &candidate, engine)?;
+            cx.candidates.push((op.id.clone(), slot));
+            Ok(Some((
+                Shadow::new(vec![Box::new(stage)], shadow.sample),
+                at,
+            )))
+        }
+        StageConfig::Model(m) => {
+            let Some(shadow) = &m.shadow else {
+                return Ok(None);
+            };
+            // One intra-op thread: the model runs on the candidate's own low-priority thread.
+            let candidate = panoptes_topology::ModelStage {
+                id: candidate_id(&m.id),
+                model: shadow.model.clone(),
+                threads: Some(1),
+                shadow: None,
+                ..m.clone()
+            };
+            let model = model_stage(topology, &candidate, &cx.models)?;
+            let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(model)];
+            let mut compare_at = at;
+            if let [reader] = readers
+                && let StageConfig::Postprocess(p) = plan.steps[*reader].stage
+            {
+                // The postprocessor as it would read the candidate model.
+                let mut swapped = topology.clone();
+                for s in &mut swapped.stages {
+                    if let StageConfig::Model(live) = s
+                        && live.id == m.id
+                    {
+                        live.model = shadow.model.clone();
+                    }
+                }
+                let upstream = upstream_of(&swapped, &p.id, p.postprocessor, &cx.models)
+                    .with_context(|| format!("stage {:?}", p.id))?;
+                let copy = panoptes_topology::PostprocessStage {
+                    id: candidate_id(&p.id),
+                    ..p.clone()
+                };
+                stages.push(panoptes_postprocess::from_config(
+                    &copy,
+                    upstream.params,
+                    upstream.labels,
+                )?);
+                compare_at = *reader;
+            }
+            Ok(Some((Shadow::new(stages, shadow.sample), compare_at)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The one place a stage's `kind` picks the crate that builds it.
@@ -115,16 +241,7 @@ fn build_stage(
 ) -> anyhow::Result<Box<dyn Stage>> {
     let stage: Box<dyn Stage> = match cfg {
         StageConfig::Operator(op) => {
-            let engine = match &cx.engine {
-                Some(e) => e.clone(),
-                None => cx
-                    .engine
-                    .insert(
-                        operator_engine(Some(cx.models.clone()))
-                            .context("cannot create the Wasm engine")?,
-                    )
-                    .clone(),
-            };
+            let engine = cx.engine()?;
             let (slot, stage) = operator_stage(topology, op, engine)?;
             cx.slots.push(slot);
             Box::new(stage)

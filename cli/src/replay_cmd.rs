@@ -1,5 +1,5 @@
 //! `panoptes replay`: a time range of retained frames (`retain:`, stream `<ns>-retain`) run
-//! through the topology's stages, or through them with one operator stage replaced, as fast as
+//! through the topology's stages, or through them with one operator or model stage replaced, as fast as
 //! the stages take them, then compared frame by frame with the detections stored for them.
 //!
 //! The replay runs the same stage graph in a worker of its own, in a namespace of its own
@@ -52,15 +52,19 @@ pub struct ReplayArgs {
     /// Only these cameras, comma-separated (default: all).
     #[arg(long, value_name = "ID,ID", value_delimiter = ',')]
     pub cameras: Option<Vec<String>>,
-    /// Replace this operator stage's module and/or config for the replay.
+    /// Replace this stage for the replay: an operator stage's module and/or config, or a
+    /// model stage's model.
     #[arg(long, value_name = "ID")]
     pub stage: Option<String>,
-    /// The candidate module for `--stage`.
+    /// The candidate module for an operator `--stage`.
     #[arg(long, value_name = "FILE", requires = "stage")]
     pub wasm: Option<PathBuf>,
-    /// The candidate config for `--stage`, JSON (replaces the stage's `config`).
+    /// The candidate config for an operator `--stage`, JSON (replaces the stage's `config`).
     #[arg(long, value_name = "JSON", requires = "stage")]
     pub config: Option<String>,
+    /// The candidate model for a model `--stage`: a name from the topology's `models`.
+    #[arg(long, value_name = "NAME", requires = "stage", conflicts_with_all = ["wasm", "config"])]
+    pub model: Option<String>,
     /// Writes the comparison with every differing frame as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -69,14 +73,24 @@ pub struct ReplayArgs {
     pub iou: f32,
 }
 
+/// What replaces a stage in a replay.
+#[derive(Clone, Debug, Default)]
+pub struct Candidate {
+    /// An operator stage's new module.
+    pub wasm: Option<PathBuf>,
+    /// An operator stage's new `config`.
+    pub config: Option<serde_json::Value>,
+    /// A model stage's new model (a name from the topology's `models`).
+    pub model: Option<String>,
+}
+
 /// The topology the replay runs: the stages (with the candidate in place), in a namespace of
-/// its own, without cameras, outputs, recording, retention or control.
+/// its own, without cameras, outputs, recording, retention, control or shadow candidates.
 pub fn replay_topology(
     topology: &TopologyFile,
     namespace: &str,
     stage: Option<&str>,
-    wasm: Option<PathBuf>,
-    config: Option<serde_json::Value>,
+    candidate: Candidate,
 ) -> anyhow::Result<TopologyFile> {
     let mut t = topology.clone();
     t.namespace = namespace.to_owned();
@@ -86,25 +100,60 @@ pub fn replay_topology(
     t.record = None;
     t.retain = None;
     t.control.enabled = false;
-    if let Some(id) = stage {
-        let Some(found) = t.stages.iter_mut().find(|s| s.id() == id) else {
-            bail!("the topology has no stage {id:?}");
-        };
-        let StageConfig::Operator(op) = found else {
-            bail!("stage {id:?} is not an operator stage: only operators can be replaced");
-        };
-        if let Some(wasm) = wasm {
-            let wasm = std::path::absolute(&wasm)
-                .with_context(|| format!("cannot resolve {}", wasm.display()))?;
-            op.wasm = wasm;
-            // The candidate is another module: the stage's pinned digest and signer are the
-            // live module's.
-            op.digest = None;
-            op.signed_by = None;
+    for s in &mut t.stages {
+        match s {
+            StageConfig::Operator(op) => op.shadow = None,
+            StageConfig::Model(m) => m.shadow = None,
+            _ => {}
         }
-        if let Some(config) = config {
-            op.config = config;
+    }
+    let Some(id) = stage else {
+        return Ok(t);
+    };
+    let known_model = |name: &str| t.models.contains_key(name);
+    if let Some(model) = &candidate.model
+        && !known_model(model)
+    {
+        bail!("--model {model:?} is not in the topology's `models`");
+    }
+    let Some(found) = t.stages.iter_mut().find(|s| s.id() == id) else {
+        bail!("the topology has no stage {id:?}");
+    };
+    let Candidate {
+        wasm,
+        config,
+        model,
+    } = candidate;
+    match found {
+        StageConfig::Model(m) => {
+            if wasm.is_some() || config.is_some() {
+                bail!("stage {id:?} is a model stage: give --model, not --wasm or --config");
+            }
+            if let Some(model) = model {
+                m.model = model;
+            }
         }
+        StageConfig::Operator(_) if model.is_some() => {
+            bail!("stage {id:?} is an operator stage: give --wasm or --config, not --model");
+        }
+        StageConfig::Operator(op) => {
+            if let Some(wasm) = wasm {
+                let wasm = std::path::absolute(&wasm)
+                    .with_context(|| format!("cannot resolve {}", wasm.display()))?;
+                op.wasm = wasm;
+                // The candidate is another module: the stage's pinned digest and signer are the
+                // live module's.
+                op.digest = None;
+                op.signed_by = None;
+            }
+            if let Some(config) = config {
+                op.config = config;
+            }
+        }
+        other => bail!(
+            "stage {id:?} is a {} stage: only operator and model stages can be replaced",
+            other.kind()
+        ),
     }
     Ok(t)
 }
@@ -140,14 +189,18 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Comparison> {
         .clone()
         .context("give --nats or set nats.url: replay reads the server that kept the frames")?;
     let client = crate::connect_with(&url, &topology.nats, &topology.base_dir).await?;
+    let candidate = Candidate {
+        wasm: args.wasm,
+        config,
+        model: args.model,
+    };
     replay_with(
         &client,
         &topology,
         range,
         args.cameras.as_deref(),
         args.stage.as_deref(),
-        args.wasm,
-        config,
+        candidate,
         args.iou,
     )
     .await
@@ -156,15 +209,13 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Comparison> {
 static REPLAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// [`replay`] on a connected client.
-#[allow(clippy::too_many_arguments)]
 pub async fn replay_with(
     client: &async_nats::Client,
     topology: &TopologyFile,
     range: Range,
     cameras: Option<&[String]>,
     stage: Option<&str>,
-    wasm: Option<PathBuf>,
-    config: Option<serde_json::Value>,
+    candidate: Candidate,
     iou: f32,
 ) -> anyhow::Result<Comparison> {
     let live = topology.namespace.clone();
@@ -173,7 +224,7 @@ pub async fn replay_with(
 
     let n = REPLAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let namespace = format!("{live}-replay-{}-{n}", std::process::id());
-    let replay = replay_topology(topology, &namespace, stage, wasm, config)?;
+    let replay = replay_topology(topology, &namespace, stage, candidate)?;
     let (built, unit) = {
         let replay = replay.clone();
         tokio::task::spawn_blocking(move || crate::registry::build_part(&replay, None)).await??

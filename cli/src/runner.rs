@@ -302,6 +302,7 @@ impl Running {
                         client.clone(),
                         control_sub,
                         built.operators,
+                        built.candidates,
                         guard.clone(),
                         control_cancel.clone(),
                     )))

@@ -2,13 +2,14 @@
 //!
 //! It owns the camera ID, the subject names, the NATS header names, the partition hash, the
 //! Arrow `frame/v1` and `item/v1` encodings with their structural check, the `detections/v1`
-//! and event JSON, the `preview/v1` headers, tensors and the one [`Transform`] from tensor pixels back to the frame, the
+//! and event JSON, the `preview/v1` headers, the `shadow/v1` JSON and the per-frame agreement it reports, tensors and the one [`Transform`] from tensor pixels back to the frame, the
 //! batching policy a stage asks for, the metric names, and the [`Stage`] lifecycle that stage
 //! crates implement and the worker drives.
 //!
 //! Invariant: no I/O. Nothing here opens a file, a socket or a process, or starts a runtime; a
 //! change to a wire format is a change to this crate (and to `docs/nats.md` and `schema/`).
 
+pub mod agreement;
 pub mod analytics;
 pub mod batching;
 pub mod camera;
@@ -24,6 +25,7 @@ pub mod meter;
 pub mod output;
 pub mod partition;
 pub mod preview;
+pub mod shadow;
 pub mod stage;
 pub mod subjects;
 pub mod tensor;

@@ -47,6 +47,13 @@ pub const STAGE_OUT: &str = "panoptes_stage_frames_out_total";
 pub const STAGE_ERRORS: &str = "panoptes_stage_errors_total";
 /// Operator traps and time-outs, per `stage` and `kind`.
 pub const OPERATOR_FAULTS: &str = "panoptes_operator_faults_total";
+/// Frames a shadow stage's candidate was given, by `stage` and `outcome` (`agree`, `differ`,
+/// `fault`, or `skipped`: sampled while the candidate was still busy, so not run).
+pub const SHADOW_FRAMES: &str = "panoptes_shadow_frames_total";
+/// Of the frames a shadow stage compared (agree + differ), the share that agreed, by `stage`.
+pub const SHADOW_AGREEMENT: &str = "panoptes_shadow_agreement";
+/// The candidate's time per batch, by `stage`.
+pub const SHADOW_SECONDS: &str = "panoptes_shadow_seconds";
 /// Duration of one stage call (one batch), per `stage`.
 pub const STAGE_SECONDS: &str = "panoptes_stage_seconds";
 /// Capture to results published, per `camera`.

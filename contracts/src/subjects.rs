@@ -99,6 +99,16 @@ impl Subjects {
         format!("{}.preview.*", self.ns)
     }
 
+    /// Where a shadow stage reports each frame its candidate ran (`shadow/v1`).
+    pub fn shadow_for(&self, stage: &str, camera: &str) -> String {
+        format!("{}.shadow.{stage}.{camera}", self.ns)
+    }
+
+    /// Every shadow stage's reports.
+    pub fn all_shadows(&self) -> String {
+        format!("{}.shadow.>", self.ns)
+    }
+
     /// Every output's status events.
     pub fn all_output_events(&self) -> String {
         format!("{}.outputs.*", self.ns)

@@ -16,6 +16,14 @@ pub enum GraphError {
     InputNotAdded { stage: String, input: usize },
     #[error("no node {0} to publish from")]
     NoSuchNode(usize),
+    #[error(
+        "a shadow of stage {stage:?} with {stages} stages cannot be compared at node {compare_at}: it must be that many stages down from the shadowed one"
+    )]
+    ShadowPath {
+        stage: String,
+        stages: usize,
+        compare_at: usize,
+    },
 }
 
 pub(crate) struct Node {
@@ -52,6 +60,8 @@ impl Output {
 #[derive(Default)]
 pub struct StageGraph {
     pub(crate) nodes: Vec<Node>,
+    /// Candidates run beside live nodes: (shadowed node, node compared at, candidate).
+    pub(crate) shadows: Vec<(usize, usize, crate::shadow::Shadow)>,
 }
 
 impl StageGraph {
@@ -154,6 +164,35 @@ impl StageGraph {
             .flat_map(|n| n.outputs.iter().filter(|o| o.forward))
             .map(|o| o.name.clone())
             .collect()
+    }
+
+    /// Runs `shadow` beside node `at` on its sampled inputs; its last stage's outputs are
+    /// compared with those of node `compare_at`, which is `at` itself for a one-stage
+    /// candidate, or the node as many stages further down as the candidate has copies of.
+    pub fn shadow(
+        &mut self,
+        at: usize,
+        compare_at: usize,
+        shadow: crate::shadow::Shadow,
+    ) -> Result<(), GraphError> {
+        let n = self.nodes.get(at).ok_or(GraphError::NoSuchNode(at))?;
+        let mut steps = 0;
+        let mut node = Some(compare_at);
+        while let Some(i) = node
+            && i != at
+        {
+            steps += 1;
+            node = self.nodes.get(i).and_then(|n| n.input);
+        }
+        if node != Some(at) || steps + 1 != shadow.stages.len() {
+            return Err(GraphError::ShadowPath {
+                stage: n.stage.id().to_owned(),
+                stages: shadow.stages.len(),
+                compare_at,
+            });
+        }
+        self.shadows.push((at, compare_at, shadow));
+        Ok(())
     }
 
     /// Gives every leaf without a sink the default result subject.

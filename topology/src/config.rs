@@ -8,6 +8,7 @@ pub use crate::outputs::{
 };
 pub use crate::places::{LineConfig, Side, Units, ZoneConfig};
 pub use crate::record::{ContinuousRecording, RecordConfig, RecordRule, Retention};
+pub use crate::shadow::{ModelShadow, OperatorShadow};
 pub use crate::test_pattern::{TestPatternSource, TextMotion, TextOverlay};
 pub use crate::tracking::TrackerStage;
 use crate::tracking::{default_max_age, default_snapshot_interval_ms};
@@ -582,6 +583,10 @@ pub struct ModelStage {
     /// detections stage) found, resized to this size, instead of on a tensor.
     #[serde(default)]
     pub crops: Option<CropConfig>,
+    /// A candidate model run beside this one on a sampled share of frames; its results go
+    /// to `<ns>.shadow.<stage>.<camera>` and the agreement metrics, never into live results.
+    #[serde(default)]
+    pub shadow: Option<ModelShadow>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod record;
 mod schema_check;
 mod semantic;
+mod shadow;
 mod test_pattern;
 mod tracking;
 pub mod yaml;

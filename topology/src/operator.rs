@@ -55,6 +55,11 @@ pub struct OperatorStage {
     #[serde(default = "default_operator_snapshot_ms")]
     #[schemars(range(min = 100))]
     pub snapshot_interval_ms: u64,
+    /// A candidate module run beside this one on a sampled share of frames, in its own
+    /// sandbox; its results go to `<ns>.shadow.<stage>.<camera>` and the agreement metrics,
+    /// never into live results. `panoptes operator promote` makes it live.
+    #[serde(default)]
+    pub shadow: Option<crate::shadow::OperatorShadow>,
 }
 
 fn default_operator_snapshot_ms() -> u64 {

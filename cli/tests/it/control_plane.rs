@@ -153,6 +153,7 @@ async fn reload(url: &str, signer: &Signer, wasm: &Path) -> ReloadReply {
         &ReloadRequest {
             stage: "probe".into(),
             wasm: Some(wasm.to_owned()),
+            promote: false,
         },
         Duration::from_secs(30),
         Some(1),

@@ -18,6 +18,7 @@ mod python_operators;
 mod recording;
 mod replay;
 mod scale_out;
+mod shadow;
 mod stateful_operators;
 mod telemetry;
 mod third_party_publisher;

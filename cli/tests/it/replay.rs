@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use panoptes::nats_args::NatsArgs;
-use panoptes::replay_cmd::{ReplayArgs, replay_with};
+use panoptes::replay_cmd::{Candidate, ReplayArgs, replay_with};
 use panoptes::runner::{Role, Running};
 use panoptes_contracts::DetectionMessage;
 use panoptes_replay::compare::DEFAULT_IOU;
@@ -76,8 +76,7 @@ async fn replay_agrees_with_itself_and_reports_a_changed_operator_frame_by_frame
         range,
         None,
         None,
-        None,
-        None,
+        Candidate::default(),
         DEFAULT_IOU,
     )
     .await
@@ -105,6 +104,7 @@ async fn replay_agrees_with_itself_and_reports_a_changed_operator_frame_by_frame
             r#"{"anchor":"center","zones":[{"id":"all","units":"normalized","polygon":[[0,0],[0.5,0],[0.5,1],[0,1]]}]}"#
                 .into(),
         ),
+        model: None,
         report: Some(report.clone()),
         iou: DEFAULT_IOU,
     };

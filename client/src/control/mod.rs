@@ -57,13 +57,16 @@ impl ControlGuard {
 }
 
 /// A reload request: the stage, and optionally a new module file (otherwise the stage's file is
-/// re-read). The new module goes through the stage's signature and digest checks.
+/// re-read), or `promote`: the stage's shadow candidate, with its config and limits, becomes
+/// live. The new module goes through the stage's signature and digest checks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadRequest {
     pub stage: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote: bool,
 }
 
 /// One worker's answer.
@@ -71,7 +74,7 @@ pub struct ReloadRequest {
 pub struct ReloadReply {
     pub ok: bool,
     pub stage: String,
-    /// `swapped` or `unchanged` when `ok`.
+    /// `swapped`, `unchanged` or `promoted` when `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,7 @@ use crate::batch::Batcher;
 use crate::camera_state::CameraTable;
 use crate::graph::StageGraph;
 use crate::lease::Ownership;
+use crate::shadow::{Reports, Tap};
 use panoptes_contracts::batching::BatchPolicy;
 use panoptes_contracts::camera::CameraId;
 use panoptes_contracts::event::{Event, EventKind};
@@ -52,6 +53,8 @@ pub(super) struct Chain {
     fed: HashMap<String, (u32, u64)>,
     /// Per-camera stage state across owners; `None` when no stage keeps any.
     keeper: Option<Keeper>,
+    /// Shadow candidates beside live nodes.
+    taps: Vec<Tap>,
 }
 
 /// The stage thread once every stage has started, and the tasks that tick its stages.
@@ -161,7 +164,24 @@ impl Chain {
             watermarks,
             fed: HashMap::new(),
             keeper: None,
+            taps: Vec::new(),
         }
+    }
+
+    /// Starts the graph's shadow candidates, each on its own thread, reporting to `reports`.
+    pub(super) fn shadowing(mut self, reports: &Reports) -> Self {
+        for (at, compare_at, shadow) in std::mem::take(&mut self.graph.shadows) {
+            let stage = self.graph.nodes[at].stage.id().to_owned();
+            self.taps.push(Tap::start(
+                at,
+                compare_at,
+                stage,
+                shadow,
+                self.subjects.clone(),
+                reports.clone(),
+            ));
+        }
+        self
     }
 
     /// Keeps per-camera stage state across owners (restored per tenure, saved to KV).
@@ -277,6 +297,9 @@ impl Chain {
         // What is still held here goes on from its last state, wherever it runs next.
         self.save_held(None);
         self.graph.stop();
+        for tap in &mut self.taps {
+            tap.stop();
+        }
     }
 
     /// Queues the states of the cameras fed here whose partition is still held (of
@@ -442,6 +465,9 @@ impl Chain {
             fan_out(&n.children, next)
         };
         self.walk(pending, &mut results, started);
+        for tap in &mut self.taps {
+            tap.discard();
+        }
         for (camera, results) in cameras.into_iter().zip(results) {
             if !results.is_empty() {
                 self.send(Outbound::Emitted { camera, results });
@@ -502,6 +528,9 @@ impl Chain {
             fan_out(&self.roots, items)
         };
         self.walk(pending, &mut results, started);
+        for tap in &mut self.taps {
+            tap.flush();
+        }
         metas
             .into_iter()
             .zip(results)
@@ -527,6 +556,9 @@ impl Chain {
         while let Some((node, items)) = pending.pop() {
             let n = &mut self.graph.nodes[node];
             let (origins, mut items): (Vec<usize>, Vec<Item>) = items.into_iter().unzip();
+            for tap in self.taps.iter_mut().filter(|t| t.at == node) {
+                tap.take(&origins, &items);
+            }
             let meta: Vec<(String, u64)> = items
                 .iter()
                 .map(|i| (i.frame.camera.to_string(), i.frame.seq))
@@ -587,6 +619,11 @@ impl Chain {
                 };
                 item.span = frame_span;
                 drop(stage_span);
+                for tap in self.taps.iter_mut().filter(|t| t.compare_at == node) {
+                    if tap.wants(origin) {
+                        tap.observe(origin, &item);
+                    }
+                }
                 next.push(StageOut {
                     origin,
                     camera,

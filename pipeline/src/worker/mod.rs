@@ -248,6 +248,19 @@ impl Worker {
             (None, None)
         };
         let keeps_state = keeper.is_some();
+        // Shadow candidates report through a queue of their own, so a burst of reports never
+        // takes room from live publications.
+        let (reports_tx, mut reports_rx) = mpsc::channel::<(String, bytes::Bytes)>(64);
+        let reporter = (!graph.shadows.is_empty()).then(|| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                while let Some((subject, body)) = reports_rx.recv().await {
+                    if let Err(e) = client.publish(subject.clone(), body).await {
+                        tracing::debug!(%subject, error = %e, "shadow report not published");
+                    }
+                }
+            })
+        });
         let chain = Chain::new(
             graph,
             subjects.clone(),
@@ -257,7 +270,9 @@ impl Worker {
             out_tx.clone(),
             durable.map(|_| table.clone()),
         )
-        .keeping(keeper);
+        .keeping(keeper)
+        .shadowing(&reports_tx);
+        drop(reports_tx);
         let mut stages = chain.spawn(slots.clone()).await?;
         // Partitions about to be released: the stage thread saves their cameras' states first.
         let hand_offs = keeps_state.then(|| {
@@ -388,6 +403,9 @@ impl Worker {
             let _ = writer.await;
         }
         let _ = publisher.await;
+        if let Some(reporter) = reporter {
+            let _ = reporter.await;
+        }
         finished.map(|()| stats.snapshot())
     }
 }

@@ -99,6 +99,16 @@ pub(crate) fn load(name: &str, path: &Path, opts: &GraphOptions) -> Result<Loade
             .with_intra_threads(opts.threads)
             .map_err(|e| fail(e.to_string()))?;
     }
+    // ONNX Runtime's pool threads spin while they wait for work. On a machine whose cores
+    // also run capture, NATS and operators, spinning threads take the CPU from the very work
+    // they wait for.
+    if std::env::var_os("PANOPTES_ORT_SPINNING").is_none_or(|v| v != "1") {
+        builder = builder
+            .with_intra_op_spinning(false)
+            .map_err(|e| fail(e.to_string()))?
+            .with_inter_op_spinning(false)
+            .map_err(|e| fail(e.to_string()))?;
+    }
     if opts.device != Device::Cpu {
         builder = register_device(builder, opts.device).map_err(|message| ModelError::Device {
             model: name.to_owned(),

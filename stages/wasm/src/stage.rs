@@ -160,13 +160,14 @@ pub struct OperatorSlot {
 struct SlotInner {
     stage: String,
     engine: OperatorEngine,
-    instance: InstanceSpec,
     state: Mutex<SlotState>,
     generation: AtomicU64,
 }
 
 struct SlotState {
     spec: ModuleSpec,
+    /// How instances are made (config, grants, limits); a promoted candidate brings its own.
+    instance: InstanceSpec,
     module: OperatorModule,
     sha256: String,
     /// A checked, initialised instance of `module` waiting for the stage to take it, so the
@@ -202,9 +203,9 @@ impl OperatorSlot {
             inner: Arc::new(SlotInner {
                 stage: stage.into(),
                 engine,
-                instance,
                 state: Mutex::new(SlotState {
                     spec,
+                    instance,
                     module,
                     sha256: sha256_hex(&bytes),
                     ready: None,
@@ -244,19 +245,43 @@ impl OperatorSlot {
     /// that succeeds does the stage switch to it; otherwise the running module stays and the
     /// error says why.
     pub fn reload(&self, path: Option<&Path>) -> Result<Reloaded, WasmError> {
-        let mut spec = self.state().spec.clone();
+        let (mut spec, instance) = {
+            let state = self.state();
+            (state.spec.clone(), state.instance.clone())
+        };
         if let Some(path) = path {
             spec.path = path.to_owned();
         }
+        self.swap(spec, instance, false)
+    }
+
+    /// Makes `candidate`'s module and instance settings (its config and limits) this slot's,
+    /// checked (signature, digest) and initialised like a reload: a shadow stage's candidate
+    /// promoted to live. The grants stay those the candidate ran with, which are the stage's.
+    pub fn adopt(&self, candidate: &OperatorSlot) -> Result<Reloaded, WasmError> {
+        let (spec, instance) = {
+            let state = candidate.state();
+            (state.spec.clone(), state.instance.clone())
+        };
+        self.swap(spec, instance, true)
+    }
+
+    fn swap(
+        &self,
+        spec: ModuleSpec,
+        instance: InstanceSpec,
+        settings_change: bool,
+    ) -> Result<Reloaded, WasmError> {
         let bytes = spec.read_checked()?;
         let sha256 = sha256_hex(&bytes);
-        if sha256 == self.state().sha256 {
+        if sha256 == self.state().sha256 && !settings_change {
             return Ok(Reloaded::Unchanged { sha256 });
         }
         let module = self.inner.engine.load_bytes(&spec.path, &bytes)?;
-        let ready = self.inner.instance.instantiate(&module)?;
+        let ready = instance.instantiate(&module)?;
         let mut state = self.state();
         state.spec = spec;
+        state.instance = instance;
         state.module = module;
         state.sha256.clone_from(&sha256);
         state.ready = Some(ready);
@@ -276,7 +301,7 @@ impl OperatorSlot {
         let instance = match state.ready.take() {
             Some(instance) => Ok(instance),
             // Another stage took the prepared one: make our own.
-            None => self.inner.instance.instantiate(&state.module),
+            None => state.instance.instantiate(&state.module),
         };
         Some((generation, instance))
     }

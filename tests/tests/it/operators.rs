@@ -170,6 +170,7 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
         let request = ReloadRequest {
             stage: "probe".into(),
             wasm: None,
+            promote: false,
         };
         let replies = panoptes::operator_cmd::reload(
             &nats,
@@ -196,6 +197,7 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
             &ReloadRequest {
                 stage: "probe".into(),
                 wasm: Some(junk.clone()),
+                promote: false,
             },
             Duration::from_secs(30),
             Some(1),
@@ -214,6 +216,7 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
             &ReloadRequest {
                 stage: "nope".into(),
                 wasm: None,
+                promote: false,
             },
             Duration::from_secs(30),
             Some(1),

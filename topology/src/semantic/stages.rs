@@ -105,19 +105,10 @@ impl Checker<'_> {
             Some("operator") => {
                 self.file_exists(Some(stage), "wasm", "operator module");
                 self.file_exists(Some(stage), "signed_by", "public key file");
-                if let Some((digest, span)) = str_at(Some(stage), "digest") {
-                    let ok = digest
-                        .strip_prefix("sha256:")
-                        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-                    if !ok {
-                        self.out.push(
-                            Diagnostic::at(
-                                span,
-                                "digest must be `sha256:` followed by 64 hexadecimal digits",
-                            )
-                            .label("not a digest"),
-                        );
-                    }
+                self.digest(stage);
+                if let Some(shadow) = stage.get("shadow") {
+                    self.file_exists(Some(shadow), "wasm", "candidate module");
+                    self.digest(shadow);
                 }
                 self.operator_models(stage.get("models"), models);
                 self.grants(stage.get("grants"));
@@ -130,6 +121,11 @@ impl Checker<'_> {
                     self.unknown_model(model, span, models);
                     return;
                 };
+                if let Some((name, span)) = str_at(stage.get("shadow"), "model")
+                    && !models.contains_key(name)
+                {
+                    self.unknown_model(name, span, models);
+                }
                 if let Some(orientation) = stage.get("crops").and_then(|c| c.get("orientation"))
                     && let Some((name, span)) = str_at(Some(orientation), "model")
                     && !models.contains_key(name)
@@ -172,6 +168,24 @@ impl Checker<'_> {
             }
             Some("tracker") => self.tracker_scores(stage),
             _ => {}
+        }
+    }
+
+    /// A module's `digest`, when given: `sha256:` and 64 hexadecimal digits.
+    fn digest(&mut self, module: &Node) {
+        if let Some((digest, span)) = str_at(Some(module), "digest") {
+            let ok = digest
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                self.out.push(
+                    Diagnostic::at(
+                        span,
+                        "digest must be `sha256:` followed by 64 hexadecimal digits",
+                    )
+                    .label("not a digest"),
+                );
+            }
         }
     }
 

@@ -237,3 +237,34 @@ stages:
     let span = problems.items[0].span.expect("located");
     assert_eq!(&text[span.start..span.end], r#""A\0B""#);
 }
+
+#[test]
+fn a_shadow_candidate_samples_a_tenth_of_frames_unless_told() {
+    let t = parse(
+        r#"
+models:
+  det: { file: ../models/files/ch_PP-OCRv4_det_infer.onnx }
+stages:
+  - id: pre
+    kind: operator
+    wasm: ../operators/dist/letterbox.wasm
+    shadow: { wasm: ../operators/dist/letterbox.wasm, config: { width: 320 } }
+  - id: det
+    kind: model
+    model: det
+    shadow: { model: det, sample: 1.0 }
+  - { id: boxes, kind: postprocess, postprocessor: db }
+"#,
+    );
+    let shadow = operator(&t, "pre").shadow.clone().expect("candidate");
+    assert_eq!(shadow.sample, 0.1);
+    assert_eq!(shadow.config, Some(serde_json::json!({ "width": 320 })));
+    assert_eq!(shadow.timeout_ms, None);
+    match t.stages.iter().find(|s| s.id() == "det") {
+        Some(StageConfig::Model(m)) => {
+            let shadow = m.shadow.clone().expect("candidate model");
+            assert_eq!((shadow.model.as_str(), shadow.sample), ("det", 1.0));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -256,3 +256,135 @@ async fn ticks_follow_the_runtime_clock_and_their_items_reach_the_successor() {
         ]
     );
 }
+
+/// Adds a box labelled `x` at `[x, x, x + 2, x + 2]` to each item's detections for `every`
+/// and `odd` (odd seqs only); fails seq `fail_on`.
+struct Boxes {
+    id: &'static str,
+    every: Option<f32>,
+    odd: Option<f32>,
+    fail_on: Option<u64>,
+}
+
+impl Stage for Boxes {
+    fn id(&self) -> &str {
+        self.id
+    }
+    fn process(&mut self, mut item: Item) -> Result<Item, StageError> {
+        let seq = item.frame.seq;
+        if self.fail_on == Some(seq) {
+            return Err(StageError::Trap("deliberate".into()));
+        }
+        let boxed = |x: f32| panoptes_contracts::Detection {
+            bbox: [x, x, x + 2.0, x + 2.0],
+            polygon: None,
+            label: "x".into(),
+            score: 1.0,
+            text: None,
+            track: None,
+        };
+        if let Payload::Detections(d) = &mut item.payload {
+            d.extend(self.every.map(boxed));
+            if seq % 2 == 1 {
+                d.extend(self.odd.map(boxed));
+            }
+        }
+        Ok(item)
+    }
+}
+
+#[tokio::test]
+async fn a_shadow_is_compared_at_the_live_node_its_copies_lead_to_and_never_changes_live_results() {
+    use panoptes_contracts::shadow::{ShadowMessage, ShadowOutcome};
+    let log = Log::default();
+    let mut graph = StageGraph::new();
+    let a = graph
+        .add(Box::new(Recorder::new("a", &log)), None)
+        .expect("a");
+    let b = graph
+        .add(
+            Box::new(Boxes {
+                id: "b",
+                every: Some(0.0),
+                odd: None,
+                fail_on: None,
+            }),
+            Some(a),
+        )
+        .expect("b");
+    // The candidate for `a` adds a box on odd frames and traps on frame 5; a copy of `b`
+    // follows it, and the comparison is at `b`.
+    let candidate = Boxes {
+        id: "a/shadow",
+        every: None,
+        odd: Some(50.0),
+        fail_on: Some(5),
+    };
+    let candidate = crate::shadow::Shadow::new(
+        vec![
+            Box::new(candidate),
+            Box::new(Boxes {
+                id: "b/shadow",
+                every: Some(0.0),
+                odd: None,
+                fail_on: None,
+            }),
+        ],
+        1.0,
+    );
+    // One stage short of `b` is refused.
+    let short = crate::shadow::Shadow::new(vec![Box::new(Recorder::new("c", &log))], 1.0);
+    assert!(graph.shadow(a, b, short).is_err());
+    graph.shadow(a, b, candidate).expect("shadow");
+    let (tx, mut rx) = mpsc::channel(64);
+    let (reports_tx, mut reports) = mpsc::channel(64);
+    let all = PartitionSet::all(1).expect("one partition");
+    let chain = Chain::new(
+        graph,
+        Subjects::new("ns"),
+        Arc::default(),
+        Arc::new(Ownership::fixed(&all)),
+        Input::Stage("up".into()),
+        tx,
+        None,
+    )
+    .shadowing(&reports_tx);
+    drop(reports_tx);
+    let slots = Arc::new(Slots::new(false));
+    let stages = chain.spawn(slots.clone()).await.expect("stages start");
+    for seq in 1..=6 {
+        slots.put(pending("cam", seq));
+        // Live: every frame published, with the live stage's one box.
+        let Outbound::Frame {
+            results, seq: s, ..
+        } = next(&mut rx).await
+        else {
+            panic!("expected a frame's results");
+        };
+        assert_eq!(s, Some(seq));
+        let [Ok(publication)] = results.as_slice() else {
+            panic!("expected one publication");
+        };
+        let message: panoptes_contracts::DetectionMessage =
+            serde_json::from_slice(&publication.body).expect("detections");
+        assert_eq!(message.detections.len(), 1, "{message:?}");
+    }
+    stages.finish(&slots).await.expect("finish");
+    let mut outcomes = Vec::new();
+    while let Ok((subject, body)) = reports.try_recv() {
+        assert_eq!(subject, "ns.shadow.a.cam");
+        let m: ShadowMessage = serde_json::from_slice(&body).expect("shadow/v1");
+        assert_eq!(m.compared, "detections");
+        outcomes.push((m.seq, m.outcome, m.added.len(), m.error.is_some()));
+    }
+    // A batch may be skipped if the candidate lagged; those it ran are judged right.
+    assert!(!outcomes.is_empty());
+    for (seq, outcome, added, error) in outcomes {
+        let want = match seq {
+            5 => (ShadowOutcome::Fault, 0, true),
+            s if s % 2 == 1 => (ShadowOutcome::Differ, 1, false),
+            _ => (ShadowOutcome::Agree, 0, false),
+        };
+        assert_eq!((outcome, added, error), want, "seq {seq}");
+    }
+}
