@@ -583,8 +583,7 @@ pub struct ModelStage {
     /// detections stage) found, resized to this size, instead of on a tensor.
     #[serde(default)]
     pub crops: Option<CropConfig>,
-    /// A candidate model run beside this one on a sampled share of frames; its results go
-    /// to `<ns>.shadow.<stage>.<camera>` and the agreement metrics, never into live results.
+    /// A candidate model run beside this one on a share of frames (docs/replay.md).
     #[serde(default)]
     pub shadow: Option<ModelShadow>,
 }

@@ -166,7 +166,7 @@ struct SlotInner {
 
 struct SlotState {
     spec: ModuleSpec,
-    /// How instances are made (config, grants, limits); a promoted candidate brings its own.
+    /// How instances are made; a promoted candidate brings its own.
     instance: InstanceSpec,
     module: OperatorModule,
     sha256: String,
@@ -255,9 +255,8 @@ impl OperatorSlot {
         self.swap(spec, instance, false)
     }
 
-    /// Makes `candidate`'s module and instance settings (its config and limits) this slot's,
-    /// checked (signature, digest) and initialised like a reload: a shadow stage's candidate
-    /// promoted to live. The grants stay those the candidate ran with, which are the stage's.
+    /// A shadow stage's candidate promoted: its module and instance settings (config, limits;
+    /// its grants are the stage's) become this slot's, checked and initialised like a reload.
     pub fn adopt(&self, candidate: &OperatorSlot) -> Result<Reloaded, WasmError> {
         let (spec, instance) = {
             let state = candidate.state();
