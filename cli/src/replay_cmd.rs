@@ -1,6 +1,7 @@
 //! `panoptes replay`: a time range of retained frames (`retain:`, stream `<ns>-retain`) run
-//! through the topology's stages, or through them with one operator or model stage replaced, as fast as
-//! the stages take them, then compared frame by frame with the detections stored for them.
+//! through the topology's stages, or through them with one operator or model stage replaced,
+//! as fast as the stages take them, then compared frame by frame with the detections stored
+//! for them.
 //!
 //! The replay runs the same stage graph in a worker of its own, in a namespace of its own
 //! (`<ns>-replay-<pid>-<n>`): nothing is published on the live subjects, and live workers

@@ -1,8 +1,8 @@
 //! What the web view costs the pipeline: the quickstart's detector pipeline on 16 cameras
-//! (copies of the quickstart's first camera, 1 fps each), offered more frames than it can take, so its
-//! throughput is its capacity; measured in alternating windows without the view and with the
-//! view serving a browser-like WebSocket client that reads every frame it is sent. Then a
-//! client that stops reading: the process's resident memory before and after.
+//! (copies of the quickstart's first camera, 1 fps each; `--fps 2` offers more than it can
+//! take, so its throughput is its capacity); measured in alternating windows without the view
+//! and with the view serving a browser-like WebSocket client that reads every frame it is
+//! sent. Then a client that stops reading: the process's resident memory before and after.
 //!
 //! ```text
 //! source ~/.cache/panoptes/env.sh
@@ -30,9 +30,10 @@ struct Options {
     /// Cameras (copies of the quickstart's first, at its size).
     #[arg(long, env = "PANOPTES_BENCH_CAMERAS", default_value_t = 16)]
     cameras: usize,
-    /// Frames per second of each camera. 16 cameras at 1 fps offer several times what the
-    /// detector takes here; at the quickstart's 10 fps, rendering and moving 430 MB/s of raw
-    /// frames would take the machine from the detector, and the bench would measure ingest.
+    /// Frames per second of each camera. On a 2-core machine 16 cameras at 1 fps offer about
+    /// what the pipeline takes (15–16 msg/s), at 2 fps more than it takes (about 12 msg/s: the
+    /// raw frames cost ingest and NATS too); at the quickstart's 10 fps, rendering and moving
+    /// 430 MB/s of raw frames would take the machine from the detector.
     #[arg(long, env = "PANOPTES_BENCH_FPS", default_value_t = 1)]
     fps: u32,
     /// Pairs of windows (without, with the view).

@@ -1,9 +1,10 @@
 //! Shadow stages as users run them: `panoptes run` on a real nats-server with a GStreamer camera
 //! and the real text detector, four zone filters each with a candidate on every frame
-//! (fixture `shadow.yaml`). The identical candidate agrees on every frame (metric 1.0); the
-//! changed one (left half only) differs exactly on the frames with boxes in the right half,
-//! which its reports on `<ns>.shadow.<stage>.<camera>` list; trapping and spinning candidates
-//! are counted as faults while every live branch publishes every frame, with no frame error.
+//! (fixture `shadow.yaml`), and the detector's own model as its candidate. The identical
+//! candidates agree on every frame (metric 1.0); the changed one (left half only) differs
+//! exactly on the frames with boxes in the right half, which its reports on
+//! `<ns>.shadow.<stage>.<camera>` list; trapping and spinning candidates are counted as faults
+//! while every live branch publishes every frame, with no frame error.
 //! Then `panoptes operator promote` makes the changed candidate live: from the next frames on
 //! the live zone filter drops the right half, its candidate agrees, and no frame is lost.
 
@@ -160,6 +161,7 @@ async fn candidates_are_compared_without_touching_live_results_and_promotion_los
         }) && ["same", "trap", "spin"]
             .iter()
             .all(|st| s.shadow.get(*st).is_some_and(|m| m.len() >= 10))
+            && s.shadow.get("detect").is_some_and(|m| m.len() >= 3)
     };
     let gathered = tokio::time::timeout(
         PATIENCE,
@@ -179,6 +181,18 @@ async fn candidates_are_compared_without_touching_live_results_and_promotion_los
         metric(&text, "panoptes_shadow_agreement", &[("stage", "same")]),
         1.0,
         "{text}"
+    );
+    // A model's candidate is compared on the detections of a copy of its postprocessor.
+    let detect = &seen.shadow["detect"];
+    assert!(
+        detect
+            .iter()
+            .all(|m| m.compared == "detections" && m.outcome == ShadowOutcome::Agree),
+        "{detect:?}"
+    );
+    eprintln!(
+        "the detector's candidate agreed on all {} frames it ran",
+        detect.len()
     );
     // The changed one differs exactly where the live boxes reach the right half, losing
     // exactly those boxes and adding none.
@@ -242,11 +256,12 @@ async fn candidates_are_compared_without_touching_live_results_and_promotion_los
             .iter()
             .map(|s| format!(
                 "{s} {:?}",
-                ["agree", "differ", "fault", "skipped"].map(|o| metric(
-                    &text,
-                    "panoptes_shadow_frames_total",
-                    &[("stage", s), ("outcome", o)]
-                ))
+                ["agree", "differ", "fault", "skipped"].map(|o| 0.0
+                    + metric(
+                        &text,
+                        "panoptes_shadow_frames_total",
+                        &[("stage", s), ("outcome", o)]
+                    ))
             ))
             .collect::<Vec<_>>()
             .join(", ")
