@@ -81,16 +81,17 @@ pub async fn serve(
                     )
                 }
                 Some(slot) if req.promote => {
-                    match candidates.iter().find(|(stage, _)| *stage == req.stage) {
-                        _ if req.wasm.is_some() => ReloadReply::failed(
+                    let candidate = candidates.iter().find(|(stage, _)| *stage == req.stage);
+                    match (&req.wasm, candidate) {
+                        (Some(_), _) => ReloadReply::failed(
                             &req.stage,
                             "a promote request names no module: the stage's shadow candidate becomes live".into(),
                         ),
-                        None => ReloadReply::failed(
+                        (None, None) => ReloadReply::failed(
                             &req.stage,
                             format!("stage {:?} runs no shadow candidate in this worker", req.stage),
                         ),
-                        Some((_, candidate)) => {
+                        (None, Some((_, candidate))) => {
                             let (slot, candidate) = (slot.clone(), candidate.clone());
                             let done =
                                 tokio::task::spawn_blocking(move || slot.adopt(&candidate)).await;

@@ -34,6 +34,7 @@ use panoptes::runner::{Role, Running};
 use panoptes_contracts::DetectionMessage;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_replay::read::Range;
+use panoptes_tests::median_f64;
 use panoptes_topology::{ModelShadow, OperatorShadow, RetainConfig, StageConfig, TopologyFile};
 use time::OffsetDateTime;
 
@@ -56,9 +57,23 @@ struct Options {
     bench: bool,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// Messages counted on a subject; the subscription ends when this is dropped, so a window's
+/// counters do not go on reading (and parsing) through the windows after it.
+struct Counter {
+    n: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counter {
+    fn load(&self) -> u64 {
+        self.n.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Counts messages on `subject` from now on; with `latencies`, also keeps each detection
@@ -67,12 +82,12 @@ async fn counter(
     client: &async_nats::Client,
     subject: String,
     latencies: Option<Arc<Mutex<Vec<f64>>>>,
-) -> anyhow::Result<Arc<AtomicU64>> {
+) -> anyhow::Result<Counter> {
     let mut sub = client.subscribe(subject).await?;
     client.flush().await?;
     let n = Arc::new(AtomicU64::new(0));
     let count = n.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             count.fetch_add(1, Ordering::Relaxed);
             if let Some(l) = &latencies
@@ -86,7 +101,7 @@ async fn counter(
             }
         }
     });
-    Ok(n)
+    Ok(Counter { n, task })
 }
 
 /// The machine's CPU time so far from /proc/stat, in ticks: (busy, steal, total). Steal is
@@ -139,17 +154,17 @@ async fn window(
     let running = Running::start(topology, Some(nats), Role::All).await?;
     // Warm-up: the model loaded, the first batches through.
     let warm = tokio::time::Instant::now() + Duration::from_secs(60);
-    while live.load(Ordering::Relaxed) < 20 && tokio::time::Instant::now() < warm {
+    while live.load() < 20 && tokio::time::Instant::now() < warm {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (l0, s0) = (live.load(Ordering::Relaxed), shadow.load(Ordering::Relaxed));
+    let (l0, s0) = (live.load(), shadow.load());
     if let Ok(mut l) = latencies.lock() {
         l.clear();
     }
     let cpu0 = cpu_ticks();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (l1, s1) = (live.load(Ordering::Relaxed), shadow.load(Ordering::Relaxed));
+    let (l1, s1) = (live.load(), shadow.load());
     let cpu1 = cpu_ticks();
     let total = cpu1.2.saturating_sub(cpu0.2).max(1) as f64;
     let measured = latencies.lock().map(|l| l.clone()).unwrap_or_default();
@@ -157,7 +172,7 @@ async fn window(
     // A window must not leave cameras behind to load the next one.
     let frames = counter(client, format!("{ns}.frames.>"), None).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let left = frames.load(Ordering::Relaxed);
+    let left = frames.load();
     if left > 0 {
         eprintln!("warning: {left} frames arrived in the second after the pipeline stopped");
     }
@@ -165,11 +180,7 @@ async fn window(
     Ok(Window {
         live: (l1 - l0) as f64 / s,
         shadow: (s1 - s0) as f64 / s,
-        latency_ms: if measured.is_empty() {
-            f64::NAN
-        } else {
-            median(measured)
-        },
+        latency_ms: median_f64(measured),
         busy: cpu1.0.saturating_sub(cpu0.0) as f64 / total,
         steal: cpu1.1.saturating_sub(cpu0.1) as f64 / total,
     })
@@ -254,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             windows[v].push(w);
         }
     }
-    let med = |v: usize, f: fn(&Window) -> f64| median(windows[v].iter().map(f).collect());
+    let med = |v: usize, f: fn(&Window) -> f64| median_f64(windows[v].iter().map(f).collect());
     let base = med(0, |w| w.live);
     let base_latency = med(0, |w| w.latency_ms);
     println!(

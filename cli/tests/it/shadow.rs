@@ -17,6 +17,8 @@ use futures::StreamExt as _;
 use panoptes_contracts::shadow::{ShadowMessage, ShadowOutcome};
 use panoptes_contracts::{Detection, DetectionMessage};
 
+use crate::telemetry::metrics::metric;
+
 /// Only guards against a hang.
 const PATIENCE: Duration = Duration::from_secs(240);
 const NS: &str = "shadowtest";
@@ -39,22 +41,6 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The sum of `name` over the series whose labels include `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            let wanted = n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            wanted.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
 }
 
 /// Everything seen on the test's subjects, by kind.
@@ -256,12 +242,11 @@ async fn candidates_are_compared_without_touching_live_results_and_promotion_los
             .iter()
             .map(|s| format!(
                 "{s} {:?}",
-                ["agree", "differ", "fault", "skipped"].map(|o| 0.0
-                    + metric(
-                        &text,
-                        "panoptes_shadow_frames_total",
-                        &[("stage", s), ("outcome", o)]
-                    ))
+                ["agree", "differ", "fault", "skipped"].map(|o| metric(
+                    &text,
+                    "panoptes_shadow_frames_total",
+                    &[("stage", s), ("outcome", o)]
+                ))
             ))
             .collect::<Vec<_>>()
             .join(", ")

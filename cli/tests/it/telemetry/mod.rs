@@ -7,7 +7,7 @@
 //! with their logs.
 
 mod faults;
-mod metrics;
+pub(crate) mod metrics;
 mod traces;
 
 use std::path::{Path, PathBuf};

@@ -116,6 +116,12 @@ fn chain(a: Recorder, b: Recorder) -> (Chain, Arc<Slots>, mpsc::Receiver<Outboun
     let mut graph = StageGraph::new();
     let a = graph.add(Box::new(a), None).expect("a");
     graph.add(Box::new(b), Some(a)).expect("b");
+    chain_of(graph)
+}
+
+/// `graph` as the worker runs it, reading items of stage `up`, with its slots and where its
+/// publications go.
+fn chain_of(graph: StageGraph) -> (Chain, Arc<Slots>, mpsc::Receiver<Outbound>) {
     let (tx, rx) = mpsc::channel(64);
     let all = PartitionSet::all(1).expect("one partition");
     let chain = Chain::new(
@@ -336,21 +342,10 @@ async fn a_shadow_is_compared_at_the_live_node_its_copies_lead_to_and_never_chan
     let short = crate::shadow::Shadow::new(vec![Box::new(Recorder::new("c", &log))], 1.0);
     assert!(graph.shadow(a, b, short).is_err());
     graph.shadow(a, b, candidate).expect("shadow");
-    let (tx, mut rx) = mpsc::channel(64);
+    let (chain, slots, mut rx) = chain_of(graph);
     let (reports_tx, mut reports) = mpsc::channel(64);
-    let all = PartitionSet::all(1).expect("one partition");
-    let chain = Chain::new(
-        graph,
-        Subjects::new("ns"),
-        Arc::default(),
-        Arc::new(Ownership::fixed(&all)),
-        Input::Stage("up".into()),
-        tx,
-        None,
-    )
-    .shadowing(&reports_tx);
+    let chain = chain.shadowing(&reports_tx);
     drop(reports_tx);
-    let slots = Arc::new(Slots::new(false));
     let stages = chain.spawn(slots.clone()).await.expect("stages start");
     for seq in 1..=6 {
         slots.put(pending("cam", seq));
