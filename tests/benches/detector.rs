@@ -8,6 +8,8 @@
 //! export CARGO_TARGET_DIR=/root/.cache/panoptes/target
 //! cargo bench -p panoptes-tests --bench detector                         # full: ort and tract
 //! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- --backend ort
+//! cargo bench -p panoptes-tests --bench detector -- --backend ort --cameras 4 \
+//!     --batching adaptive --load 1,3,10                   # offered load × the bare model
 //! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- \
 //!     --backend tract --cameras 4 --batching off,adaptive
 //! ```
@@ -108,6 +110,11 @@ struct Args {
     /// Frames per second each camera offers.
     #[arg(long, env = "PANOPTES_BENCH_FPS", default_value_t = 15.0, value_parser = panoptes_tests::positive)]
     fps: f64,
+    /// Offered load as multiples of the bare model's batch-1 frames/s, comma-separated (e.g.
+    /// `1,3,10`): one case per value, all cameras together offering that many times what the
+    /// bare model takes; replaces `--fps`.
+    #[arg(long, env = "PANOPTES_BENCH_LOAD", value_delimiter = ',', value_parser = panoptes_tests::positive)]
+    load: Vec<f64>,
     /// Warm-up seconds per case [default: see --quick].
     #[arg(long, env = "PANOPTES_BENCH_WARMUP_S", value_parser = panoptes_tests::positive)]
     warmup_s: Option<f64>,
@@ -142,6 +149,7 @@ struct Config {
     cameras: Vec<usize>,
     batching: Vec<Batching>,
     fps: f64,
+    load: Vec<f64>,
     warmup: Duration,
     measure: Duration,
     /// A measured window lasts at least this many passes of the largest batch (at the bare
@@ -167,6 +175,7 @@ impl Config {
             cameras: args.cameras.into_iter().map(|n| n as usize).collect(),
             batching: args.batching,
             fps: args.fps,
+            load: args.load,
             warmup: Duration::from_secs_f64(args.warmup_s.unwrap_or(warmup)),
             measure: Duration::from_secs_f64(args.measure_s.unwrap_or(measure)),
             min_passes,
@@ -398,6 +407,10 @@ stages:
 struct Case {
     backend: Backend,
     cameras: usize,
+    /// Frames per second each camera offers.
+    fps: f64,
+    /// The offered load as a multiple of the bare batch-1 throughput, with `--load`.
+    load: Option<f64>,
     batching: Batching,
     /// Adaptive only.
     latency_target_ms: Option<u64>,
@@ -502,7 +515,7 @@ async fn run_case(
     let pub_client = panoptes::connect(url).await?;
     let published = Arc::new(AtomicU64::new(0));
     let stop_cameras = CancellationToken::new();
-    let period = Duration::from_secs_f64(1.0 / cfg.fps);
+    let period = Duration::from_secs_f64(1.0 / case.fps);
     let mut cameras = Vec::new();
     for (i, template) in templates.iter().take(case.cameras).enumerate() {
         let template = template.clone();
@@ -602,9 +615,15 @@ fn main() -> anyhow::Result<()> {
         panoptes_tests::loadavg()
     );
     println!(
-        "pipeline: {} fps per camera offered, warm-up ≥ {:.0} s, measured ≥ {:.0} s and ≥ {} passes \
+        "pipeline: {} offered, warm-up ≥ {:.0} s, measured ≥ {:.0} s and ≥ {} passes \
          of the largest batch at bare speed; floor: median of {} calls",
-        cfg.fps,
+        match cfg.load.is_empty() {
+            true => format!("{} fps per camera", cfg.fps),
+            false => format!(
+                "{:?} × the bare batch-1 frames/s over all cameras",
+                cfg.load
+            ),
+        },
         cfg.warmup.as_secs_f64(),
         cfg.measure.as_secs_f64(),
         cfg.min_passes,
@@ -640,7 +659,16 @@ fn main() -> anyhow::Result<()> {
             let target = cfg
                 .latency_target_ms
                 .unwrap_or_else(|| (4.0 * ms(b1)).ceil() as u64);
-            for &cameras in &cfg.cameras {
+            let loads: Vec<Option<f64>> = match cfg.load.is_empty() {
+                true => vec![None],
+                false => cfg.load.iter().copied().map(Some).collect(),
+            };
+            let bare = floor.fps(1).context("no batch-1 floor")?;
+            for (&cameras, load) in cfg
+                .cameras
+                .iter()
+                .flat_map(|c| loads.iter().map(move |l| (c, *l)))
+            {
                 for &batching in &cfg.batching {
                     // Passes of the largest batch this case forms (one frame per camera).
                     let pass = floor.estimate(match batching {
@@ -650,6 +678,8 @@ fn main() -> anyhow::Result<()> {
                     let case = Case {
                         backend: floor.backend,
                         cameras,
+                        fps: load.map_or(cfg.fps, |l| l * bare / cameras as f64),
+                        load,
                         batching,
                         latency_target_ms: (batching != Batching::Off).then_some(target),
                         warmup: cfg.warmup.max(pass * 3),
@@ -658,8 +688,9 @@ fn main() -> anyhow::Result<()> {
                     let started = Instant::now();
                     let outcome = run_case(&cfg, &case, index, &url, &templates, &root).await?;
                     eprintln!(
-                        "  {} {cameras} cam {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)",
+                        "  {} {cameras} cam{} {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)",
                         floor.backend,
+                        load.map_or_else(String::new, |l| format!(" load {l}×")),
                         batching.name(),
                         outcome.fps,
                         outcome.p50_ms,
@@ -677,9 +708,10 @@ fn main() -> anyhow::Result<()> {
 
     // 3. The table.
     println!(
-        "\n{:<7} {:>4} {:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
+        "\n{:<7} {:>4} {:>5} {:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
         "backend",
         "cams",
+        "load",
         "batching",
         "det/s",
         "p50 ms",
@@ -708,9 +740,11 @@ fn main() -> anyhow::Result<()> {
             None => case.batching.name().to_owned(),
         };
         println!(
-            "{:<7} {:>4} {:<15} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
+            "{:<7} {:>4} {:>5} {:<15} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
             case.backend.to_string(),
             case.cameras,
+            case.load
+                .map_or_else(|| "-".to_owned(), |l| format!("{l}×")),
             batching,
             o.fps,
             o.p50_ms,

@@ -9,25 +9,34 @@ use super::stage_path;
 /// The tensor an operator stage hands the next stage, where its configuration tells:
 /// `[1, 3, height, width]` from the built-in `letterbox` (640×640 unless configured) and from
 /// the built-in `resize` with `"output": "tensor"`. `None` for anything else (an operator of the
-/// user's own declares no shapes; only running it could tell).
-fn operator_tensor_shape(op: &OperatorStage) -> Option<[usize; 4]> {
+/// user's own declares no shapes; only running it could tell). The second value is the
+/// multiple a frame-shaped letterbox (`shape: frame`) rounds to: then height and width are
+/// only the limits, and each frame's tensor has its own.
+fn operator_tensor_shape(op: &OperatorStage) -> Option<([usize; 4], Option<usize>)> {
     let size = |key: &str, default: Option<u64>| match op.config.get(key) {
         Some(v) => v.as_u64(),
         None => default,
     };
+    let mut varies = None;
     let (width, height) = match op.wasm.file_stem()?.to_str()? {
-        "letterbox" => (size("width", Some(640))?, size("height", Some(640))?),
+        "letterbox" => {
+            if op.config.get("shape").and_then(|v| v.as_str()) == Some("frame") {
+                varies = Some(usize::try_from(size("multiple", Some(32))?).ok()?);
+            }
+            (size("width", Some(640))?, size("height", Some(640))?)
+        }
         "resize" if op.config.get("output").and_then(|v| v.as_str()) == Some("tensor") => {
             (size("width", None)?, size("height", None)?)
         }
         _ => return None,
     };
-    Some([
+    let shape = [
         1,
         3,
         usize::try_from(height).ok()?,
         usize::try_from(width).ok()?,
-    ])
+    ];
+    Some((shape, varies))
 }
 
 /// Model stages of model `name` whose input stage produces a tensor (see
@@ -94,21 +103,29 @@ pub(super) fn model_input_mismatches(
         else {
             continue;
         };
-        let Some(produced) = operator_tensor_shape(op) else {
+        let Some((produced, varies)) = operator_tensor_shape(op) else {
             continue;
         };
-        // The batch axis is the stage's to fill; every other axis must take what arrives.
-        let fits =
-            dims.len() == produced.len()
-                && dims.iter().zip(produced).enumerate().skip(1).all(
-                    |(k, (want, got))| match want {
-                        Ok(n) => *n == got,
-                        Err(_) => match multiple {
-                            Some(m) if k == h_axis || k == w_axis => got % m == 0,
+        // The batch axis is the stage's to fill; every other axis must take what arrives. A
+        // frame-shaped tensor needs free height and width, in multiples of the letterbox's.
+        let fits = dims.len() == produced.len()
+            && dims
+                .iter()
+                .zip(produced)
+                .enumerate()
+                .skip(1)
+                .all(|(k, (want, got))| {
+                    let side = k == h_axis || k == w_axis;
+                    match (want, varies) {
+                        (Ok(_), Some(_)) if side => false,
+                        (Ok(n), _) => *n == got,
+                        (Err(_), Some(step)) if side => multiple.is_none_or(|m| step % m == 0),
+                        (Err(_), _) => match multiple {
+                            Some(m) if side => got % m == 0,
                             _ => true,
                         },
-                    },
-                );
+                    }
+                });
         if fits {
             continue;
         }
@@ -116,7 +133,12 @@ pub(super) fn model_input_mismatches(
             .wasm
             .file_stem()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-        let produced_text = shown(&produced.map(Ok::<usize, String>));
+        let mut produced_text = shown(&produced.map(Ok::<usize, String>));
+        if let Some(step) = varies {
+            produced_text = format!(
+                "tensors shaped to each frame (up to {produced_text}, sides in multiples of {step})"
+            );
+        }
         let multiple_text = multiple
             .map(|m| format!(" (dynamic height and width in multiples of {m})"))
             .unwrap_or_default();

@@ -10,7 +10,18 @@ use panoptes_tests::{repo_root, require_setup};
 
 /// A topology of `letterbox` to `width`×`height` feeding model `model` (manifest
 /// `models/<manifest>.yaml`), then `postprocessor`, written to `<dir>/t.yaml`.
-fn topology(dir: &Path, manifest: &str, (width, height): (u32, u32), postprocessor: &str) {
+fn topology(dir: &Path, manifest: &str, size: (u32, u32), postprocessor: &str) {
+    topology_shaped(dir, manifest, size, postprocessor, "fixed");
+}
+
+/// [`topology`] with the letterbox's `shape` (`fixed` or `frame`).
+fn topology_shaped(
+    dir: &Path,
+    manifest: &str,
+    (width, height): (u32, u32),
+    postprocessor: &str,
+    shape: &str,
+) {
     let root = repo_root().canonicalize().expect("repository root");
     let text = format!(
         r#"models:
@@ -20,7 +31,7 @@ stages:
   - id: preprocess
     kind: operator
     wasm: {root}/operators/dist/letterbox.wasm
-    config: {{ width: {width}, height: {height} }}
+    config: {{ width: {width}, height: {height}, shape: {shape} }}
   - id: detect
     kind: model
     model: m
@@ -89,6 +100,32 @@ fn a_dynamic_model_is_held_to_the_multiple_its_manifest_asks_for() {
         stderr.contains(
             "model `m` takes input `x` of shape [batch, 3, height, width] (dynamic height and \
              width in multiples of 32), but stage `preprocess` (letterbox) produces [1, 3, 480, 650]"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_frame_shaped_letterbox_needs_a_model_of_free_height_and_width() {
+    require_setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    topology_shaped(dir.path(), "ppocr-v4-det", (640, 640), "db", "frame");
+    let (ok, stderr) = validate_env(dir.path());
+    assert!(
+        ok,
+        "PP-OCRv4's detector takes any multiple of 32:\n{stderr}"
+    );
+
+    topology_shaped(dir.path(), "ddddocr-det", (416, 416), "yolo", "frame");
+    let (ok, stderr) = validate_env(dir.path());
+    assert!(
+        !ok,
+        "validate --env accepted a fixed 416x416 model:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "but stage `preprocess` (letterbox) produces tensors shaped to each frame (up to \
+             [1, 3, 416, 416], sides in multiples of 32)"
         ),
         "{stderr}"
     );

@@ -13,10 +13,17 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Output tensor width.
+    /// Output tensor width (with `shape: frame`, the most).
     pub width: u32,
-    /// Output tensor height.
+    /// Output tensor height (with `shape: frame`, the most).
     pub height: u32,
+    /// `fixed`: every tensor is `width` x `height`; `frame`: the frame's aspect ratio within
+    /// those limits, each side padded only up to a multiple of `multiple` (for models with
+    /// dynamic height and width, such as PP-OCR's detector: a 16:9 frame under 640 gives
+    /// 640x384, not 640x640).
+    pub shape: Shape,
+    /// With `shape: frame`, each side is a multiple of this (width and height must be too).
+    pub multiple: u32,
     /// Per-channel (R, G, B) mean, in the 0..1 range of `value / 255`.
     pub mean: [f32; 3],
     /// Per-channel (R, G, B) standard deviation; must be non-zero.
@@ -25,6 +32,14 @@ pub struct Config {
     pub pad: u8,
     /// Channel order of the tensor: `rgb`, or `bgr` for models trained on OpenCV images.
     pub channels: Channels,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    #[default]
+    Fixed,
+    Frame,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -40,6 +55,8 @@ impl Default for Config {
         Self {
             width: 640,
             height: 640,
+            shape: Shape::Fixed,
+            multiple: 32,
             mean: [0.5; 3],
             std: [0.5; 3],
             pad: 0,
@@ -62,10 +79,16 @@ impl Config {
     pub fn build(&self) -> Result<Letterbox, String> {
         let norm = Normalize::new(self.mean, self.std)
             .map_err(|e| format!("invalid letterbox config: {e}"))?;
-        Ok(Letterbox::new(self.width, self.height, norm)
+        let letterbox = Letterbox::new(self.width, self.height, norm)
             .map_err(|e| format!("invalid letterbox config: {e}"))?
             .with_pad_value(self.pad)
-            .with_bgr(self.channels == Channels::Bgr))
+            .with_bgr(self.channels == Channels::Bgr);
+        match self.shape {
+            Shape::Fixed => Ok(letterbox),
+            Shape::Frame => letterbox
+                .shaped_to_frame(self.multiple)
+                .map_err(|e| format!("invalid letterbox config: {e}")),
+        }
     }
 }
 
@@ -157,6 +180,13 @@ mod tests {
         assert_eq!(lb.output_shape(), [1, 3, 640, 320]);
         let c = Config::parse(r#"{"pad": 114, "channels": "bgr"}"#).unwrap();
         assert_eq!((c.pad, c.channels), (114, Channels::Bgr));
+        let c = Config::parse(r#"{"shape": "frame"}"#).unwrap();
+        assert_eq!((c.shape, c.multiple), (Shape::Frame, 32));
+        let e = Config::parse(r#"{"shape": "frame", "width": 650}"#)
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(e.contains("multiples of 32"), "{e}");
     }
 
     #[test]

@@ -237,6 +237,12 @@ pub struct Letterbox {
     resizer: Resizer,
     options: ResizeOptions,
     resized: Vec<u8>,
+    /// Shaped to the frame: the output is the resized frame padded only up to a multiple of
+    /// this (see [`Letterbox::shaped_to_frame`]).
+    multiple: Option<u32>,
+    /// The output size of the last run (`dst_w x dst_h` until then).
+    out_w: u32,
+    out_h: u32,
 }
 
 impl std::fmt::Debug for Letterbox {
@@ -245,6 +251,7 @@ impl std::fmt::Debug for Letterbox {
             .field("dst_w", &self.dst_w)
             .field("dst_h", &self.dst_h)
             .field("norm", &self.norm)
+            .field("multiple", &self.multiple)
             .field("cpu_extensions", &self.resizer.cpu_extensions())
             .field("scratch_bytes", &self.resized.capacity())
             .finish()
@@ -264,7 +271,30 @@ impl Letterbox {
             resizer: Resizer::new(),
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
             resized: Vec::new(),
+            multiple: None,
+            out_w: dst_w,
+            out_h: dst_h,
         })
+    }
+
+    /// Shapes the output to the frame (PaddleOCR's and RapidOCR's detector resize): the frame
+    /// keeps its aspect ratio and fits within `dst_w x dst_h` as before, but the padding only
+    /// rounds each side up to a multiple of `multiple`, so a 16:9 frame under a 640 limit
+    /// becomes 640x384 instead of 640x640. For models with dynamic height and width; each
+    /// frame aspect gives one output shape, and frames batch with those of the same shape.
+    /// `dst_w` and `dst_h` must be multiples of `multiple`.
+    pub fn shaped_to_frame(mut self, multiple: u32) -> Result<Self, PreprocessError> {
+        if multiple == 0
+            || !self.dst_w.is_multiple_of(multiple)
+            || !self.dst_h.is_multiple_of(multiple)
+        {
+            return Err(PreprocessError::Resize(format!(
+                "a frame-shaped output needs width and height ({}x{}) that are multiples of {multiple}",
+                self.dst_w, self.dst_h
+            )));
+        }
+        self.multiple = Some(multiple);
+        Ok(self)
     }
 
     /// Pads with this 8-bit grey level instead of black (YOLO models are trained with 114).
@@ -279,9 +309,10 @@ impl Letterbox {
         self
     }
 
-    /// Shape of the tensors [`Letterbox::run`] produces: `[1, 3, dst_h, dst_w]`.
+    /// Shape of the tensor [`Letterbox::run`] produced last: `[1, 3, dst_h, dst_w]`, or when
+    /// shaped to the frame, that frame's size (before any run: the limits).
     pub fn output_shape(&self) -> [usize; 4] {
-        [1, 3, self.dst_h as usize, self.dst_w as usize]
+        [1, 3, self.out_h as usize, self.out_w as usize]
     }
 
     /// Letterboxes packed RGB8 `src` (`width x height`) and writes the normalised CHW tensor
@@ -310,6 +341,10 @@ impl Letterbox {
         }
 
         let Fit { new_w, new_h } = fit(width, height, self.dst_w, self.dst_h);
+        (self.out_w, self.out_h) = match self.multiple {
+            Some(m) => (new_w.div_ceil(m) * m, new_h.div_ceil(m) * m),
+            None => (self.dst_w, self.dst_h),
+        };
         let resized_len = new_w as usize * new_h as usize * 3;
         // Only grows; stale contents are fully overwritten by the resize.
         if self.resized.len() < resized_len {
@@ -331,8 +366,8 @@ impl Letterbox {
             resized,
             new_w as usize,
             new_h as usize,
-            self.dst_w as usize,
-            self.dst_h as usize,
+            self.out_w as usize,
+            self.out_h as usize,
             &self.norm,
             self.pad,
             out,

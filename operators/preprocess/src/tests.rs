@@ -217,6 +217,39 @@ fn transform_maps_output_corners_back_to_source() {
 }
 
 #[test]
+fn shaped_to_the_frame_pads_only_to_the_multiple() {
+    let mut lb = Letterbox::new(640, 640, norm())
+        .unwrap()
+        .shaped_to_frame(32)
+        .unwrap();
+    assert_eq!(lb.output_shape(), [1, 3, 640, 640]);
+    // 16:9 at 960x540: scaled to 640x360, padded to 640x384; the same pixels as a 640x384
+    // letterbox, whose padding rows match.
+    let src = gradient(960, 540);
+    let (mut out, mut fixed) = (Vec::new(), Vec::new());
+    let t = lb.run(&src, 960, 540, &mut out).unwrap();
+    assert_eq!(lb.output_shape(), [1, 3, 384, 640]);
+    assert_eq!(out.len(), 3 * 384 * 640);
+    let tf = Letterbox::new(640, 384, norm())
+        .unwrap()
+        .run(&src, 960, 540, &mut fixed)
+        .unwrap();
+    assert_eq!((out, t), (fixed, tf));
+    // 4:3 fills its multiple exactly; a portrait frame pads its width.
+    lb.run(&gradient(640, 480), 640, 480, &mut Vec::new())
+        .unwrap();
+    assert_eq!(lb.output_shape(), [1, 3, 480, 640]);
+    lb.run(&gradient(300, 1000), 300, 1000, &mut Vec::new())
+        .unwrap();
+    assert_eq!(lb.output_shape(), [1, 3, 640, 192]);
+    // Limits that are not multiples are refused.
+    for (w, m) in [(630, 32), (640, 0)] {
+        let err = Letterbox::new(w, 640, norm()).unwrap().shaped_to_frame(m);
+        assert!(err.is_err(), "{w} {m}");
+    }
+}
+
+#[test]
 fn reusing_the_letterbox_gives_identical_results_across_sizes() {
     let mut lb = Letterbox::new(64, 64, norm()).unwrap();
     let big = gradient(300, 200);
