@@ -76,6 +76,12 @@ fn squash(s: &str) -> String {
 /// What the message says is written inside `region`: the texts of the boxes lying on it, left
 /// to right, spaces removed.
 fn read_in(m: &DetectionMessage, region: [f32; 4]) -> String {
+    squash(&words_in(m, region))
+}
+
+/// The words written inside `region`: the boxes lying on it left to right, their texts joined
+/// by single spaces.
+fn words_in(m: &DetectionMessage, region: [f32; 4]) -> String {
     let mut on: Vec<_> = m
         .detections
         .iter()
@@ -84,8 +90,9 @@ fn read_in(m: &DetectionMessage, region: [f32; 4]) -> String {
     on.sort_by(|a, b| a.bbox[0].total_cmp(&b.bbox[0]));
     on.iter()
         .filter_map(|d| d.text.as_deref())
-        .map(squash)
-        .collect()
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +159,7 @@ async fn ocr_reads_the_rendered_strings() {
             )
         });
 
-    let mut correct = 0;
+    let (mut correct, mut words_correct) = (0, 0);
     let mut report = Vec::new();
     for (camera, expected, ..) in STRINGS {
         let region = regions[camera];
@@ -194,9 +201,19 @@ async fn ocr_reads_the_rendered_strings() {
         let read = read_in(&messages[0], region);
         let ok = read == squash(expected);
         correct += usize::from(ok);
+        // And word by word: the spaces between words are read too (the ctc stage's
+        // space_threshold), not only the characters.
+        let words = words_in(&messages[0], region);
+        let words_ok = words == expected;
+        words_correct += usize::from(words_ok);
         report.push(format!(
-            "{camera}: {expected:?} -> {read:?}{}",
-            if ok { "" } else { "  WRONG" }
+            "{camera}: {expected:?} -> {words:?}{}{}",
+            if ok { "" } else { "  WRONG" },
+            if words_ok || !ok {
+                ""
+            } else {
+                "  WORDS RUN TOGETHER OR SPLIT"
+            }
         ));
     }
     let report = report.join("\n");
@@ -204,6 +221,11 @@ async fn ocr_reads_the_rendered_strings() {
     assert!(
         correct * 10 >= STRINGS.len() * 9,
         "read {correct} of {} strings correctly (90% needed):\n{report}",
+        STRINGS.len()
+    );
+    assert!(
+        words_correct * 10 >= STRINGS.len() * 9,
+        "read {words_correct} of {} strings word by word (90% needed):\n{report}",
         STRINGS.len()
     );
 
@@ -230,4 +252,93 @@ async fn ocr_reads_the_rendered_strings() {
             "{stage} never ran a batch: {b:?}"
         );
     }
+}
+
+/// Lines whose words the PP-OCRv4 recogniser runs together under argmax decoding
+/// ("Point42.00"): `tests/fixtures/ocr-words.png` is part of a frame the OCR benchmark rendered
+/// (`tests/benches/ocr_rapidocr.py render --seed 7`, frame 009: Pillow, DejaVu faces, rotated,
+/// blurred, noise), on which RapidOCR reads "Point42.00" and "CafeWarehouse9:45". Through
+/// `topologies/ocr.yaml` the words come apart (the ctc stage's `space_threshold`); with
+/// `space_threshold: 1` (argmax only, as PaddleOCR decodes) they run together again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_come_apart_where_argmax_runs_them_together() {
+    let _machine = crate::shared_machine();
+    require_setup();
+    let png = std::fs::read(repo_root().join("tests/fixtures/ocr-words.png")).expect("fixture");
+    let image = panoptes_tests::browser::Rgba::from_png(&png).expect("PNG");
+    let rgb: Vec<u8> = image
+        .pixels
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    let read = |threshold: Option<f64>| {
+        let rgb = rgb.clone();
+        async move {
+            let mut topology = TopologyFile::load(&repo_root().join("topologies/ocr.yaml"))
+                .unwrap_or_else(|d| panic!("{d}"));
+            topology.config.cameras.clear();
+            for stage in &mut topology.stages {
+                if let panoptes_topology::StageConfig::Postprocess(p) = stage
+                    && p.postprocessor == panoptes_contracts::kinds::Postprocessor::Ctc
+                    && let (Some(t), Some(params)) = (threshold, p.params.as_object_mut())
+                {
+                    params.insert("space_threshold".into(), t.into());
+                }
+            }
+            let running = Running::start(&topology, None, Role::All)
+                .await
+                .expect("start the OCR topology");
+            let client = panoptes::connect(&running.nats_url).await.expect("connect");
+            let camera = panoptes_contracts::CameraId::new("words").expect("camera id");
+            let mut results = client
+                .subscribe(running.subjects.detections(&camera))
+                .await
+                .expect("subscribe");
+            // Live frames sent before the worker subscribed are not kept for it: send the
+            // frame again until its detections arrive.
+            let mut lines = None;
+            for seq in 1..=600u64 {
+                let frame = panoptes_contracts::Frame {
+                    camera: camera.clone(),
+                    seq,
+                    capture_ts_ns: panoptes_contracts::time::now_ns(),
+                    width: image.width,
+                    height: image.height,
+                    format: panoptes_contracts::PixelFormat::Rgb8,
+                    pixels: panoptes_contracts::frame::PixelBuffer::from_vec(rgb.clone()),
+                };
+                client
+                    .publish(
+                        running.subjects.frames(&camera),
+                        frame.encode().expect("frame/v1"),
+                    )
+                    .await
+                    .expect("publish");
+                use futures::StreamExt as _;
+                if let Ok(Some(msg)) =
+                    tokio::time::timeout(Duration::from_millis(200), results.next()).await
+                {
+                    let m: DetectionMessage =
+                        serde_json::from_slice(&msg.payload).expect("detections/v1");
+                    let mut texts: Vec<String> =
+                        m.detections.into_iter().filter_map(|d| d.text).collect();
+                    texts.sort();
+                    lines = Some(texts);
+                    break;
+                }
+            }
+            drop(results);
+            drop(client);
+            running.stop().await.expect("clean stop");
+            lines.expect("no detections for the frame in 120 s")
+        }
+    };
+    assert_eq!(
+        read(None).await,
+        ["Cafe Warehouse 9:45", "Entrance A3", "Point 42.00"]
+    );
+    assert_eq!(
+        read(Some(1.0)).await,
+        ["CafeWarehouse9:45", "Entrance A3", "Point42.00"]
+    );
 }
