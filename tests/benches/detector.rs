@@ -115,6 +115,10 @@ struct Args {
     /// bare model takes; replaces `--fps`.
     #[arg(long, env = "PANOPTES_BENCH_LOAD", value_delimiter = ',', value_parser = panoptes_tests::positive)]
     load: Vec<f64>,
+    /// Intra-op threads of the model, for the bare model and the stage alike (0: the backend's
+    /// default, one per core).
+    #[arg(long, env = "PANOPTES_BENCH_THREADS", default_value_t = 0)]
+    threads: usize,
     /// Warm-up seconds per case [default: see --quick].
     #[arg(long, env = "PANOPTES_BENCH_WARMUP_S", value_parser = panoptes_tests::positive)]
     warmup_s: Option<f64>,
@@ -150,6 +154,7 @@ struct Config {
     batching: Vec<Batching>,
     fps: f64,
     load: Vec<f64>,
+    threads: usize,
     warmup: Duration,
     measure: Duration,
     /// A measured window lasts at least this many passes of the largest batch (at the bare
@@ -176,6 +181,7 @@ impl Config {
             batching: args.batching,
             fps: args.fps,
             load: args.load,
+            threads: args.threads,
             warmup: Duration::from_secs_f64(args.warmup_s.unwrap_or(warmup)),
             measure: Duration::from_secs_f64(args.measure_s.unwrap_or(measure)),
             min_passes,
@@ -237,9 +243,15 @@ impl Floor {
     }
 }
 
-fn measure_floor(manifest: &ModelManifest, backend: Backend, runs: usize) -> anyhow::Result<Floor> {
+fn measure_floor(
+    manifest: &ModelManifest,
+    backend: Backend,
+    runs: usize,
+    threads: usize,
+) -> anyhow::Result<Floor> {
     let graph: Graph = manifest.load_model(&GraphOptions {
         backend,
+        threads,
         ..GraphOptions::default()
     })?;
     let mut per_call = Vec::new();
@@ -376,12 +388,21 @@ fn templates(n: usize) -> anyhow::Result<Vec<Template>> {
         .collect()
 }
 
-fn topology_yaml(ns: &str, backend: Backend, batching: Option<(usize, u64, bool)>) -> String {
+fn topology_yaml(
+    ns: &str,
+    backend: Backend,
+    threads: usize,
+    batching: Option<(usize, u64, bool)>,
+) -> String {
     let batching = match batching {
         Some((max_batch, target_ms, adaptive)) => format!(
             "\n    batching: {{ max_batch: {max_batch}, latency_target_ms: {target_ms}, adaptive: {adaptive} }}"
         ),
         None => String::new(),
+    };
+    let threads = match threads {
+        0 => String::new(),
+        n => format!("\n    threads: {n}"),
     };
     format!(
         r#"namespace: {ns}
@@ -394,7 +415,7 @@ stages:
     config: {{ width: {SIDE}, height: {SIDE}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
   - id: detect
     kind: model
-    model: {MODEL}
+    model: {MODEL}{threads}
     backend: {backend}{batching}
   - id: text-boxes
     kind: postprocess
@@ -449,7 +470,7 @@ async fn run_case(
     let batching = case
         .latency_target_ms
         .map(|t| (cfg.max_batch, t, case.batching == Batching::Adaptive));
-    let yaml = topology_yaml(&ns, case.backend, batching);
+    let yaml = topology_yaml(&ns, case.backend, cfg.threads, batching);
     let topology = TopologyFile::parse(
         &yaml,
         "detector-bench.yaml",
@@ -639,7 +660,7 @@ fn main() -> anyhow::Result<()> {
     let floors = cfg
         .backends
         .iter()
-        .map(|b| measure_floor(&manifest, *b, cfg.runs))
+        .map(|b| measure_floor(&manifest, *b, cfg.runs, cfg.threads))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     // 2. The pipeline.
