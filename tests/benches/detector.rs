@@ -8,8 +8,7 @@
 //! export CARGO_TARGET_DIR=/root/.cache/panoptes/target
 //! cargo bench -p panoptes-tests --bench detector                         # full: ort and tract
 //! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- --backend ort
-//! cargo bench -p panoptes-tests --bench detector -- --backend ort --cameras 4 \
-//!     --batching adaptive --load 1,3,10                   # offered load × the bare model
+//! cargo bench -p panoptes-tests --bench detector -- --backend ort --load 1,3,10  # × bare model
 //! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- \
 //!     --backend tract --cameras 4 --batching off,adaptive
 //! ```
@@ -192,11 +191,6 @@ impl Config {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -267,7 +261,9 @@ fn measure_floor(
                 Ok(started.elapsed())
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let m = median(times);
+        let m = Duration::from_secs_f64(panoptes_tests::median_f64(
+            times.iter().map(Duration::as_secs_f64).collect(),
+        ));
         println!(
             "{:<7} {:>5} {:>14.1} {:>12.1} {:>10.2}",
             backend.to_string(),
@@ -680,10 +676,8 @@ fn main() -> anyhow::Result<()> {
             let target = cfg
                 .latency_target_ms
                 .unwrap_or_else(|| (4.0 * ms(b1)).ceil() as u64);
-            let loads: Vec<Option<f64>> = match cfg.load.is_empty() {
-                true => vec![None],
-                false => cfg.load.iter().copied().map(Some).collect(),
-            };
+            let loads: Vec<_> = cfg.load.iter().copied().map(Some).collect();
+            let loads = if loads.is_empty() { vec![None] } else { loads };
             let bare = floor.fps(1).context("no batch-1 floor")?;
             for (&cameras, load) in cfg
                 .cameras
