@@ -4,8 +4,8 @@
 //! request names is confined; no reply carries the process's environment or a file's content.
 //! Also the NATS permission config of docs/security.md, as a server runs it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -16,52 +16,33 @@ use panoptes_client::control::{ReloadReply, ReloadRequest};
 use panoptes_contracts::Subjects;
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 
+use crate::child::Logged;
+
 const SECRET: &str = "s3cr3t-7f1c9a";
 
-/// A `panoptes` child process, killed when dropped; its stderr goes to a file for failures.
-struct Panoptes {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Panoptes {
-    fn start(dir: &Path, args: &[&str]) -> Self {
-        let root = panoptes_tests::require_setup();
-        let log = dir.join(format!("{}.log", args[0]));
-        let child = Command::new(env!("CARGO_BIN_EXE_panoptes"))
+/// `panoptes ARGS…` in `dir`, logging to `<dir>/<first arg>.log`.
+fn start_panoptes(dir: &Path, args: &[&str]) -> Logged {
+    let root = panoptes_tests::require_setup();
+    Logged::spawn(
+        Command::new(env!("CARGO_BIN_EXE_panoptes"))
             .args(args)
             .current_dir(dir)
             .env("PANOPTES_OPERATORS", root.join("operators/dist"))
             .env("SECRET_TOKEN", SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn panoptes");
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Peak resident memory (VmHWM) in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("child status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM")
-    }
+            .env("RUST_LOG", "info"),
+        dir.join(format!("{}.log", args[0])),
+    )
 }
 
-impl Drop for Panoptes {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Peak resident memory (VmHWM) of `p` in KiB.
+fn peak_rss_kib(p: &Logged) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).expect("child status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
 }
 
 /// A nats-server and one `panoptes ROLE topology.yaml` process, in a temp dir holding the
@@ -71,7 +52,7 @@ struct Deployment {
     server: NatsServer,
     dir: tempfile::TempDir,
     signer: Signer,
-    process: Panoptes,
+    process: Logged,
 }
 
 fn deployment(name: &str, role: &str) -> Deployment {
@@ -84,7 +65,7 @@ fn deployment(name: &str, role: &str) -> Deployment {
     panoptes_client::keys::generate_key_files(&dir.path().join("admin.key")).expect("keygen");
     std::fs::create_dir(dir.path().join("videos")).expect("videos dir");
     let signer = Signer::read(&dir.path().join("admin.key")).expect("key");
-    let process = Panoptes::start(dir.path(), &[role, "topology.yaml", "--nats", server.url()]);
+    let process = start_panoptes(dir.path(), &[role, "topology.yaml", "--nats", server.url()]);
     Deployment {
         server,
         dir,
@@ -165,7 +146,7 @@ async fn reload(url: &str, signer: &Signer, wasm: &Path) -> ReloadReply {
 }
 
 /// Waits until the process answers a signed `list` (it subscribed), bounded in attempts.
-async fn wait_ready(url: &str, signer: &Signer, p: &Panoptes) {
+async fn wait_ready(url: &str, signer: &Signer, p: &Logged) {
     let client = panoptes::connect(url).await.expect("connect");
     for _ in 0..120 {
         let subject = "ctl.control.cameras.list";
@@ -420,7 +401,7 @@ async fn operator_reloads_are_signed_confined_and_bounded() {
         }
     }
     assert!(ready, "worker never answered; log:\n{}", worker.log());
-    let before = worker.peak_rss_kib();
+    let before = peak_rss_kib(&worker);
 
     let unsigned: Vec<ReloadReply> =
         ask(&client, subject, None, body, Duration::from_secs(10)).await;
@@ -470,7 +451,7 @@ async fn operator_reloads_are_signed_confined_and_bounded() {
     let h = signer.headers(subject, body, panoptes_client::control::auth::now_ms());
     let own: Vec<ReloadReply> = ask(&client, subject, Some(h), body, Duration::from_secs(30)).await;
     assert!(own.len() == 1 && own[0].ok, "{own:?}");
-    let after = worker.peak_rss_kib();
+    let after = peak_rss_kib(&worker);
     eprintln!("worker peak RSS: {before} KiB before the requests, {after} KiB after");
     assert!(
         after < before + 256 * 1024,

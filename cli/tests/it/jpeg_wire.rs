@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -17,6 +17,8 @@ use panoptes_op_preprocess::jpeg::{self, JpegOptions};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
 use panoptes_tests::{area, intersection, iou, repo_root, require_setup, text_region};
 use panoptes_topology::TopologyFile;
+
+use crate::child::Logged;
 
 /// Failure guard only: how long the frames and detections may take to show up.
 const GUARD: Duration = Duration::from_secs(120);
@@ -78,15 +80,10 @@ stages:
     path
 }
 
-/// `panoptes run`, logging to a file; killed and reaped when dropped (also when the test fails).
-struct Run {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Run {
-    fn start(topology: &Path, url: &str, log: PathBuf) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_panoptes"))
+/// `panoptes run` of `topology` on `url`, logging to `log`.
+fn run(topology: &Path, url: &str, log: PathBuf) -> Logged {
+    Logged::spawn(
+        Command::new(env!("CARGO_BIN_EXE_panoptes"))
             .current_dir(repo_root())
             .arg("run")
             .arg(topology)
@@ -95,25 +92,9 @@ impl Run {
             .env_remove("PANOPTES_NATS_URL")
             .env_remove("PANOPTES_PARTITIONS")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("PANOPTES_METRICS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start panoptes run");
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env_remove("PANOPTES_METRICS"),
+        log,
+    )
 }
 
 /// Checks one frame message of `camera` and says what it was.
@@ -221,7 +202,7 @@ async fn jpeg_and_auto_cameras_travel_as_jpeg_and_are_detected() {
         .expect("subscribe detections");
     client.flush().await.expect("flush");
 
-    let run = Run::start(&topology_path, &url, dir.path().join("run.log"));
+    let run = run(&topology_path, &url, dir.path().join("run.log"));
     let mut frames_seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut detections_seen: BTreeMap<&str, usize> = BTreeMap::new();
     let done = |f: &BTreeMap<&str, usize>, d: &BTreeMap<&str, usize>| {

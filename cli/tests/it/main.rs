@@ -3,6 +3,7 @@
 //! each saying what it proves.
 
 mod bounded_inputs;
+mod child;
 mod cli_topology;
 mod control_plane;
 mod ctrl_c;

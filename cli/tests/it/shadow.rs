@@ -10,38 +10,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use panoptes_contracts::shadow::{ShadowMessage, ShadowOutcome};
 use panoptes_contracts::{Detection, DetectionMessage};
 
+use crate::child::Logged;
 use crate::telemetry::metrics::metric;
 
 /// Only guards against a hang.
 const PATIENCE: Duration = Duration::from_secs(240);
 const NS: &str = "shadowtest";
 const STAGES: [&str; 4] = ["zone", "same", "trap", "spin"];
-
-/// `panoptes run`, killed when dropped; stderr kept for failures.
-struct Run {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Run {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Everything seen on the test's subjects, by kind.
 #[derive(Default)]
@@ -92,19 +74,15 @@ async fn candidates_are_compared_without_touching_live_results_and_promotion_los
 
     let metrics = format!("127.0.0.1:{}", panoptes_tests::free_port());
     let log = dir.path().join("run.log");
-    let run = Run {
-        child: Command::new(env!("CARGO_BIN_EXE_panoptes"))
+    let run = Logged::spawn(
+        Command::new(env!("CARGO_BIN_EXE_panoptes"))
             .args(["--metrics", &metrics, "run", "--no-view"])
             .arg(root.join("cli/tests/fixtures/shadow.yaml"))
             .args(["--nats", nats.url()])
             .env("SHADOW_TEST_KEY", &public)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn panoptes run"),
+            .env("RUST_LOG", "info"),
         log,
-    };
+    );
 
     let mut seen = Seen::default();
     // Reads what arrives until `done` says enough.

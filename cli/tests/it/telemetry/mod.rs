@@ -11,10 +11,12 @@ pub(crate) mod metrics;
 mod traces;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use panoptes_tests::{repo_root, require_setup};
+
+use crate::child::Logged;
 
 const GUARD: Duration = Duration::from_secs(60);
 const STAGES: [&str; 3] = ["preprocess", "detect", "text-boxes"];
@@ -72,10 +74,7 @@ fn test_pattern_cameras() -> String {
 }
 
 /// A `panoptes` child process logging to `<dir>/<name>.log`; killed when dropped.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
+struct Process(Logged);
 
 impl Process {
     fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
@@ -84,10 +83,7 @@ impl Process {
         command
             .current_dir(repo_root())
             .args(args)
-            .env("RUST_LOG", "info,ort=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
+            .env("RUST_LOG", "info,ort=warn");
         for var in [
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -103,22 +99,21 @@ impl Process {
         for (k, v) in env {
             command.env(k, v);
         }
-        let child = command.spawn().expect("start panoptes");
-        Self { child, log }
+        Self(Logged::spawn(&mut command, log))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
     /// SIGTERM, then waits for a clean exit (spans queued in the exporter are flushed).
     fn stop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.0.child.id().to_string()])
             .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            match self.child.try_wait() {
+            match self.0.child.try_wait() {
                 Ok(Some(status)) => {
                     assert!(status.success(), "exit {status}:\n{}", self.log());
                     return;
@@ -156,12 +151,5 @@ impl Process {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
