@@ -9,28 +9,14 @@ use clap::Subcommand;
 use panoptes_contracts::Subjects;
 use panoptes_topology::{Diagnostics, SourceFile};
 
+use crate::control_args::ControlArgs;
 use crate::nats_args::NatsArgs;
 use panoptes_client::control::auth::Signer;
 use panoptes_client::control::cameras::{AddRequest, ControlReply, RemoveRequest};
 
-/// Where the running processes are, and who asks.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Target {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// Secret key that signs the request (`panoptes operator keygen`); its public half must be
-    /// in the topology's `control.keys`.
-    #[arg(long, env = "PANOPTES_CONTROL_KEY", value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// How long to collect replies, in milliseconds (starting a camera may take seconds).
-    #[arg(long, env = "PANOPTES_WAIT_MS", default_value_t = 10_000)]
-    pub wait_ms: u64,
-    /// Stop waiting as soon as this many processes answered (`add` and `remove`: 1).
-    #[arg(long, env = "PANOPTES_EXPECT")]
-    pub expect: Option<usize>,
-}
+/// How long `camera` commands wait for replies unless `--wait-ms` says (starting a camera may
+/// take seconds).
+const WAIT_MS: u64 = 10_000;
 
 #[derive(Subcommand)]
 pub enum CameraCommand {
@@ -40,24 +26,24 @@ pub enum CameraCommand {
     Add {
         file: PathBuf,
         #[command(flatten)]
-        target: Target,
+        target: ControlArgs,
     },
     /// Stop a camera, in whichever ingest process runs it.
     Remove {
         id: String,
         #[command(flatten)]
-        target: Target,
+        target: ControlArgs,
     },
     /// Print every ingest process's cameras, their state and counters (one JSON line each).
     List {
         #[command(flatten)]
-        target: Target,
+        target: ControlArgs,
     },
     /// Make every ingest process re-read its topology file and start, restart or stop cameras
     /// to match it (as SIGHUP does).
     Reload {
         #[command(flatten)]
-        target: Target,
+        target: ControlArgs,
     },
 }
 
@@ -84,8 +70,8 @@ pub async fn run(command: CameraCommand) -> anyhow::Result<()> {
         }
     };
     let subjects = Subjects::new(target.namespace.clone());
-    let wait = Duration::from_millis(target.wait_ms);
-    let signer = target.key.as_deref().map(Signer::read).transpose()?;
+    let wait = target.wait(WAIT_MS);
+    let signer = target.signer()?;
     let replies = request(
         &target.nats,
         signer.as_ref(),
@@ -108,7 +94,7 @@ pub async fn run(command: CameraCommand) -> anyhow::Result<()> {
     anyhow::ensure!(
         !replies.is_empty(),
         "no ingest process answered on {subject} within {} ms{}",
-        target.wait_ms,
+        wait.as_millis(),
         if op == "remove" {
             " (no process runs that camera)"
         } else {

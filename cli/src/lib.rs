@@ -15,6 +15,7 @@
 pub mod camera_cmd;
 pub mod clips_cmd;
 pub mod connect;
+pub mod control_args;
 pub mod graph;
 pub mod health;
 pub mod nats_args;

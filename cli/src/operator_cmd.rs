@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use panoptes_contracts::Subjects;
 
+use crate::control_args::ControlArgs;
 use crate::nats_args::NatsArgs;
 use panoptes_client::control::auth::Signer;
 use panoptes_client::control::{ReloadReply, ReloadRequest};
@@ -82,24 +83,8 @@ pub enum OperatorCommand {
     },
 }
 
-/// How a control request reaches the workers: shared by `reload` and `promote`.
-#[derive(clap::Args)]
-pub struct ControlArgs {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// Secret key that signs the request (`panoptes operator keygen`); its public half must
-    /// be in the topology's `control.keys`.
-    #[arg(long, env = "PANOPTES_CONTROL_KEY", value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    #[arg(long, env = "PANOPTES_NAMESPACE", default_value = Subjects::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// How long to collect replies, in milliseconds.
-    #[arg(long, env = "PANOPTES_WAIT_MS", default_value_t = 3000)]
-    pub wait_ms: u64,
-    /// Stop as soon as this many workers answered.
-    #[arg(long, env = "PANOPTES_EXPECT")]
-    pub expect: Option<usize>,
-}
+/// How long `reload` and `promote` wait for the workers' replies unless `--wait-ms` says.
+const WAIT_MS: u64 = 3000;
 
 /// Runs one `operator` subcommand; a failed verification is an error like any other, so the
 /// process exits with status 1 and the reason on stderr.
@@ -115,7 +100,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
                 wasm,
                 promote: false,
             };
-            control.send(&request, "reload").await?;
+            send(&control, &request, "reload").await?;
         }
         OperatorCommand::Promote { stage, control } => {
             let request = ReloadRequest {
@@ -123,7 +108,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
                 wasm: None,
                 promote: true,
             };
-            control.send(&request, "promotion").await?;
+            send(&control, &request, "promotion").await?;
         }
         OperatorCommand::Build { source, out, paths } => {
             let out = out.unwrap_or_else(|| source.with_extension("wasm"));
@@ -160,40 +145,38 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl ControlArgs {
-    /// Sends `request` and prints each worker's reply; fails when none answers or any refuses
-    /// (`what`: the request, as the error names it).
-    async fn send(&self, request: &ReloadRequest, what: &str) -> anyhow::Result<()> {
-        let subjects = Subjects::new(self.namespace.clone());
-        let wait = Duration::from_millis(self.wait_ms);
-        let signer = self.key.as_deref().map(Signer::read).transpose()?;
-        let replies = reload(
-            &self.nats,
-            signer.as_ref(),
-            &subjects,
-            request,
-            wait,
-            self.expect,
-        )
-        .await?;
-        let mut refused = 0;
-        for reply in &replies {
-            println!("{}", serde_json::to_string(reply)?);
-            refused += usize::from(!reply.ok);
-        }
-        anyhow::ensure!(
-            !replies.is_empty(),
-            "no worker answered on {} within {} ms",
-            subjects.operator_reload(),
-            self.wait_ms
-        );
-        anyhow::ensure!(
-            refused == 0,
-            "{refused} of {} workers refused the {what}",
-            replies.len()
-        );
-        Ok(())
+/// Sends `request` and prints each worker's reply; fails when none answers or any refuses
+/// (`what`: the request, as the error names it).
+async fn send(control: &ControlArgs, request: &ReloadRequest, what: &str) -> anyhow::Result<()> {
+    let subjects = Subjects::new(control.namespace.clone());
+    let wait = control.wait(WAIT_MS);
+    let signer = control.signer()?;
+    let replies = reload(
+        &control.nats,
+        signer.as_ref(),
+        &subjects,
+        request,
+        wait,
+        control.expect,
+    )
+    .await?;
+    let mut refused = 0;
+    for reply in &replies {
+        println!("{}", serde_json::to_string(reply)?);
+        refused += usize::from(!reply.ok);
     }
+    anyhow::ensure!(
+        !replies.is_empty(),
+        "no worker answered on {} within {} ms",
+        subjects.operator_reload(),
+        wait.as_millis()
+    );
+    anyhow::ensure!(
+        refused == 0,
+        "{refused} of {} workers refused the {what}",
+        replies.len()
+    );
+    Ok(())
 }
 
 /// Sends a reload request (signed by `signer`) and collects the workers' replies for up to
