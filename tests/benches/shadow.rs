@@ -232,15 +232,7 @@ async fn main() -> anyhow::Result<()> {
     let client = async_nats::connect(nats.url()).await?;
     let mut topology = TopologyFile::load(&root.join("cli/tests/fixtures/replay.yaml"))
         .map_err(|d| anyhow::anyhow!(d.render(false)))?;
-    let first = topology.config.cameras[0].clone();
-    topology.config.cameras = (0..options.cameras)
-        .map(|i| {
-            let mut c = first.clone();
-            c.id = format!("cam-{i:02}");
-            c.fps = options.fps;
-            c
-        })
-        .collect();
+    panoptes_tests::copy_first_camera(&mut topology, options.cameras, options.fps);
     let retained = topology.retain.take();
 
     let variants = [

@@ -119,15 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let nats = NatsServer::start(&NatsServerOptions::default())?;
     let mut topology = TopologyFile::load(&root.join("topologies/quickstart.yaml"))
         .map_err(|d| anyhow::anyhow!(d.render(false)))?;
-    let first = topology.config.cameras[0].clone();
-    topology.config.cameras = (0..options.cameras)
-        .map(|i| {
-            let mut c = first.clone();
-            c.id = format!("cam-{i:02}");
-            c.fps = options.fps;
-            c
-        })
-        .collect();
+    panoptes_tests::copy_first_camera(&mut topology, options.cameras, options.fps);
     let running = Running::start(&topology, Some(nats.url()), Role::All).await?;
     let counter = async_nats::connect(nats.url()).await?;
     let mut results = counter.subscribe("panoptes.detections.*").await?;
@@ -219,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     drop(one);
-    let preview = first.preview;
+    let preview = topology.config.cameras[0].preview;
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..31 {

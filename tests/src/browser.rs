@@ -198,6 +198,14 @@ impl Rgba {
         })
     }
 
+    /// The pixels as packed RGB8 (alpha dropped), as `frame/v1` carries them.
+    pub fn rgb(&self) -> Vec<u8> {
+        self.pixels
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect()
+    }
+
     /// The pixel at `(x, y)` as `[r, g, b]`; `None` outside the image.
     pub fn at(&self, x: i64, y: i64) -> Option<[u8; 3]> {
         let (x, y) = (u32::try_from(x).ok()?, u32::try_from(y).ok()?);

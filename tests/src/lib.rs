@@ -67,6 +67,22 @@ pub fn topology(name: &str) -> TopologyFile {
     }
 }
 
+/// Replaces `topology`'s cameras by `n` copies of its first camera (`cam-00`, `cam-01`, …),
+/// each at `fps`: the benchmarks' way to scale one scene to many cameras.
+pub fn copy_first_camera(topology: &mut TopologyFile, n: usize, fps: u32) {
+    let Some(first) = topology.config.cameras.first().cloned() else {
+        panic!("the topology has no camera to copy");
+    };
+    topology.config.cameras = (0..n)
+        .map(|i| {
+            let mut c = first.clone();
+            c.id = format!("cam-{i:02}");
+            c.fps = fps;
+            c
+        })
+        .collect();
+}
+
 /// Where textoverlay draws a test-pattern camera's text: the ink of one rendered frame,
 /// `[x1, y1, x2, y2]` in frame pixels.
 pub fn text_region(cam: &CameraConfig) -> [f32; 4] {
@@ -566,6 +582,42 @@ pub async fn read_detections(
         out.push(serde_json::from_slice(&msg.payload).expect("detections/v1"));
     }
     out
+}
+
+/// Publishes a `width`×`height` RGB8 frame of `camera` every 100 ms, with rising seq numbers
+/// from `seq` on, until its detections arrive (a live worker keeps no frame sent before it
+/// subscribed, so the first few may be lost); the message, or an error after `within`.
+pub async fn publish_until_detected(
+    client: &async_nats::Client,
+    subjects: &panoptes_contracts::Subjects,
+    camera: &CameraId,
+    (width, height, rgb): (u32, u32, &[u8]),
+    seq: &mut u64,
+    within: std::time::Duration,
+) -> anyhow::Result<panoptes_contracts::DetectionMessage> {
+    use futures::StreamExt as _;
+    let mut results = client.subscribe(subjects.detections(camera)).await?;
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        *seq += 1;
+        let frame = Frame {
+            camera: camera.clone(),
+            seq: *seq,
+            capture_ts_ns: panoptes_contracts::time::now_ns(),
+            width,
+            height,
+            format: PixelFormat::Rgb8,
+            pixels: PixelBuffer::from_vec(rgb.to_vec()),
+        };
+        client
+            .publish(subjects.frames(camera), frame.encode()?)
+            .await?;
+        let wait = std::time::Duration::from_millis(100);
+        if let Ok(Some(msg)) = tokio::time::timeout(wait, results.next()).await {
+            return Ok(serde_json::from_slice(&msg.payload)?);
+        }
+    }
+    anyhow::bail!("no detections for camera {camera} within {within:?}")
 }
 
 /// `GET /metrics` on `addr` (a 200 answer); the body.

@@ -266,11 +266,7 @@ async fn words_come_apart_where_argmax_runs_them_together() {
     require_setup();
     let png = std::fs::read(repo_root().join("tests/fixtures/ocr-words.png")).expect("fixture");
     let image = panoptes_tests::browser::Rgba::from_png(&png).expect("PNG");
-    let rgb: Vec<u8> = image
-        .pixels
-        .chunks_exact(4)
-        .flat_map(|p| [p[0], p[1], p[2]])
-        .collect();
+    let rgb = image.rgb();
     let read = |threshold: Option<f64>| {
         let rgb = rgb.clone();
         async move {
@@ -290,47 +286,25 @@ async fn words_come_apart_where_argmax_runs_them_together() {
                 .expect("start the OCR topology");
             let client = panoptes::connect(&running.nats_url).await.expect("connect");
             let camera = panoptes_contracts::CameraId::new("words").expect("camera id");
-            let mut results = client
-                .subscribe(running.subjects.detections(&camera))
-                .await
-                .expect("subscribe");
-            // Live frames sent before the worker subscribed are not kept for it: send the
-            // frame again until its detections arrive.
-            let mut lines = None;
-            for seq in 1..=600u64 {
-                let frame = panoptes_contracts::Frame {
-                    camera: camera.clone(),
-                    seq,
-                    capture_ts_ns: panoptes_contracts::time::now_ns(),
-                    width: image.width,
-                    height: image.height,
-                    format: panoptes_contracts::PixelFormat::Rgb8,
-                    pixels: panoptes_contracts::frame::PixelBuffer::from_vec(rgb.clone()),
-                };
-                client
-                    .publish(
-                        running.subjects.frames(&camera),
-                        frame.encode().expect("frame/v1"),
-                    )
-                    .await
-                    .expect("publish");
-                use futures::StreamExt as _;
-                if let Ok(Some(msg)) =
-                    tokio::time::timeout(Duration::from_millis(200), results.next()).await
-                {
-                    let m: DetectionMessage =
-                        serde_json::from_slice(&msg.payload).expect("detections/v1");
-                    let mut texts: Vec<String> =
-                        m.detections.into_iter().filter_map(|d| d.text).collect();
-                    texts.sort();
-                    lines = Some(texts);
-                    break;
-                }
-            }
-            drop(results);
+            let message = panoptes_tests::publish_until_detected(
+                &client,
+                &running.subjects,
+                &camera,
+                (image.width, image.height, &rgb),
+                &mut 0,
+                Duration::from_secs(120),
+            )
+            .await;
             drop(client);
             running.stop().await.expect("clean stop");
-            lines.expect("no detections for the frame in 120 s")
+            let mut texts: Vec<String> = message
+                .expect("detections for the frame")
+                .detections
+                .into_iter()
+                .filter_map(|d| d.text)
+                .collect();
+            texts.sort();
+            texts
         }
     };
     assert_eq!(
