@@ -306,8 +306,8 @@ impl Drop for WorkerProcesses {
 
 /// What the namespace's lease bucket says now: how many workers are members, and the pid of
 /// the worker holding each partition (worker IDs are `<host>-<pid>-<nanos>`). Empty while the
-/// bucket does not exist yet; no members while the leases still move (a partition's holder is
-/// not yet the one the members' assignment names).
+/// bucket does not exist yet; no members while the leases still move (a partition is held by a
+/// worker that is no member, or one holding more than its share).
 pub async fn lease_holders(
     js: &async_nats::jetstream::Context,
     namespace: &str,
@@ -332,9 +332,10 @@ pub async fn lease_holders(
     else {
         return (members, leases);
     };
-    // Partitions move until each unit's leases follow the assignment of its members; before
-    // that, a partition's holder may still change.
-    // Per unit: its members' worker IDs, and each leased partition with its holder's.
+    // Partitions move until every holder is a member within its share, `ceil(partitions /
+    // members)` (the lease manager's rule: then nobody releases, and nothing is left to take
+    // once every partition is held). Per unit: its members' worker IDs, and each leased
+    // partition with its holder's.
     type Unit = (Vec<String>, Vec<(u32, String)>);
     let mut units: std::collections::BTreeMap<String, Unit> = Default::default();
     for key in &keys {
@@ -353,10 +354,15 @@ pub async fn lease_holders(
         }
     }
     let settled = units.values().all(|(workers, held)| {
-        let total = held.iter().map(|(p, _)| p + 1).max().unwrap_or(0);
-        let want = panoptes_pipeline::lease::assignment(total, workers);
-        held.iter()
-            .all(|(p, owner)| want.get(*p as usize).copied().flatten() == Some(owner.as_str()))
+        let total = held.iter().map(|(p, _)| p + 1).max().unwrap_or(0) as usize;
+        let cap = total.div_ceil(workers.len().max(1));
+        let mut loads = std::collections::BTreeMap::<&str, usize>::new();
+        for (_, owner) in held {
+            *loads.entry(owner).or_default() += 1;
+        }
+        loads
+            .iter()
+            .all(|(owner, n)| workers.iter().any(|w| w == owner) && *n <= cap)
     });
     if !settled {
         return (0, leases);

@@ -401,13 +401,19 @@ async fn live_failover_resumes_every_camera_with_bounded_loss() {
         };
         assert!(
             missing.saturating_sub(d) <= bound,
-            "over the bound {bound}: {}",
-            context()
+            "over the bound {bound}: {}\n{}",
+            context(),
+            workers.logs()
         );
         // Every missing frame is counted, as lost in the handover or dropped under load; only
         // a worker killed between publishing a frame's detections and recording its progress
         // makes that one frame count as lost as well.
-        assert!(l + d >= *missing && l <= missing + 1, "{}", context());
+        assert!(
+            l + d >= *missing && l <= missing + 1,
+            "{}\n{}",
+            context(),
+            workers.logs()
+        );
     }
     eprintln!(
         "live: missing per camera {missing_per_camera:?} (killed worker's cameras {:?}), counted in frames_lost events {lost:?} and frames_dropped events {dropped:?}, none duplicated",

@@ -2,14 +2,15 @@
 //! that workers of one stage unit share the partitions, rebalance as they join and leave, and take
 //! over a dead worker's partitions once its leases expire.
 //!
-//! Every worker of a unit registers a member key and computes the same assignment from the
-//! member list: rendezvous hashing with bounded loads (see [`assignment`]), so every worker gets
-//! its share and a join or leave moves few partitions. A worker serves a partition only while it holds that
-//! partition's lease key (created with compare-and-set, renewed before the bucket's `max_age`
+//! Every worker of a unit registers a member key, and each round lists the members and the
+//! leases: it keeps what it holds up to its share, `ceil(partitions / members)`, and takes free
+//! partitions, preferring the rendezvous assignment of the member list (see [`assignment`] and
+//! `assignment::plan_round`). A leave moves only the leaver's partitions; a join only the
+//! newcomer's share. A worker serves a partition only while it holds that partition's lease key (created with compare-and-set, renewed before the bucket's `max_age`
 //! expires it), and publishes a partition's results only while the lease is valid by its own
 //! clock, which runs out before the server can hand the key to anyone else.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,7 +20,12 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use panoptes_contracts::partition::{PartitionSet, fnv1a_32, partition_of};
+use panoptes_contracts::partition::{PartitionSet, partition_of};
+
+mod assignment;
+
+pub use assignment::assignment;
+use assignment::plan_round;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -323,48 +329,6 @@ fn accepting_of(state: &[PartitionState]) -> Vec<u32> {
         .collect()
 }
 
-/// Who owns each partition: rendezvous hashing with bounded loads. Every (partition, member)
-/// pair is ranked by its rendezvous score, and pairs are taken best first, each partition by the
-/// first member that has fewer than `ceil(total / members)`: no member gets more than its share
-/// and, with 2 workers and 8 partitions, none is left with nothing (plain rendezvous leaves one
-/// idle 1 time in 128). Every worker computes the same answer from the same sorted member list,
-/// so no coordinator is needed; a join or leave moves its own share and, where the caps change,
-/// a few more.
-pub fn assignment(total: u32, members: &[String]) -> Vec<Option<&str>> {
-    let mut owners = vec![None; total as usize];
-    if members.is_empty() {
-        return owners;
-    }
-    let cap = (total as usize).div_ceil(members.len());
-    let mut pairs: Vec<(u64, &str, u32)> = (0..total)
-        .flat_map(|p| members.iter().map(move |m| (score(m, p), m.as_str(), p)))
-        .collect();
-    // Best score first; ties broken by name, then partition, so every worker sorts alike.
-    pairs.sort_unstable_by(|a, b| b.cmp(a));
-    let mut loads: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, member, p) in pairs {
-        let Some(slot) = owners.get_mut(p as usize) else {
-            continue;
-        };
-        let load = loads.entry(member).or_insert(0);
-        if slot.is_none() && *load < cap {
-            *slot = Some(member);
-            *load += 1;
-        }
-    }
-    owners
-}
-
-fn score(member: &str, partition: u32) -> u64 {
-    // FNV-1a of "member/partition" alone clusters for similar names; a 64-bit finaliser
-    // (splitmix64's) spreads it so partitions divide evenly.
-    let mut z = u64::from(fnv1a_32(format!("{member}/{partition}").as_bytes()))
-        .wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// A name for this process that is one KV key token: host, pid and start time.
 pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -419,6 +383,8 @@ pub struct LeaseManager {
     ownership: std::sync::Arc<Ownership>,
     revisions: BTreeMap<u32, u64>,
     member_revision: Option<u64>,
+    /// Partitions without a lease key in the previous round's listing.
+    free_before: BTreeSet<u32>,
 }
 
 impl LeaseManager {
@@ -454,6 +420,7 @@ impl LeaseManager {
             ownership,
             revisions: BTreeMap::new(),
             member_revision: None,
+            free_before: BTreeSet::new(),
         })
     }
 
@@ -465,8 +432,12 @@ impl LeaseManager {
         format!("member.{}.", self.unit)
     }
 
+    fn lease_prefix(&self) -> String {
+        format!("lease.{}.", self.unit)
+    }
+
     fn lease_key(&self, partition: u32) -> String {
-        format!("lease.{}.{partition}", self.unit)
+        format!("{}{partition}", self.lease_prefix())
     }
 
     /// Renews and rebalances every `renew_every` until `cancel`, then hands every partition
@@ -498,27 +469,30 @@ impl LeaseManager {
         self.leave().await;
     }
 
-    /// One round: announce this member, compute the assignment, release what moved away,
-    /// renew what stays, try to take what is ours and free.
+    /// One round: announce this member, list the members and the leases held, keep what this
+    /// worker holds up to its share, release the rest, take free partitions up to its share.
     async fn round(&mut self) -> Result<(), async_nats::Error> {
         let started = Instant::now();
         let member_key = format!("{}{}", self.member_prefix(), self.me);
         self.member_revision = Some(self.kv.put(&member_key, self.me.clone().into()).await?);
-        let prefix = self.member_prefix();
+        let (member_prefix, lease_prefix) = (self.member_prefix(), self.lease_prefix());
         // Listing the keys of a bucket whose entries expire can wait forever (the consumer
         // counts a message that expired before it was delivered; nats-server#3481): bounded,
         // a stuck listing fails this round instead of stopping every later one.
         let listing = async {
-            let mut members = Vec::new();
+            let (mut members, mut leased) = (Vec::new(), BTreeSet::new());
             let mut keys = self.kv.keys().await?;
             while let Some(key) = keys.next().await {
-                if let Some(m) = key?.strip_prefix(&prefix) {
+                let key = key?;
+                if let Some(m) = key.strip_prefix(&member_prefix) {
                     members.push(m.to_owned());
+                } else if let Some(p) = key.strip_prefix(&lease_prefix) {
+                    leased.extend(p.parse::<u32>().ok());
                 }
             }
-            Ok::<_, async_nats::Error>(members)
+            Ok::<_, async_nats::Error>((members, leased))
         };
-        let mut members = tokio::time::timeout(self.config.renew_every(), listing)
+        let (mut members, leased) = tokio::time::timeout(self.config.renew_every(), listing)
             .await
             .map_err(|_| {
                 format!(
@@ -531,26 +505,54 @@ impl LeaseManager {
         }
         members.sort();
         members.dedup();
-        let owners = assignment(self.ownership.total(), &members);
+        let held: Vec<u32> = self.revisions.keys().copied().collect();
+        let plan = plan_round(
+            self.ownership.total(),
+            &members,
+            &self.me,
+            &held,
+            &leased,
+            &self.free_before,
+        );
+        self.free_before = (0..self.ownership.total())
+            .filter(|p| !leased.contains(p))
+            .collect();
+        // Renewals first: a release waits for its frames in flight, and must not delay them.
+        for &p in &plan.keep {
+            self.renew(p, started).await;
+        }
+        for &p in held.iter().filter(|p| !plan.keep.contains(p)) {
+            self.release(p).await;
+        }
+        let mut load = plan.keep.len();
+        let mut unanswered = BTreeSet::new();
+        for &p in &plan.take {
+            if load >= plan.cap {
+                break;
+            }
+            match self.acquire(p, started).await {
+                Taken::Acquired => load += 1,
+                Taken::Held if self.ownership.standing(p) == Standing::Lapsed => {
+                    // We had it; the key expired and another worker took it first.
+                    self.ownership.update(p, |s| *s = PartitionState::default());
+                    tracing::warn!(unit = %self.unit, partition = p, "lease lost to another worker");
+                }
+                Taken::Failed => {
+                    unanswered.insert(p);
+                }
+                Taken::Held => {}
+            }
+        }
+        // A lapsed partition this worker did not hold at the start of the round, nor tried to
+        // take without an answer, is someone else's now. (One whose renewal failed this round
+        // stays lapsed until the next round says whose it is.)
         for p in 0..self.ownership.total() {
-            let mine = owners.get(p as usize).copied().flatten() == Some(self.me.as_str());
-            match (self.revisions.contains_key(&p), mine) {
-                (true, false) => self.release(p).await,
-                (true, true) => self.renew(p, started).await,
-                (false, true) => {
-                    if self.acquire(p, started).await == Taken::Held
-                        && self.ownership.standing(p) == Standing::Lapsed
-                    {
-                        // We had it; the key expired and another worker took it first.
-                        self.ownership.update(p, |s| *s = PartitionState::default());
-                        tracing::warn!(unit = %self.unit, partition = p, "lease lost to another worker");
-                    }
-                }
-                (false, false) => {
-                    if self.ownership.standing(p) != Standing::Elsewhere {
-                        self.ownership.update(p, |s| *s = PartitionState::default());
-                    }
-                }
+            if !self.revisions.contains_key(&p)
+                && !held.contains(&p)
+                && !unanswered.contains(&p)
+                && self.ownership.standing(p) != Standing::Elsewhere
+            {
+                self.ownership.update(p, |s| *s = PartitionState::default());
             }
         }
         Ok(())
@@ -674,54 +676,6 @@ impl LeaseManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn loads<'a>(owners: &[Option<&'a str>]) -> BTreeMap<&'a str, usize> {
-        let mut loads = BTreeMap::new();
-        for owner in owners {
-            *loads
-                .entry(owner.expect("every partition has an owner"))
-                .or_insert(0) += 1;
-        }
-        loads
-    }
-
-    #[test]
-    fn assignment_gives_every_member_its_share_and_moves_little() {
-        // Many random-looking member names (as worker_id makes them): whatever the names, two
-        // workers split 8 partitions 4/4 and three split 16 at most 6 each, never 0.
-        for run in 0..200u32 {
-            let two: Vec<String> = (0..2).map(|i| format!("host-{run}-{i}")).collect();
-            let owners = assignment(8, &two);
-            assert!(
-                loads(&owners).values().all(|&n| n == 4),
-                "{two:?}: {owners:?}"
-            );
-            let three: Vec<String> = (0..3).map(|i| format!("host-{run}-{i}")).collect();
-            let owners = assignment(16, &three);
-            let three_loads = loads(&owners);
-            assert_eq!(three_loads.len(), 3, "{three_loads:?}");
-            assert!(
-                three_loads.values().all(|&n| (4..=6).contains(&n)),
-                "{three_loads:?}"
-            );
-        }
-        let three: Vec<String> = ["w-a", "w-b", "w-c"].map(String::from).to_vec();
-        let before = assignment(3000, &three);
-        assert!(loads(&before).values().all(|&n| n == 1000));
-        // Removing a member hands its partitions to the others; the others keep nearly all of
-        // theirs (a few move where the higher cap lets a partition go to its best-scored member).
-        let two: Vec<String> = ["w-a", "w-c"].map(String::from).to_vec();
-        let after = assignment(3000, &two);
-        let kept_moved = before
-            .iter()
-            .zip(&after)
-            .filter(|(b, a)| **b != Some("w-b") && b != a)
-            .count();
-        assert!(kept_moved < 3000 / 30, "{kept_moved} partitions moved");
-        // The same member list in the same order gives the same answer on every worker.
-        assert_eq!(assignment(16, &three), assignment(16, &three));
-        assert!(assignment(3, &[]).iter().all(Option::is_none));
-    }
 
     #[test]
     fn fixed_ownership_accepts_its_partitions_only() {
