@@ -203,8 +203,8 @@ mod tests {
                 self.moves.push((me.to_owned(), *p, false));
             }
             for p in plan.take {
-                if !self.holders.contains_key(&p) {
-                    self.holders.insert(p, me.to_owned());
+                if let std::collections::btree_map::Entry::Vacant(free) = self.holders.entry(p) {
+                    free.insert(me.to_owned());
                     self.moves.push((me.to_owned(), p, true));
                 }
             }
