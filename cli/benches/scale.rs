@@ -129,14 +129,10 @@ fn bare_fps(manifest: &ModelManifest, threads: usize) -> anyhow::Result<(f64, Du
 }
 
 fn write_topology(dir: &Path, ns: &str, threads: usize) -> anyhow::Result<PathBuf> {
-    let header = format!("namespace: {ns}\ndelivery: live\npartitions: {PARTITIONS}");
-    Ok(panoptes_tests::detector_topology(
-        dir,
-        ns,
-        &header,
-        SIDE as u32,
-        threads,
-    ))
+    let mut topology = panoptes_tests::detector_topology(SIDE as u32, threads);
+    topology.config.namespace = ns.to_owned();
+    topology.config.partitions = PARTITIONS;
+    Ok(panoptes_tests::write_topology(dir, ns, &topology))
 }
 
 /// `panoptes worker` processes; killed and reaped if still running when dropped.

@@ -38,7 +38,6 @@
 //! the transport of the dropped frames costs CPU too (it is what a live deployment pays).
 //! Numbers are medians and ratios to the floor of the same run; nothing here asserts a speed.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,11 +51,11 @@ use panoptes_contracts::{CameraId, DetectionMessage, Frame, PixelFormat, Subject
 use panoptes_ingest::TestPattern;
 use panoptes_model::{Backend, Graph, GraphOptions, ModelManifest};
 use panoptes_pipeline::worker::{StatsSnapshot, Worker};
-use panoptes_topology::TopologyFile;
+use panoptes_topology::{Backend as TopologyBackend, BatchingConfig, StageConfig, TopologyFile};
 use tokio_util::sync::CancellationToken;
 
-/// The model's name in the generated topology and its manifest (relative to the repository).
-const MODEL: &str = "ppocr-v4-det";
+/// The model's name in the detector fixture and its manifest (relative to the repository).
+const MODEL: &str = "det";
 const MANIFEST: &str = "models/ppocr-v4-det.yaml";
 /// The detector's input side after the letterbox.
 const SIDE: usize = 640;
@@ -384,41 +383,32 @@ fn templates(n: usize) -> anyhow::Result<Vec<Template>> {
         .collect()
 }
 
-fn topology_yaml(
+/// The detector fixture (`panoptes_tests::detector_topology`) at [`SIDE`], with this case's
+/// backend, threads (0: the backend's choice) and batching.
+fn topology(
     ns: &str,
     backend: Backend,
     threads: usize,
     batching: Option<(usize, u64, bool)>,
-) -> String {
-    let batching = match batching {
-        Some((max_batch, target_ms, adaptive)) => format!(
-            "\n    batching: {{ max_batch: {max_batch}, latency_target_ms: {target_ms}, adaptive: {adaptive} }}"
-        ),
-        None => String::new(),
-    };
-    let threads = match threads {
-        0 => String::new(),
-        n => format!("\n    threads: {n}"),
-    };
-    format!(
-        r#"namespace: {ns}
-models:
-  {MODEL}: {{ manifest: ../{MANIFEST} }}
-stages:
-  - id: preprocess
-    kind: operator
-    wasm: ../operators/dist/letterbox.wasm
-    config: {{ width: {SIDE}, height: {SIDE}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
-  - id: detect
-    kind: model
-    model: {MODEL}{threads}
-    backend: {backend}{batching}
-  - id: text-boxes
-    kind: postprocess
-    postprocessor: db
-    label: text
-"#
-    )
+) -> TopologyFile {
+    let mut topology = panoptes_tests::detector_topology(SIDE as u32, threads.max(1));
+    topology.config.namespace = ns.to_owned();
+    for stage in &mut topology.config.stages {
+        if let StageConfig::Model(m) = stage {
+            m.threads = (threads > 0).then_some(threads);
+            m.backend = match backend {
+                Backend::Ort => TopologyBackend::Ort,
+                Backend::Tract => TopologyBackend::Tract,
+            };
+            m.batching = batching.map(|(max_batch, target_ms, adaptive)| BatchingConfig {
+                max_batch: u32::try_from(max_batch).unwrap_or(u32::MAX),
+                max_wait_ms: None,
+                latency_target_ms: Some(u32::try_from(target_ms).unwrap_or(u32::MAX)),
+                adaptive,
+            });
+        }
+    }
+    topology
 }
 
 struct Case {
@@ -460,20 +450,12 @@ async fn run_case(
     index: usize,
     url: &str,
     templates: &[Template],
-    root: &Path,
 ) -> anyhow::Result<Outcome> {
     let ns = format!("bench{index}");
     let batching = case
         .latency_target_ms
         .map(|t| (cfg.max_batch, t, case.batching == Batching::Adaptive));
-    let yaml = topology_yaml(&ns, case.backend, cfg.threads, batching);
-    let topology = TopologyFile::parse(
-        &yaml,
-        "detector-bench.yaml",
-        &root.join("topologies"),
-        &panoptes_topology::process_env,
-    )
-    .map_err(|d| anyhow!("{d}"))?;
+    let topology = topology(&ns, case.backend, cfg.threads, batching);
     let largest = match case.batching {
         Batching::Off => 1,
         Batching::Fixed | Batching::Adaptive => case.cameras.min(cfg.max_batch),
@@ -701,7 +683,7 @@ fn main() -> anyhow::Result<()> {
                         window: cfg.measure.max(pass * cfg.min_passes),
                     };
                     let started = Instant::now();
-                    let outcome = run_case(&cfg, &case, index, &url, &templates, &root).await?;
+                    let outcome = run_case(&cfg, &case, index, &url, &templates).await?;
                     eprintln!(
                         "  {} {cameras} cam{} {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)",
                         floor.backend,

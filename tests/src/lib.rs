@@ -15,7 +15,7 @@ use panoptes_contracts::stage::{Item, Payload};
 use panoptes_contracts::{CameraId, Tensor};
 use panoptes_ingest::{RawFrame, SourceSpec, ink_bbox, render_still};
 use panoptes_pipeline::nats_server::{NatsServer, NatsServerOptions};
-use panoptes_topology::{CameraConfig, TopologyFile};
+use panoptes_topology::{CameraConfig, StageConfig, TopologyFile};
 
 pub use nats::ServerControls;
 
@@ -144,45 +144,43 @@ pub fn frame_item(frame: &RawFrame, tensor: Tensor) -> Item {
     item
 }
 
-/// Writes `<dir>/<name>.yaml`: the detector chain the scale-out tests and benchmarks run
-/// (letterbox Wasm operator to `side`×`side` → PP-OCRv4 det with `threads` intra-op threads →
-/// DB), the repository's files named by absolute path. `header` is YAML put first (namespace,
-/// delivery, partitions, workers).
-pub fn detector_topology(
-    dir: &Path,
-    name: &str,
-    header: &str,
-    side: u32,
-    threads: usize,
-) -> PathBuf {
+/// The detector chain the scale-out tests and benchmarks run (`tests/fixtures/detector.yaml`:
+/// letterbox Wasm operator to `side`×`side` → PP-OCRv4 det with `threads` intra-op threads →
+/// DB). Callers set the namespace, delivery, partitions and workers on the typed topology.
+pub fn detector_topology(side: u32, threads: usize) -> TopologyFile {
     let root = require_setup();
-    let root = root.canonicalize().unwrap_or(root);
-    let text = format!(
-        r#"{header}
-models:
-  det: {{ manifest: {root}/models/ppocr-v4-det.yaml }}
-stages:
-  - id: preprocess
-    kind: operator
-    wasm: {root}/operators/dist/letterbox.wasm
-    config: {{ width: {side}, height: {side}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
-    timeout_ms: 5000
-  - id: detect
-    kind: model
-    model: det
-    threads: {threads}
-  - id: text-boxes
-    kind: postprocess
-    postprocessor: db
-    label: text
-"#,
-        root = root.display()
-    );
+    let path = root.join("tests/fixtures/detector.yaml");
+    let mut topology = TopologyFile::load(&path).unwrap_or_else(|d| panic!("{d}"));
+    for stage in &mut topology.config.stages {
+        match stage {
+            StageConfig::Operator(op) => {
+                op.config["width"] = side.into();
+                op.config["height"] = side.into();
+            }
+            StageConfig::Model(model) => model.threads = Some(threads),
+            _ => {}
+        }
+    }
+    topology
+}
+
+/// Writes `topology` to `<dir>/<name>.yaml` with its paths made absolute, for the worker and
+/// ingest processes a test starts; returns the path.
+pub fn write_topology(dir: &Path, name: &str, topology: &TopologyFile) -> PathBuf {
+    let text = topology
+        .to_text()
+        .unwrap_or_else(|e| panic!("cannot write topology {name}: {e}"));
     let path = dir.join(format!("{name}.yaml"));
     if let Err(e) = std::fs::write(&path, text) {
         panic!("cannot write {}: {e}", path.display());
     }
     path
+}
+
+/// A camera as a topology's `cameras:` entry gives it (JSON, defaults filled in as when a
+/// topology is read).
+pub fn camera_config(entry: serde_json::Value) -> CameraConfig {
+    serde_json::from_value(entry).unwrap_or_else(|e| panic!("not a camera entry: {e}"))
 }
 
 /// `panoptes worker` child processes, each logging to its own file; killed and reaped when

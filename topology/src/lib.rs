@@ -14,6 +14,7 @@ pub mod geometry;
 pub mod graph;
 mod operator;
 pub mod outputs;
+mod paths;
 mod places;
 pub mod plan;
 pub mod record;

@@ -253,8 +253,10 @@ pub(crate) async fn measure(
         eprintln!("warning: nats-server's process not found in /proc; its CPU is not reported");
     }
     let url = server.url().to_owned();
-    let header = format!("namespace: {NAMESPACE}\ndelivery: live\npartitions: {PARTITIONS}");
-    let topology = panoptes_tests::detector_topology(dir, NAMESPACE, &header, options.side, 1);
+    let mut topology = panoptes_tests::detector_topology(options.side, 1);
+    topology.config.namespace = NAMESPACE.to_owned();
+    topology.config.partitions = PARTITIONS;
+    let topology = panoptes_tests::write_topology(dir, NAMESPACE, &topology);
 
     // Detections: a connection with default capacities (thousands of messages), so the counting
     // side never drops.

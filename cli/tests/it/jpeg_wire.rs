@@ -34,50 +34,25 @@ const CAMERAS: [(&str, (u32, u32), &str); 3] = [
     ("cam-raw", (320, 240), "raw"),
 ];
 
+/// `tests/fixtures/jpeg-wire.yaml` with the cameras of [`CAMERAS`].
 fn write_topology(dir: &Path) -> PathBuf {
-    let root = require_setup();
-    let root = root.canonicalize().unwrap_or(root);
-    let cameras: String = CAMERAS
+    require_setup();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg-wire.yaml");
+    let mut topology = TopologyFile::load(&fixture).unwrap_or_else(|d| panic!("{d}"));
+    topology.config.namespace = NAMESPACE.to_owned();
+    topology.config.cameras = CAMERAS
         .iter()
         .map(|(id, (w, h), encoding)| {
             // textoverlay scales the font with the frame's width, so the text covers the same
             // share of every camera's frame and one letterbox size finds it in all of them.
-            format!(
-                "  - {{ id: {id}, fps: 3, width: {w}, height: {h}, encoding: {encoding}, jpeg_quality: 85, source: {{ test_pattern: {{ text: \"WIRE {id}\", font: \"Sans Bold 36\" }} }} }}\n"
-            )
+            panoptes_tests::camera_config(serde_json::json!({
+                "id": id, "fps": 3, "width": w, "height": h,
+                "encoding": encoding, "jpeg_quality": 85,
+                "source": {"test_pattern": {"text": format!("WIRE {id}"), "font": "Sans Bold 36"}},
+            }))
         })
         .collect();
-    let text = format!(
-        r#"namespace: {NAMESPACE}
-models:
-  det: {{ manifest: {root}/models/ppocr-v4-det.yaml }}
-cameras:
-{cameras}
-stages:
-  - id: decode
-    kind: operator
-    wasm: {root}/operators/dist/jpeg.wasm
-    emits: frames
-    timeout_ms: 5000
-  - id: preprocess
-    kind: operator
-    wasm: {root}/operators/dist/letterbox.wasm
-    config: {{ width: 160, height: 160, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
-    timeout_ms: 5000
-  - id: detect
-    kind: model
-    model: det
-    threads: 1
-  - id: text-boxes
-    kind: postprocess
-    postprocessor: db
-    label: text
-"#,
-        root = root.display()
-    );
-    let path = dir.join("topology.yaml");
-    std::fs::write(&path, text).expect("write topology");
-    path
+    panoptes_tests::write_topology(dir, "topology", &topology)
 }
 
 /// `panoptes run` of `topology` on `url`, logging to `log`.

@@ -107,20 +107,16 @@ async fn until(seen: &Arc<Mutex<Seen>>, what: &str, done: impl Fn(&Seen) -> bool
 
 /// An ingest-only topology: the one camera at `url` (the detector stages are not run by an
 /// ingest process; a topology needs some).
-fn rtsp_topology(dir: &std::path::Path, ns: &str, url: &str, transport: &str) -> TopologyFile {
-    let header = format!(
-        r#"namespace: {ns}
-cameras:
-  - id: door
-    source: {{ rtsp: {{ url: "{url}", transport: {transport}, latency_ms: 100 }} }}
-    width: 160
-    height: 120
-    fps: 5
-    reconnect: {{ initial_ms: 200, max_ms: 1000, stall_ms: 2000 }}
-"#
-    );
-    let path = panoptes_tests::detector_topology(dir, "rtsp", &header, 160, 1);
-    TopologyFile::load(&path).unwrap_or_else(|d| panic!("{}", d.render(false)))
+fn rtsp_topology(ns: &str, url: &str, transport: &str) -> TopologyFile {
+    let mut topology = panoptes_tests::detector_topology(160, 1);
+    topology.config.namespace = ns.to_owned();
+    topology.config.cameras = vec![panoptes_tests::camera_config(serde_json::json!({
+        "id": "door",
+        "source": {"rtsp": {"url": url, "transport": transport, "latency_ms": 100}},
+        "width": 160, "height": 120, "fps": 5,
+        "reconnect": {"initial_ms": 200, "max_ms": 1000, "stall_ms": 2000},
+    }))];
+    topology
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +130,7 @@ async fn rtsp_camera_goes_down_and_reconnects_when_its_server_restarts() {
     let client = panoptes::connect(nats.url()).await.expect("connect");
     let seen = watch(&client, ns).await;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let topology = rtsp_topology(dir.path(), ns, &server.url(), "tcp");
+    let topology = rtsp_topology(ns, &server.url(), "tcp");
     let running = Running::start(&topology, Some(nats.url()), Role::Ingest { cameras: None })
         .await
         .expect("start ingest");
@@ -212,8 +207,7 @@ async fn rtsp_over_udp_delivers_frames_and_reports_a_vanished_server() {
     let ns = "rtspudp";
     let client = panoptes::connect(nats.url()).await.expect("connect");
     let seen = watch(&client, ns).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let topology = rtsp_topology(dir.path(), ns, &server.url(), "udp");
+    let topology = rtsp_topology(ns, &server.url(), "udp");
     let running = Running::start(&topology, Some(nats.url()), Role::Ingest { cameras: None })
         .await
         .expect("start ingest");
@@ -234,28 +228,27 @@ async fn rtsp_over_udp_delivers_frames_and_reports_a_vanished_server() {
 }
 
 /// A test-pattern camera entry, as a topology or `panoptes camera add` takes it.
-fn pattern_camera(id: &str, text: &str) -> String {
-    format!(
-        r#"  - id: {id}
-    source: {{ test_pattern: {{ text: "{text}", font: "Sans Bold 40" }} }}
-    width: 320
-    height: 240
-    fps: 4
-"#
-    )
+fn pattern_camera(id: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "source": {"test_pattern": {"text": text, "font": "Sans Bold 40"}},
+        "width": 320, "height": 240, "fps": 4,
+    })
 }
 
 /// Topologies of these tests enable control with the key pair `admin.key`(`.pub`) beside them.
 fn write_topology(path: &std::path::Path, ns: &str, cameras: &[(&str, &str)]) {
-    let mut header =
-        format!("namespace: {ns}\ncontrol:\n  enabled: true\n  keys: [admin.key.pub]\ncameras:\n");
-    for (id, text) in cameras {
-        header.push_str(&pattern_camera(id, text));
-    }
     let dir = path.parent().expect("dir");
     admin(dir);
+    let mut topology = panoptes_tests::detector_topology(160, 1);
+    topology.config.namespace = ns.to_owned();
+    topology.config.control.enabled = true;
+    topology.config.control.keys = vec![dir.join("admin.key.pub")];
+    topology.config.cameras = (cameras.iter())
+        .map(|(id, text)| panoptes_tests::camera_config(pattern_camera(id, text)))
+        .collect();
     let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
-    let written = panoptes_tests::detector_topology(dir, name, &header, 160, 1);
+    let written = panoptes_tests::write_topology(dir, name, &topology);
     assert_eq!(written, path);
 }
 
@@ -501,15 +494,17 @@ async fn recorded_files_play_to_their_end_and_report_it_without_reconnecting() {
     make_clip(&dir.path().join("h264.mp4"), "x264enc ! mp4mux");
     make_clip(&dir.path().join("mjpeg.mkv"), "jpegenc ! matroskamux");
     let ns = "files";
-    let header = format!(
-        r#"namespace: {ns}
-cameras:
-  - {{ id: mp4, source: {{ file: {{ path: h264.mp4 }} }}, width: 160, height: 120, fps: 10 }}
-  - {{ id: mkv, source: {{ file: {{ path: mjpeg.mkv }} }}, width: 160, height: 120, fps: 10 }}
-"#
-    );
-    let path = panoptes_tests::detector_topology(dir.path(), "files", &header, 160, 1);
-    let topology = TopologyFile::load(&path).unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let mut topology = panoptes_tests::detector_topology(160, 1);
+    topology.config.namespace = ns.to_owned();
+    topology.config.cameras = [("mp4", "h264.mp4"), ("mkv", "mjpeg.mkv")]
+        .map(|(id, file)| {
+            panoptes_tests::camera_config(serde_json::json!({
+                "id": id,
+                "source": {"file": {"path": dir.path().join(file)}},
+                "width": 160, "height": 120, "fps": 10,
+            }))
+        })
+        .to_vec();
     let client = panoptes::connect(nats.url()).await.expect("connect");
     let seen = watch(&client, ns).await;
     let running = Running::start(&topology, Some(nats.url()), Role::Ingest { cameras: None })

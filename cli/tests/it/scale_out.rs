@@ -13,6 +13,7 @@ use futures::StreamExt;
 use panoptes_contracts::frame::{Frame, PixelBuffer, PixelFormat};
 use panoptes_contracts::{CameraId, DetectionMessage};
 use panoptes_tests::{ServerControls as _, WorkerProcesses, detector_topology, nats_server};
+use panoptes_topology::Delivery;
 
 const NS: &str = "scale";
 const CAMERAS: usize = 8;
@@ -42,11 +43,18 @@ fn start_workers(n: usize, topology: &Path, url: &str, dir: &Path) -> Workers {
     .expect("spawn panoptes worker")
 }
 
-fn write_topology(dir: &Path, delivery: &str) -> PathBuf {
-    let header = format!(
-        "namespace: {NS}\ndelivery: {delivery}\npartitions: 16\nworkers: {{ lease_ttl_ms: {LEASE_TTL_MS}, ack_wait_ms: 4000 }}"
-    );
-    detector_topology(dir, "scale", &header, 160, 1)
+fn write_topology(dir: &Path, delivery: Delivery) -> PathBuf {
+    write_topology_in(dir, NS, delivery)
+}
+
+fn write_topology_in(dir: &Path, ns: &str, delivery: Delivery) -> PathBuf {
+    let mut topology = detector_topology(160, 1);
+    topology.config.namespace = ns.to_owned();
+    topology.config.delivery = delivery;
+    topology.config.partitions = 16;
+    topology.config.workers.lease_ttl_ms = LEASE_TTL_MS;
+    topology.config.workers.ack_wait_ms = 4000;
+    panoptes_tests::write_topology(dir, "scale", &topology)
 }
 
 fn camera(i: usize) -> String {
@@ -216,7 +224,7 @@ async fn durable_failover_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().await;
     let server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let topology = write_topology(dir.path(), "durable");
+    let topology = write_topology(dir.path(), Delivery::Durable);
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
     let mut workers = start_workers(3, &topology, server.url(), dir.path());
@@ -323,7 +331,7 @@ async fn live_failover_resumes_every_camera_with_bounded_loss() {
     let _serial = SERIAL.lock().await;
     let server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let topology = write_topology(dir.path(), "live");
+    let topology = write_topology(dir.path(), Delivery::Live);
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
     let mut detections = client
@@ -481,7 +489,7 @@ async fn workers_resume_after_a_nats_server_restart() {
     let _serial = SERIAL.lock().await;
     let mut server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let topology = write_topology(dir.path(), "durable");
+    let topology = write_topology(dir.path(), Delivery::Durable);
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
     let mut workers = start_workers(2, &topology, server.url(), dir.path());
@@ -602,15 +610,9 @@ async fn unfused_stages_over_nats_give_the_fused_results() {
     let fused_dir = dir.path().join("fused");
     std::fs::create_dir_all(&split_dir).expect("dir");
     std::fs::create_dir_all(&fused_dir).expect("dir");
-    let split = write_topology(&split_dir, "live");
-    let fused = write_topology(&fused_dir, "live");
+    let split = write_topology(&split_dir, Delivery::Live);
     // The same stages under another namespace, run fused by one worker.
-    let text = std::fs::read_to_string(&fused).expect("read");
-    std::fs::write(
-        &fused,
-        text.replace(&format!("namespace: {NS}"), "namespace: fused"),
-    )
-    .expect("write");
+    let fused = write_topology_in(&fused_dir, "fused", Delivery::Live);
 
     let client = async_nats::connect(server.url()).await.expect("connect");
     let mut split_out = client

@@ -131,7 +131,9 @@ async fn frames_from_the_python_example_are_processed_like_a_cameras() {
     .expect("nats-server (run scripts/setup.sh)");
     let url = server.url().to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
-    let topology = detector_topology(dir.path(), "t", &format!("namespace: {NS}"), 640, 1);
+    let mut topology = detector_topology(640, 1);
+    topology.config.namespace = NS.to_owned();
+    let topology = panoptes_tests::write_topology(dir.path(), "t", &topology);
 
     let mut worker = Worker(
         Command::new(env!("CARGO_BIN_EXE_panoptes"))

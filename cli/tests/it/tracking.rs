@@ -20,7 +20,8 @@ use panoptes_contracts::event::{Event, EventKind};
 use panoptes_contracts::stage::{FrameMeta, Item, Payload};
 use panoptes_contracts::tensor::Transform;
 use panoptes_contracts::{CameraId, Detection, DetectionMessage};
-use panoptes_tests::{WorkerProcesses, detector_topology, nats_server};
+use panoptes_tests::{WorkerProcesses, nats_server};
+use panoptes_topology::{StageConfig, TopologyFile};
 
 const CAMERAS: usize = 6;
 const FPS: u64 = 10;
@@ -120,27 +121,20 @@ fn item(cam: &str, seq: u64, t0_ns: u64) -> bytes::Bytes {
     panoptes_contracts::envelope::encode(&item).expect("encode item")
 }
 
-/// The detector chain with a tracker and analytics after it, saving each camera's state every
-/// `save_ms`; the cameras (declared for their zones and lines; the test publishes their
-/// detections) have the zone `walk` on A's path and the line `gate` across B's.
+/// `tests/fixtures/tracking.yaml`: the detector chain with a tracker and analytics after it,
+/// saving each camera's state every `save_ms`; the cameras have the zone `walk` on A's path
+/// and the line `gate` across B's.
 fn write_topology(dir: &Path, save_ms: u64) -> PathBuf {
-    let header = "namespace: trk\ndelivery: live\npartitions: 8\nworkers: { lease_ttl_ms: 1500 }";
-    let path = detector_topology(dir, "tracking", header, 160, 1);
-    let mut text = std::fs::read_to_string(&path).expect("topology");
-    text.push_str(&format!(
-        "  - id: track\n    kind: tracker\n    input: text-boxes\n    snapshot_interval_ms: {save_ms}\n  - id: places\n    kind: analytics\n    input: track\n    snapshot_interval_ms: {save_ms}\n"
-    ));
-    text.push_str(
-        &std::fs::read_to_string(fixture("tracking-cameras.yaml")).expect("cameras fixture"),
-    );
-    std::fs::write(&path, text).expect("write topology");
-    path
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracking.yaml");
+    let mut topology = TopologyFile::load(&path).unwrap_or_else(|d| panic!("{d}"));
+    for stage in &mut topology.config.stages {
+        match stage {
+            StageConfig::Tracker(t) => t.snapshot_interval_ms = save_ms,
+            StageConfig::Analytics(a) => a.snapshot_interval_ms = save_ms,
+            _ => {}
+        }
+    }
+    panoptes_tests::write_topology(dir, "tracking", &topology)
 }
 
 fn start(n: usize, topology: &Path, url: &str, dir: &Path) -> WorkerProcesses {

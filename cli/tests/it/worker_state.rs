@@ -24,6 +24,7 @@ use panoptes_contracts::{CameraId, DetectionMessage, Event, EventKind, Subjects}
 use panoptes_pipeline::camera_state::CameraLimits;
 use panoptes_pipeline::worker::{Worker, WorkerStats};
 use panoptes_tests::{ServerControls as _, WorkerProcesses, detector_topology, nats_server};
+use panoptes_topology::Delivery;
 
 /// Failure guard only: how long any wait may take before the test gives up.
 const GUARD: Duration = Duration::from_secs(120);
@@ -33,11 +34,14 @@ const LEASE_TTL_MS: u64 = 1500;
 /// workers into dropping frames, which is not what these tests are about.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn write_topology(dir: &Path, ns: &str, delivery: &str, ack_wait_ms: u64) -> PathBuf {
-    let header = format!(
-        "namespace: {ns}\ndelivery: {delivery}\npartitions: 16\nworkers: {{ lease_ttl_ms: {LEASE_TTL_MS}, ack_wait_ms: {ack_wait_ms} }}"
-    );
-    detector_topology(dir, ns, &header, 160, 1)
+fn write_topology(dir: &Path, ns: &str, delivery: Delivery, ack_wait_ms: u64) -> PathBuf {
+    let mut topology = detector_topology(160, 1);
+    topology.config.namespace = ns.to_owned();
+    topology.config.delivery = delivery;
+    topology.config.partitions = 16;
+    topology.config.workers.lease_ttl_ms = LEASE_TTL_MS;
+    topology.config.workers.ack_wait_ms = ack_wait_ms;
+    panoptes_tests::write_topology(dir, ns, &topology)
 }
 
 /// A 160×120 frame with a bright bar (text-like for the detector).
@@ -148,7 +152,7 @@ enum Disruption {
 async fn lone_worker_through(disruption: Disruption, ns: &'static str) -> String {
     let mut server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let topology = write_topology(dir.path(), ns, "live", 4000);
+    let topology = write_topology(dir.path(), ns, Delivery::Live, 4000);
     // Reconnects within 10 ms of the server's return, ahead of the worker (whose delay grows to
     // 1 s), so the first frames after a restart are published before the worker is back.
     let client = async_nats::ConnectOptions::new()
@@ -305,7 +309,7 @@ async fn a_stalled_durable_worker_cannot_reorder_a_camera() {
     let _serial = SERIAL.lock().await;
     let server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let topology = write_topology(dir.path(), NS, "durable", 3000);
+    let topology = write_topology(dir.path(), NS, Delivery::Durable, 3000);
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client.clone());
     let mut events = client
@@ -498,7 +502,7 @@ async fn camera_churn_is_capped_and_idle_cameras_are_forgotten() {
     let _serial = SERIAL.lock().await;
     let server = nats_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_topology(dir.path(), NS, "live", 4000);
+    let path = write_topology(dir.path(), NS, Delivery::Live, 4000);
     let topology = panoptes_topology::TopologyFile::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let idle = Duration::from_secs(2);
 

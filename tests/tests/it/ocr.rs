@@ -32,21 +32,18 @@ const MESSAGES_PER_CAMERA: usize = 2;
 
 /// `topologies/ocr.yaml` with its cameras replaced by one camera per string.
 fn ocr_topology() -> TopologyFile {
-    require_setup();
-    let dir = repo_root().join("topologies");
-    let text = std::fs::read_to_string(dir.join("ocr.yaml")).expect("ocr.yaml");
-    let (head, rest) = text.split_once("\ncameras:\n").expect("a cameras section");
-    let (_, stages) = rest.split_once("\nstages:\n").expect("a stages section");
-    let mut cameras = String::new();
-    for (id, text, font, x, y) in STRINGS {
-        cameras.push_str(&format!(
-            "  - id: {id}\n    source: {{ test_pattern: {{ text: \"{text}\", font: \"{font}\", xpos: {x}, ypos: {y}, background: \"#283038\" }} }}\n    fps: 1\n    width: 1280\n    height: 720\n"
-        ));
-    }
-    let yaml = format!("{head}\ncameras:\n{cameras}\nstages:\n{stages}");
-    let mut topology =
-        TopologyFile::parse(&yaml, "ocr-e2e.yaml", &dir, &panoptes_topology::process_env)
-            .unwrap_or_else(|d| panic!("{d}"));
+    let mut topology = panoptes_tests::topology("ocr");
+    topology.config.cameras = STRINGS
+        .iter()
+        .map(|(id, text, font, x, y)| {
+            panoptes_tests::camera_config(serde_json::json!({
+                "id": id, "fps": 1, "width": 1280, "height": 720,
+                "source": {"test_pattern": {
+                    "text": text, "font": font, "xpos": x, "ypos": y, "background": "#283038",
+                }},
+            }))
+        })
+        .collect();
     // Fixed batches without a latency target: on this CPU the adaptive controller would
     // (rightly) keep the detector mostly unbatched, and on a loaded machine the target would
     // forbid batches; this test is about batches being read correctly.

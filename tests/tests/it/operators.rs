@@ -4,7 +4,6 @@
 //! operator stage's module is swapped by a control message without restarting the worker.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -17,41 +16,17 @@ use panoptes_contracts::{DetectionMessage, Subjects};
 use panoptes_tests::repo_root;
 use panoptes_topology::TopologyFile;
 
-fn parse(text: &str, base: &Path) -> TopologyFile {
-    TopologyFile::parse(
-        text,
-        "operators.yaml",
-        base,
-        &panoptes_topology::process_env,
-    )
-    .unwrap_or_else(|d| panic!("{d}"))
-}
-
-fn camera(id: &str) -> String {
-    format!(
-        "  - {{ id: {id}, fps: 8, width: 160, height: 120, source: {{ test_pattern: {{ text: \"{id}\" }} }} }}\n"
-    )
+/// `tests/fixtures/misbehave.yaml`: four cameras, one of them fine, and the misbehaving
+/// operator faulting on the others.
+fn misbehave() -> TopologyFile {
+    let path = repo_root().join("tests/fixtures/misbehave.yaml");
+    TopologyFile::load(&path).unwrap_or_else(|d| panic!("{d}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_frames_fail_alone_and_are_reported() {
     let _machine = crate::shared_machine();
-    let mut text = String::from("cameras:\n");
-    for id in ["cam-ok", "cam-trap", "cam-spin", "cam-hog"] {
-        text.push_str(&camera(id));
-    }
-    text.push_str(
-        r#"stages:
-  - id: probe
-    kind: operator
-    wasm: ../operators/dist/misbehave.wasm
-    emits: detections
-    timeout_ms: 100
-    memory_mib: 48
-    config: { faults: { cam-trap: trap, cam-spin: spin, cam-hog: hog } }
-"#,
-    );
-    let topology = parse(&text, &repo_root().join("topologies"));
+    let topology = misbehave();
     let running = Running::start(&topology, None, Role::All)
         .await
         .expect("start");
@@ -143,12 +118,23 @@ async fn a_control_message_swaps_the_module_without_a_restart() {
     let key = dir.path().join("admin.key");
     panoptes_client::keys::generate_key_files(&key).unwrap();
     let signer = Signer::read(&key).unwrap();
-    let text = format!(
-        "control: {{ enabled: true, keys: [admin.key.pub] }}\ncameras:\n{}{}stages:\n  - {{ id: probe, kind: operator, wasm: probe.wasm, emits: detections }}\n",
-        camera("cam-a"),
-        camera("cam-b")
-    );
-    let topology = parse(&text, dir.path());
+    // The fixture's cameras cam-ok and cam-trap, renamed, with the copied module and no faults
+    // to start with; control on, with the key made here.
+    let mut topology = misbehave();
+    topology.config.control.enabled = true;
+    topology.config.control.keys = vec![dir.path().join("admin.key.pub")];
+    topology.config.cameras.truncate(2);
+    for (camera, id) in topology.config.cameras.iter_mut().zip(["cam-a", "cam-b"]) {
+        camera.id = id.to_owned();
+    }
+    for stage in &mut topology.config.stages {
+        if let panoptes_topology::StageConfig::Operator(op) = stage {
+            op.wasm = module.clone();
+            op.config = serde_json::json!({});
+            op.timeout_ms = None;
+            op.memory_mib = None;
+        }
+    }
 
     let running = Running::start(&topology, None, Role::All)
         .await

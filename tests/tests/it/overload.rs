@@ -42,13 +42,9 @@ const WARMUP: &str = "warmup";
 const BLOCKER: &str = "blocker";
 
 fn write_topology(dir: &Path) -> PathBuf {
-    panoptes_tests::detector_topology(
-        dir,
-        "overload",
-        &format!("namespace: {NS}\ndelivery: live"),
-        640,
-        1,
-    )
+    let mut topology = panoptes_tests::detector_topology(640, 1);
+    topology.config.namespace = NS.to_owned();
+    panoptes_tests::write_topology(dir, "overload", &topology)
 }
 
 fn camera(i: usize) -> String {
