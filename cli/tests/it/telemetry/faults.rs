@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use panoptes_tests::otlp::{OtlpReceiver, ReceivedSpan};
-use panoptes_tests::{nats_server, require_setup};
+use panoptes_tests::{nats_server, repo_root};
+use panoptes_topology::{StageConfig, TopologyFile};
 
 use super::metrics::{count_per_camera, free_port, metric};
 use super::{GUARD, Process, SERIAL};
@@ -16,28 +17,22 @@ async fn operator_faults_are_counted_and_their_spans_fail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = nats_server();
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let root = require_setup();
-    let root = root.canonicalize().unwrap_or(root);
-    let topology = dir.path().join("faults.yaml");
-    std::fs::write(
-        &topology,
-        format!(
-            r#"namespace: flt
-partitions: 1
-telemetry: {{ otlp_endpoint: "{endpoint}", sampling: 1.0 }}
-stages:
-  - id: probe
-    kind: operator
-    wasm: {root}/operators/dist/misbehave.wasm
-    emits: detections
-    timeout_ms: 100
-    config: {{ faults: {{ cam-trap: trap, cam-spin: spin }} }}
-"#,
-            endpoint = receiver.grpc_endpoint(),
-            root = root.display()
-        ),
-    )
-    .expect("write topology");
+    // The operator fault fixture (tests/fixtures/misbehave.yaml) without its cameras: the
+    // test publishes the frames itself.
+    let fixture = repo_root().join("tests/fixtures/misbehave.yaml");
+    let mut topology = TopologyFile::load(&fixture).unwrap_or_else(|d| panic!("{d}"));
+    topology.config.namespace = "flt".to_owned();
+    topology.config.partitions = 1;
+    topology.config.cameras.clear();
+    topology.config.telemetry.otlp_endpoint = Some(receiver.grpc_endpoint());
+    topology.config.telemetry.sampling = 1.0;
+    for stage in &mut topology.config.stages {
+        if let StageConfig::Operator(op) = stage {
+            op.config = serde_json::json!({"faults": {"cam-trap": "trap", "cam-spin": "spin"}});
+            op.memory_mib = None;
+        }
+    }
+    let topology = panoptes_tests::write_topology(dir.path(), "faults", &topology);
     let topology = topology.to_str().expect("utf-8 path");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let detections = count_per_camera(&client, "flt.detections.>").await;

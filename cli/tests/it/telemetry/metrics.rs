@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use panoptes_tests::{ServerControls as _, nats_server};
 
-use super::{GUARD, Process, SERIAL, STAGES, write_topology};
+use super::{GUARD, Process, SERIAL, STAGES, topology, write_topology};
 
 /// A free loopback port for a `/metrics` listener.
 pub(crate) fn free_port() -> u16 {
@@ -106,16 +106,16 @@ async fn metrics_count_the_frames_published_and_the_detections_received() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = nats_server();
-    let mut cameras = String::new();
+    let mut cameras = Vec::new();
     for id in ["clip-a", "clip-b"] {
         let clip = dir.path().join(format!("{id}.mkv"));
         make_clip(&clip, &format!("METRICS {id}"));
-        cameras.push_str(&format!(
-            "  - {{ id: {id}, fps: 12, width: 320, height: 240, source: {{ file: {{ path: {} }} }} }}\n",
-            clip.display()
-        ));
+        cameras.push(serde_json::json!({
+            "id": id, "fps": 12, "width": 320, "height": 240,
+            "source": {"file": {"path": clip}},
+        }));
     }
-    let topology = write_topology(dir.path(), "namespace: met\npartitions: 1", &cameras);
+    let topology = write_topology(dir.path(), &topology("met", &cameras));
     let topology = topology.to_str().expect("utf-8 path");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let frames = count_per_camera(&client, "met.frames.>").await;

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use panoptes_tests::{repo_root, require_setup};
+use panoptes_tests::repo_root;
+use panoptes_topology::{BatchingConfig, StageConfig, TopologyFile};
 
 use crate::child::Logged;
 
@@ -28,49 +29,43 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_panoptes"))
 }
 
-/// `header` first (namespace, telemetry, partitions), then two cameras from `cameras`, then
-/// letterbox 160 → PP-OCRv4 det (frames of both cameras batched) → DB.
-fn write_topology(dir: &Path, header: &str, cameras: &str) -> PathBuf {
-    let root = require_setup();
-    let root = root.canonicalize().unwrap_or(root);
-    let text = format!(
-        r#"{header}
-models:
-  det: {{ manifest: {root}/models/ppocr-v4-det.yaml }}
-cameras:
-{cameras}
-stages:
-  - id: preprocess
-    kind: operator
-    wasm: {root}/operators/dist/letterbox.wasm
-    config: {{ width: 160, height: 160, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channels: bgr }}
-    timeout_ms: 5000
-  - id: detect
-    kind: model
-    model: det
-    threads: 1
-    batching: {{ max_batch: 2, max_wait_ms: 400, adaptive: false }}
-  - id: text-boxes
-    kind: postprocess
-    postprocessor: db
-    label: text
-"#,
-        root = root.display()
-    );
-    let path = dir.join("topology.yaml");
-    std::fs::write(&path, text).expect("write topology");
-    path
+/// The detector fixture (letterbox 160 → PP-OCRv4 det, frames of both cameras batched → DB)
+/// in namespace `ns` with one partition and `cameras` (topology camera entries as JSON); the
+/// caller sets the telemetry.
+fn topology(ns: &str, cameras: &[serde_json::Value]) -> TopologyFile {
+    let mut topology = panoptes_tests::detector_topology(160, 1);
+    topology.config.namespace = ns.to_owned();
+    topology.config.partitions = 1;
+    topology.config.cameras = cameras
+        .iter()
+        .map(|c| panoptes_tests::camera_config(c.clone()))
+        .collect();
+    for stage in &mut topology.config.stages {
+        if let StageConfig::Model(m) = stage {
+            m.batching = Some(BatchingConfig {
+                max_batch: 2,
+                max_wait_ms: Some(400),
+                latency_target_ms: None,
+                adaptive: false,
+            });
+        }
+    }
+    topology
 }
 
-fn test_pattern_cameras() -> String {
+fn write_topology(dir: &Path, topology: &TopologyFile) -> PathBuf {
+    panoptes_tests::write_topology(dir, "topology", topology)
+}
+
+fn test_pattern_cameras() -> Vec<serde_json::Value> {
     ["cam-a", "cam-b"]
-        .iter()
         .map(|id| {
-            format!(
-                "  - {{ id: {id}, fps: 4, width: 320, height: 240, source: {{ test_pattern: {{ text: \"TRACE {id}\", font: \"Sans Bold 24\" }} }} }}\n"
-            )
+            serde_json::json!({
+                "id": id, "fps": 4, "width": 320, "height": 240,
+                "source": {"test_pattern": {"text": format!("TRACE {id}"), "font": "Sans Bold 24"}},
+            })
         })
-        .collect()
+        .to_vec()
 }
 
 /// A `panoptes` child process logging to `<dir>/<name>.log`; killed when dropped.

@@ -8,7 +8,9 @@ use futures::StreamExt;
 use panoptes_tests::nats_server;
 use panoptes_tests::otlp::{OtlpReceiver, ReceivedSpan};
 
-use super::{GUARD, Process, SERIAL, STAGES, test_pattern_cameras, write_topology};
+use panoptes_topology::OtlpProtocol;
+
+use super::{GUARD, Process, SERIAL, STAGES, test_pattern_cameras, topology, write_topology};
 
 /// Detection messages as they arrive, with the trace ID of their `traceparent` header.
 async fn collect_detections(
@@ -150,11 +152,11 @@ async fn one_frame_is_one_trace_across_the_ingest_and_worker_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = nats_server();
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let header = format!(
-        "namespace: tr\npartitions: 1\ntelemetry: {{ otlp_endpoint: \"{}\", otlp_protocol: grpc, sampling: 1.0 }}",
-        receiver.grpc_endpoint()
-    );
-    let topology = write_topology(dir.path(), &header, &test_pattern_cameras());
+    let mut topology = topology("tr", &test_pattern_cameras());
+    topology.config.telemetry.otlp_endpoint = Some(receiver.grpc_endpoint());
+    topology.config.telemetry.otlp_protocol = OtlpProtocol::Grpc;
+    topology.config.telemetry.sampling = 1.0;
+    let topology = write_topology(dir.path(), &topology);
     let topology = topology.to_str().expect("utf-8 path");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let mut detections = collect_detections(client.clone(), "tr.detections.>".into()).await;
@@ -235,8 +237,11 @@ async fn the_worker_follows_the_sampling_decision_of_the_publisher() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     // cam-a comes from an ingest process that samples nothing; cam-b is published by this test
     // without any trace context, so the worker starts its traces (sampling everything).
-    let cameras = "  - { id: cam-a, fps: 4, width: 320, height: 240, source: { test_pattern: { text: \"UNSAMPLED\" } } }\n";
-    let topology = write_topology(dir.path(), "namespace: smp\npartitions: 1", cameras);
+    let camera = serde_json::json!({
+        "id": "cam-a", "fps": 4, "width": 320, "height": 240,
+        "source": {"test_pattern": {"text": "UNSAMPLED"}},
+    });
+    let topology = write_topology(dir.path(), &topology("smp", &[camera]));
     let topology = topology.to_str().expect("utf-8 path");
     let client = async_nats::connect(server.url()).await.expect("connect");
     let mut detections = collect_detections(client.clone(), "smp.detections.>".into()).await;
