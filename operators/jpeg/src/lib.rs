@@ -5,11 +5,13 @@
 //!
 //! The bytes come from cameras and other publishers, so they are treated as hostile: the decoded
 //! size is capped (`max_pixels`) before anything is allocated for it, and a damaged file is an
-//! `invalid-input` error naming the camera and frame, never a trap.
+//! `invalid-input` error naming the camera and frame, never a trap. The decoding is the host's
+//! `decode-jpeg` kernel (world `kernel-operator@0.3.0`): the file is not copied into the
+//! operator, and the image is not copied out.
 
-use panoptes_op_preprocess::PreprocessError;
-use panoptes_op_preprocess::jpeg::{self, DEFAULT_MAX_PIXELS, JpegOptions};
-use panoptes_operator_sdk::{Error, Frame, Image, Input, Operator, Output, PixelFormat};
+use panoptes_op_preprocess::jpeg::{DEFAULT_MAX_PIXELS, JpegOptions};
+use panoptes_operator_sdk::kernels::{self, KernelOperator, KernelOutput};
+use panoptes_operator_sdk::{Error, Frame, Image, Input, Output, PixelFormat};
 use serde::Deserialize;
 
 /// The largest `max_pixels` accepted: 16384 x 16384, the largest frame the pipeline carries.
@@ -53,19 +55,21 @@ impl Config {
     }
 }
 
-/// The operator: a JPEG or RGB8 frame in, an RGB8 image out.
+/// The operator: a JPEG or RGB8 frame in, an RGB8 image out. JPEG files are decoded by the
+/// host's kernel (the same `panoptes-op-preprocess` decoder, native) from the bytes the host
+/// holds, and the image stays on the host.
 pub struct JpegOperator {
     options: JpegOptions,
 }
 
-impl Operator for JpegOperator {
+impl KernelOperator for JpegOperator {
     fn init(config: &str) -> Result<Self, Error> {
         Ok(Self {
             options: Config::parse(config)?,
         })
     }
 
-    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<KernelOutput, Error> {
         let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
         if !matches!(input, Input::Frame) {
             return Err(Error::InvalidInput(format!(
@@ -82,6 +86,7 @@ impl Operator for JpegOperator {
             PixelFormat::Jpeg => {}
             PixelFormat::Rgb8 => {
                 return passthrough(frame)
+                    .map(KernelOutput::Output)
                     .map_err(|m| Error::InvalidInput(format!("{}: {m}", where_())));
             }
             _ => {
@@ -91,26 +96,16 @@ impl Operator for JpegOperator {
                 )));
             }
         }
-        let file = frame.pixels();
-        let mut pixels = Vec::new();
-        // Later stages (and the boxes they report) go by the frame's declared size, so a JPEG of
-        // any other size is refused, from its header, before its pixels are allocated.
-        let (width, height) = (frame.width(), frame.height());
-        jpeg::decode_rgb8_sized(&file, &self.options, (width, height), &mut pixels).map_err(
-            |e: PreprocessError| {
-                if e.is_input() {
-                    Error::InvalidInput(format!("{}: {e}", where_()))
-                } else {
-                    Error::Internal(e.to_string())
-                }
-            },
-        )?;
-        Ok(Output::Image(Image {
-            width,
-            height,
-            format: PixelFormat::Rgb8,
-            pixels,
-        }))
+        // Later stages (and the boxes they report) go by the frame's declared size, so the
+        // kernel refuses a JPEG of any other size, from its header, before its pixels are
+        // allocated.
+        let options = kernels::JpegOptions {
+            max_pixels: self.options.max_pixels,
+            strict: self.options.strict,
+        };
+        Ok(KernelOutput::HostImage(kernels::decode_jpeg(
+            frame, options,
+        )?))
     }
 }
 
@@ -138,7 +133,7 @@ fn passthrough(frame: &Frame) -> Result<Output, String> {
 }
 
 // JPEG is decoded; RGB8 passes through unchanged, so raw and JPEG cameras share a chain.
-panoptes_operator_sdk::export_operator!(JpegOperator, accepts: [Rgb8, Jpeg]);
+panoptes_operator_sdk::export_kernel_operator!(JpegOperator, accepts: [Rgb8, Jpeg]);
 
 #[cfg(test)]
 mod tests {

@@ -3,10 +3,11 @@
 //! Built with `--target wasm32-wasip2` this crate is the `letterbox` component; natively it is
 //! the same operator code, so configuration parsing is unit-tested on the host.
 
-use panoptes_op_preprocess::{Letterbox, Normalize, PreprocessError};
-use panoptes_operator_sdk::{
-    Error, Frame, Input, Operator, Output, PixelFormat, Tensor, Transform,
+use panoptes_op_preprocess::{Letterbox, Normalize};
+use panoptes_operator_sdk::kernels::{
+    self, ChannelOrder, KernelOperator, KernelOutput, LetterboxParams, LetterboxShape,
 };
+use panoptes_operator_sdk::{Error, Frame, Input};
 use serde::Deserialize;
 
 /// Operator configuration, passed by the host to `init` as JSON. Every field is optional.
@@ -92,64 +93,57 @@ impl Config {
     }
 }
 
-/// The operator: frame in, `[1, 3, height, width]` tensor and its transform out.
-pub struct LetterboxOperator {
-    letterbox: Letterbox,
-    /// Reused between frames so the pixel copy does not allocate each time.
-    pixels: Vec<u8>,
+impl Config {
+    /// The host kernel's parameters for this configuration.
+    pub fn params(&self) -> LetterboxParams {
+        let [m0, m1, m2] = self.mean;
+        let [s0, s1, s2] = self.std;
+        LetterboxParams {
+            width: self.width,
+            height: self.height,
+            shape: match self.shape {
+                Shape::Fixed => LetterboxShape::Fixed,
+                Shape::Frame => LetterboxShape::Frame(self.multiple),
+            },
+            mean: (m0, m1, m2),
+            std: (s0, s1, s2),
+            pad: self.pad,
+            channels: match self.channels {
+                Channels::Rgb => ChannelOrder::Rgb,
+                Channels::Bgr => ChannelOrder::Bgr,
+            },
+        }
+    }
 }
 
-impl Operator for LetterboxOperator {
+/// The operator: frame in, `[1, 3, height, width]` tensor and its transform out. The letterbox
+/// runs in the host's kernel (the same `panoptes-op-preprocess` code, native) on the frame the
+/// host holds, and the tensor stays on the host.
+pub struct LetterboxOperator {
+    params: LetterboxParams,
+}
+
+impl KernelOperator for LetterboxOperator {
     fn init(config: &str) -> Result<Self, Error> {
-        let letterbox = Config::parse(config)
-            .and_then(|c| c.build())
-            .map_err(Error::InvalidConfig)?;
+        let config = Config::parse(config).map_err(Error::InvalidConfig)?;
+        // Checked here, so a bad configuration fails the stage's start, not every frame.
+        config.build().map_err(Error::InvalidConfig)?;
         Ok(Self {
-            letterbox,
-            pixels: Vec::new(),
+            params: config.params(),
         })
     }
 
-    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
-        let (width, height) = (frame.width(), frame.height());
-        let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
-        match (input, frame.format()) {
-            (Input::Frame, PixelFormat::Rgb8) => {}
-            (Input::Frame, other) => {
-                return Err(Error::InvalidInput(format!(
-                    "{}: letterbox needs rgb8 pixels, got {other:?}; convert first",
-                    where_()
-                )));
-            }
-            (other, _) => {
-                return Err(Error::InvalidInput(format!(
-                    "{}: letterbox takes the frame as input, got {}",
-                    where_(),
-                    input_kind(&other)
-                )));
-            }
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<KernelOutput, Error> {
+        if !matches!(input, Input::Frame) {
+            return Err(Error::InvalidInput(format!(
+                "frame {} of camera {}: letterbox takes the frame as input, got {}",
+                frame.seq(),
+                frame.camera(),
+                input_kind(&input)
+            )));
         }
-        self.pixels = frame.pixels();
-        let mut data = Vec::new();
-        let t = self
-            .letterbox
-            .run(&self.pixels, width, height, &mut data)
-            .map_err(|e| match e {
-                PreprocessError::BufferSize { .. } | PreprocessError::Size { .. } => {
-                    Error::InvalidInput(format!("{}: {e}", where_()))
-                }
-                other => Error::Internal(other.to_string()),
-            })?;
-        let tensor = Tensor::new("", &self.letterbox.output_shape(), data)?;
-        Ok(Output::tensors(
-            vec![tensor],
-            Some(Transform {
-                scale_x: t.scale_x,
-                scale_y: t.scale_y,
-                offset_x: t.offset_x,
-                offset_y: t.offset_y,
-            }),
-        ))
+        let (tensor, transform) = kernels::letterbox(frame, self.params)?;
+        Ok(KernelOutput::host_tensors(vec![tensor], Some(transform)))
     }
 }
 
@@ -161,7 +155,7 @@ fn input_kind(input: &Input) -> &'static str {
     }
 }
 
-panoptes_operator_sdk::export_operator!(LetterboxOperator, accepts: [Rgb8]);
+panoptes_operator_sdk::export_kernel_operator!(LetterboxOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

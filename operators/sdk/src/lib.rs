@@ -53,6 +53,7 @@ pub mod bindings {
     });
 }
 
+pub mod kernels;
 pub mod nn;
 
 pub use bindings::panoptes::operator::types::{
@@ -203,7 +204,16 @@ macro_rules! export_operator {
     };
     ($ty:ty, accepts: [$($format:ident),* $(,)?]) => {
         $crate::__export_operator_glue!($ty);
+        $crate::__accepts_section!($($format),*);
+    };
+}
 
+/// The `panoptes:accepts` custom section for a list of [`PixelFormat`] variant names; not a
+/// stable API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __accepts_section {
+    ($($format:ident),*) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             const __PANOPTES_ACCEPTS_TEXT: &str = $crate::__accepts_text!($($format),*);

@@ -148,6 +148,7 @@ impl OperatorEngine {
                     wasmtime::component::HasSelf<HostState>,
                 >(&mut linker, |state| state)
             })
+            .and_then(|()| crate::instance::kernels::add_to_linker(&mut linker))
             .map_err(|e| WasmError::Engine {
                 message: format!("cannot link WASI: {e:#}"),
             })?;
@@ -302,7 +303,7 @@ struct ModuleInner {
     engine: Arc<EngineInner>,
     name: String,
     path: PathBuf,
-    pre: OperatorPre<HostState>,
+    pre: OperatorPre,
     from_cache: bool,
 }
 
@@ -359,7 +360,7 @@ impl OperatorModule {
         &self.inner.engine.engine
     }
 
-    pub(crate) fn pre(&self) -> &OperatorPre<HostState> {
+    pub(crate) fn pre(&self) -> &OperatorPre {
         &self.inner.pre
     }
 

@@ -18,7 +18,9 @@ use crate::engine::OperatorModule;
 use crate::error::{OperatorError, OperatorErrorKind, WasmError};
 use crate::nn::NnState;
 
+pub(crate) mod kernels;
 mod state;
+mod world;
 use state::StateExports;
 
 pub(crate) mod bindings {
@@ -39,9 +41,9 @@ pub(crate) mod bindings {
     });
 }
 
-use bindings::ModelOperator;
-pub(crate) use bindings::ModelOperatorPre as OperatorPre;
 use bindings::panoptes::operator::types as wit;
+use world::Bindings;
+pub(crate) use world::OperatorPre;
 
 pub use wit::{
     Detection, Image, Input, Output, PixelFormat, Tensor, TensorInput, TensorOutput, Transform,
@@ -114,7 +116,7 @@ pub struct OperatorInstance {
 
 struct Live {
     store: Store<HostState>,
-    bindings: ModelOperator,
+    bindings: Bindings,
     /// The `panoptes:operator@0.2.0` exports of a stateful operator.
     state: Option<StateExports>,
 }
@@ -304,7 +306,7 @@ impl OperatorInstance {
             .instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| {
-                let bindings = ModelOperator::new(&mut store, &instance)?;
+                let bindings = Bindings::new(self.module.pre(), &mut store, &instance)?;
                 Ok((instance, bindings))
             });
         let (instance, bindings) = match instantiated {
@@ -489,6 +491,7 @@ pub(crate) struct HostState {
     limiter: MemoryLimiter,
     output: OutputTail,
     pub(crate) nn: NnState,
+    kernels: kernels::KernelState,
     /// Epoch ticks spent inside host kernels during the current call, handed back to the guest
     /// by the deadline callback.
     pub(crate) kernel_credit_ticks: u64,
@@ -532,6 +535,7 @@ impl HostState {
             },
             output,
             nn: NnState::new(models, &capabilities.models),
+            kernels: kernels::KernelState::default(),
             kernel_credit_ticks: 0,
             epoch_tick,
             clock_granted: capabilities.clock,

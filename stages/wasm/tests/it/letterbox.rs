@@ -160,15 +160,42 @@ fn compiled_module_cache_is_hit_on_second_load() {
     assert!(engine.load(operator_path()).unwrap().from_cache());
 }
 
+/// The letterbox runs in the host's kernel on the frame the host holds, and its tensor stays
+/// on the host: the operator's linear memory holds neither the frame nor the tensor.
 #[test]
-fn timeout_is_reported_and_the_instance_recovers() {
-    let (_engine, module) = load(EngineOptions {
-        epoch_tick: Duration::from_millis(1),
-        ..options()
-    });
-    // A large output makes one call take far longer than the deadline below.
+fn the_letterbox_kernel_keeps_frame_and_tensor_out_of_guest_memory() {
+    let (_engine, module) = load(options());
     let mut instance = module
         .instantiate(r#"{"width":2048,"height":2048}"#)
+        .unwrap();
+    let pixels = frame(1920, 1080);
+    let out = instance
+        .process(rgb(1920, 1080, 1, &pixels), &panoptes_wasm::Input::Frame)
+        .expect("process");
+    let tensor_bytes = first_tensor(out).0.data.len() * 4;
+    assert_eq!(tensor_bytes, 3 * 2048 * 2048 * 4);
+    let guest = instance.memory_bytes();
+    assert!(
+        guest < pixels.len() && guest < tensor_bytes / 8,
+        "guest memory {guest} bytes: the frame ({}) or the tensor ({tensor_bytes}) went in",
+        pixels.len()
+    );
+}
+
+#[test]
+fn timeout_is_reported_and_the_instance_recovers() {
+    // The resize operator: its work runs in the guest (the letterbox's runs in the host's
+    // kernel, whose time is not the guest's).
+    let (_engine, module) = load_named(
+        "resize",
+        EngineOptions {
+            epoch_tick: Duration::from_millis(1),
+            ..options()
+        },
+    );
+    // A large output makes one call take far longer than the deadline below.
+    let mut instance = module
+        .instantiate(r#"{"width":2048,"height":2048,"output":"tensor"}"#)
         .unwrap();
     let pixels = frame(1280, 720);
     instance.set_deadline(Duration::from_millis(1));
