@@ -4,9 +4,9 @@
 //! The RGB8 image replaces the frame for later stages; its size is the frame's, so coordinates
 //! are unchanged.
 
-use panoptes_op_preprocess::PreprocessError;
-use panoptes_op_preprocess::color::{Layout, Matrix, Range, YuvToRgb};
-use panoptes_operator_sdk::{Error, Frame, Image, Input, Operator, Output, PixelFormat};
+use panoptes_op_preprocess::color::{Matrix, Range, YuvToRgb};
+use panoptes_operator_sdk::kernels::{self, ColorMatrix, ColorRange, KernelOperator, KernelOutput};
+use panoptes_operator_sdk::{Error, Frame, Input, PixelFormat};
 use serde::Deserialize;
 
 /// The YUV matrix, as written in the configuration.
@@ -55,19 +55,29 @@ impl Config {
     }
 }
 
-/// The operator: an NV12 or I420 frame in, an RGB8 image out.
+/// The operator: an NV12 or I420 frame in, an RGB8 image out, converted by the host's kernel on
+/// the frame the host holds (the image stays on the host).
 pub struct ColorConvertOperator {
-    convert: YuvToRgb,
+    matrix: ColorMatrix,
+    range: ColorRange,
 }
 
-impl Operator for ColorConvertOperator {
+impl KernelOperator for ColorConvertOperator {
     fn init(config: &str) -> Result<Self, Error> {
+        let c: Config = panoptes_operator_sdk::config(config)?;
         Ok(Self {
-            convert: Config::parse(config)?,
+            matrix: match c.matrix {
+                MatrixName::Bt601 => ColorMatrix::Bt601,
+                MatrixName::Bt709 => ColorMatrix::Bt709,
+            },
+            range: match c.range {
+                RangeName::Limited => ColorRange::Limited,
+                RangeName::Full => ColorRange::Full,
+            },
         })
     }
 
-    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<KernelOutput, Error> {
         let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
         if !matches!(input, Input::Frame) {
             return Err(Error::InvalidInput(format!(
@@ -79,38 +89,21 @@ impl Operator for ColorConvertOperator {
                 }
             )));
         }
-        let layout = match frame.format() {
-            PixelFormat::Nv12 => Layout::Nv12,
-            PixelFormat::I420 => Layout::I420,
+        match frame.format() {
+            PixelFormat::Nv12 | PixelFormat::I420 => {}
             other => {
                 return Err(Error::InvalidInput(format!(
                     "{}: colorconvert needs an nv12 or i420 frame, got {other:?}",
                     where_()
                 )));
             }
-        };
-        let (width, height) = (frame.width(), frame.height());
-        let pixels = frame.pixels();
-        let mut out = Vec::new();
-        self.convert
-            .convert(layout, &pixels, width, height, &mut out)
-            .map_err(|e: PreprocessError| {
-                if e.is_input() {
-                    Error::InvalidInput(format!("{}: {e}", where_()))
-                } else {
-                    Error::Internal(e.to_string())
-                }
-            })?;
-        Ok(Output::Image(Image {
-            width,
-            height,
-            format: PixelFormat::Rgb8,
-            pixels: out,
-        }))
+        }
+        let image = kernels::convert_color(frame, self.matrix, self.range)?;
+        Ok(KernelOutput::HostImage(image))
     }
 }
 
-panoptes_operator_sdk::export_operator!(ColorConvertOperator, accepts: [Nv12, I420]);
+panoptes_operator_sdk::export_kernel_operator!(ColorConvertOperator, accepts: [Nv12, I420]);
 
 #[cfg(test)]
 mod tests {

@@ -2,14 +2,16 @@
 //! of their crops out (each resized, optionally keeping its aspect ratio, and normalised), with
 //! one transform per crop mapping its coordinates back to the frame.
 //!
-//! The frame (rgb8) stays on the host: for each box only the rows it touches are copied in, with
-//! `frame.read`, so a few small boxes on a large frame cost a fraction of a full-frame copy.
+//! The operator picks the boxes (those inside the frame, the best `max_crops`); the host's `crop`
+//! kernel crops them from the frame it holds, and the batch stays on the host, so neither the
+//! frame nor the crops are copied through the operator.
 
+use panoptes_op_preprocess::Normalize;
 use panoptes_op_preprocess::crop::{self, Crop};
-use panoptes_op_preprocess::{Normalize, PreprocessError};
-use panoptes_operator_sdk::{
-    Error, Frame, Input, Operator, Output, PixelFormat, Tensor, TensorOutput, Transform,
+use panoptes_operator_sdk::kernels::{
+    self, CropParams, HostTensorOutput, KernelOperator, KernelOutput, Normalization,
 };
+use panoptes_operator_sdk::{Error, Frame, Input, PixelFormat};
 use serde::Deserialize;
 
 /// Most crops `max_crops` may ask for.
@@ -75,17 +77,34 @@ impl Config {
 
 /// The operator: detections plus the frame in, a batch of crops out.
 pub struct CropOperator {
-    crop: Crop,
+    params: CropParams,
     max_crops: usize,
 }
 
-impl Operator for CropOperator {
+impl KernelOperator for CropOperator {
     fn init(config: &str) -> Result<Self, Error> {
-        let (crop, max_crops) = Config::parse(config)?;
-        Ok(Self { crop, max_crops })
+        // Validated as the kernel will build it, so a bad configuration fails the stage's start.
+        let (_, max_crops) = Config::parse(config)?;
+        let c: Config = panoptes_operator_sdk::config(config)?;
+        let normalization = match (c.mean, c.std) {
+            (None, None) => None,
+            (mean, std) => Some(Normalization::new(
+                mean.unwrap_or([0.0; 3]),
+                std.unwrap_or([1.0; 3]),
+            )),
+        };
+        Ok(Self {
+            params: CropParams {
+                width: c.width,
+                height: c.height,
+                keep_aspect: c.keep_aspect,
+                normalization,
+            },
+            max_crops,
+        })
     }
 
-    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<KernelOutput, Error> {
         let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
         let detections = match input {
             Input::Detections(d) => d,
@@ -109,56 +128,30 @@ impl Operator for CropOperator {
             )));
         }
         let (width, height) = (frame.width(), frame.height());
-        let expected = u64::from(width) * u64::from(height) * 3;
-        let actual = frame.byte_len();
-        if actual != expected {
-            return Err(Error::InvalidInput(format!(
-                "{}: pixel buffer has {actual} bytes, but a {width}x{height} RGB8 frame needs \
-                 {expected} bytes",
-                where_()
-            )));
-        }
-        let regions = crop::select(
-            detections
-                .iter()
-                .map(|d| ([d.x1, d.y1, d.x2, d.y2], d.score)),
+        let boxes: Vec<[f32; 4]> = detections
+            .iter()
+            .map(|d| [d.x1, d.y1, d.x2, d.y2])
+            .collect();
+        let kept = crop::select_indexed(
+            boxes.iter().zip(&detections).map(|(b, d)| (*b, d.score)),
             width,
             height,
             self.max_crops,
         );
-        let mut data = Vec::with_capacity(regions.len() * self.crop.crop_len());
-        let mut transforms = Vec::with_capacity(regions.len());
-        for region in &regions {
-            let rows = region.row_range(width);
-            let bytes = frame
-                .read(rows.start as u64, rows.len() as u64)
-                .map_err(|e| Error::InvalidInput(format!("{}: {e}", where_())))?;
-            let t = self.crop.append(&bytes, width, region, &mut data).map_err(
-                |e: PreprocessError| {
-                    if e.is_input() {
-                        Error::InvalidInput(format!("{}: {e}", where_()))
-                    } else {
-                        Error::Internal(e.to_string())
-                    }
-                },
-            )?;
-            transforms.push(Transform {
-                scale_x: t.scale_x,
-                scale_y: t.scale_y,
-                offset_x: t.offset_x,
-                offset_y: t.offset_y,
-            });
-        }
-        let tensor = Tensor::new("", &self.crop.output_shape(regions.len()), data)?;
-        Ok(Output::Tensors(TensorOutput {
+        let picked: Vec<(f32, f32, f32, f32)> = kept
+            .iter()
+            .filter_map(|(i, _)| boxes.get(*i))
+            .map(|&[x1, y1, x2, y2]| (x1, y1, x2, y2))
+            .collect();
+        let (tensor, transforms) = kernels::crop(frame, &picked, self.params)?;
+        Ok(KernelOutput::HostTensors(HostTensorOutput {
             tensors: vec![tensor],
             transforms,
         }))
     }
 }
 
-// It takes detections, and crops them from the frame's RGB8 pixels.
-panoptes_operator_sdk::export_operator!(CropOperator, accepts: [Rgb8]);
+panoptes_operator_sdk::export_kernel_operator!(CropOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,8 @@
 //! normalised in place. Coordinates are unchanged, so no transform is reported.
 
 use panoptes_op_preprocess::{Normalize, PreprocessError, normalize};
-use panoptes_operator_sdk::{Error, Frame, Input, Operator, Output, PixelFormat, Tensor};
+use panoptes_operator_sdk::kernels::{self, KernelOperator, KernelOutput, Normalization};
+use panoptes_operator_sdk::{Error, Frame, Input, Output, PixelFormat, Tensor};
 use serde::Deserialize;
 
 /// Operator configuration (JSON). Every field is optional.
@@ -32,25 +33,33 @@ impl Default for Config {
 impl Config {
     /// Parses and validates the configuration.
     pub fn parse(json: &str) -> Result<Normalize, Error> {
+        Self::read(json).map(|(norm, _)| norm)
+    }
+
+    /// Parses and validates the configuration, with the host kernel's parameters.
+    pub fn read(json: &str) -> Result<(Normalize, Normalization), Error> {
         let c: Config = panoptes_operator_sdk::config(json)?;
-        Normalize::new(c.mean, c.std)
-            .map_err(|e| Error::InvalidConfig(format!("invalid normalize config: {e}")))
+        let norm = Normalize::new(c.mean, c.std)
+            .map_err(|e| Error::InvalidConfig(format!("invalid normalize config: {e}")))?;
+        Ok((norm, Normalization::new(c.mean, c.std)))
     }
 }
 
 /// The operator: a frame or a 0..255 tensor in, a normalised tensor out.
+/// A frame is normalised by the host's kernel, and the tensor stays on the host; a tensor input
+/// (already in the operator) is normalised here, in place.
 pub struct NormalizeOperator {
     norm: Normalize,
+    params: Normalization,
 }
 
-impl Operator for NormalizeOperator {
+impl KernelOperator for NormalizeOperator {
     fn init(config: &str) -> Result<Self, Error> {
-        Ok(Self {
-            norm: Config::parse(config)?,
-        })
+        let (norm, params) = Config::read(config)?;
+        Ok(Self { norm, params })
     }
 
-    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<KernelOutput, Error> {
         let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
         let kernel_error = |e: PreprocessError| {
             if e.is_input() {
@@ -69,13 +78,8 @@ impl Operator for NormalizeOperator {
                         where_()
                     )));
                 }
-                let (width, height) = (frame.width(), frame.height());
-                let pixels = frame.pixels();
-                let mut data = Vec::new();
-                normalize::rgb8_to_tensor(&pixels, width, height, &self.norm, &mut data)
-                    .map_err(kernel_error)?;
-                let shape = [1, 3, height as usize, width as usize];
-                Ok(Output::tensors(vec![Tensor::new("", &shape, data)?], None))
+                let tensor = kernels::normalize(frame, Some(self.params))?;
+                Ok(KernelOutput::host_tensors(vec![tensor], None))
             }
             Input::Tensors(input) => {
                 let count = input.tensors.len();
@@ -88,7 +92,7 @@ impl Operator for NormalizeOperator {
                 let shape = tensor.dims();
                 normalize::tensor_in_place(&shape, &mut tensor.data, &self.norm)
                     .map_err(kernel_error)?;
-                Ok(Output::tensors(vec![tensor], None))
+                Ok(KernelOutput::Output(Output::tensors(vec![tensor], None)))
             }
             Input::Detections(_) => Err(Error::InvalidInput(format!(
                 "{}: normalize takes the frame or a tensor as input, got detections",
@@ -99,7 +103,7 @@ impl Operator for NormalizeOperator {
 }
 
 // Or tensors; a frame it reads must be RGB8.
-panoptes_operator_sdk::export_operator!(NormalizeOperator, accepts: [Rgb8]);
+panoptes_operator_sdk::export_kernel_operator!(NormalizeOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

@@ -73,6 +73,19 @@ pub fn select(
     frame_h: u32,
     max: usize,
 ) -> Vec<CropRegion> {
+    select_indexed(boxes, frame_w, frame_h, max)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// [`select`], with each kept box's index in the input.
+pub fn select_indexed(
+    boxes: impl IntoIterator<Item = ([f32; 4], f32)>,
+    frame_w: u32,
+    frame_h: u32,
+    max: usize,
+) -> Vec<(usize, CropRegion)> {
     let mut kept: Vec<(usize, f32, CropRegion)> = boxes
         .into_iter()
         .enumerate()
@@ -89,7 +102,7 @@ pub fn select(
         kept.truncate(max);
         kept.sort_by_key(|&(i, _, _)| i);
     }
-    kept.into_iter().map(|(_, _, r)| r).collect()
+    kept.into_iter().map(|(i, _, r)| (i, r)).collect()
 }
 
 /// Reusable crop state for one output size: the resizer and its scratch survive between crops

@@ -6,11 +6,10 @@
 //! `"output": "tensor"` gives a `[1, 3, height, width]` f32 tensor instead, with the transform
 //! back to the frame, so detections made on it land on the original frame.
 
+use panoptes_op_preprocess::Normalize;
 use panoptes_op_preprocess::resize::Resize;
-use panoptes_op_preprocess::{Normalize, PreprocessError};
-use panoptes_operator_sdk::{
-    Error, Frame, Image, Input, Operator, Output, PixelFormat, Tensor, Transform,
-};
+use panoptes_operator_sdk::kernels::{self, KernelOperator, KernelOutput, Normalization};
+use panoptes_operator_sdk::{Error, Frame, Input, PixelFormat};
 use serde::Deserialize;
 
 /// What the operator produces.
@@ -68,20 +67,38 @@ impl Config {
     }
 }
 
-/// The operator: an RGB8 frame in, a resized image or tensor out.
+/// The operator: an RGB8 frame in, a resized image or tensor out. The resize runs in the host's
+/// kernel on the frame the host holds, and the result stays on the host.
 pub struct ResizeOperator {
-    resize: Resize,
-    /// `Some` for tensor output.
-    norm: Option<Normalize>,
+    width: u32,
+    height: u32,
+    /// `Some` for tensor output, with its normalisation (none: the 0..255 values).
+    tensor: Option<Option<Normalization>>,
 }
 
-impl Operator for ResizeOperator {
+impl KernelOperator for ResizeOperator {
     fn init(config: &str) -> Result<Self, Error> {
-        let (resize, norm) = Config::parse(config)?;
-        Ok(Self { resize, norm })
+        // Validated as the kernel will build it, so a bad configuration fails the stage's start.
+        Config::parse(config)?;
+        let c: Config = panoptes_operator_sdk::config(config)?;
+        let tensor = match c.output {
+            OutputKind::Image => None,
+            OutputKind::Tensor => Some(match (c.mean, c.std) {
+                (None, None) => None,
+                (mean, std) => Some(Normalization::new(
+                    mean.unwrap_or([0.0; 3]),
+                    std.unwrap_or([1.0; 3]),
+                )),
+            }),
+        };
+        Ok(Self {
+            width: c.width,
+            height: c.height,
+            tensor,
+        })
     }
 
-    fn process(&mut self, frame: &Frame, input: Input) -> Result<Output, Error> {
+    fn process(&mut self, frame: &Frame, input: Input) -> Result<KernelOutput, Error> {
         let where_ = || format!("frame {} of camera {}", frame.seq(), frame.camera());
         match (&input, frame.format()) {
             (Input::Frame, PixelFormat::Rgb8) => {}
@@ -99,45 +116,16 @@ impl Operator for ResizeOperator {
                 )));
             }
         }
-        let (width, height) = (frame.width(), frame.height());
-        let pixels = frame.pixels();
-        let kernel_error = |e: PreprocessError| {
-            if e.is_input() {
-                Error::InvalidInput(format!("{}: {e}", where_()))
-            } else {
-                Error::Internal(e.to_string())
-            }
-        };
-        match &self.norm {
-            None => {
-                let mut out = Vec::new();
-                self.resize
-                    .run(&pixels, width, height, &mut out)
-                    .map_err(kernel_error)?;
-                let (w, h) = self.resize.size();
-                Ok(Output::Image(Image {
-                    width: w,
-                    height: h,
-                    format: PixelFormat::Rgb8,
-                    pixels: out,
-                }))
-            }
-            Some(norm) => {
-                let mut data = Vec::new();
-                let t = self
-                    .resize
-                    .run_tensor(&pixels, width, height, norm, &mut data)
-                    .map_err(kernel_error)?;
-                let tensor = Tensor::new("", &self.resize.tensor_shape(), data)?;
-                Ok(Output::tensors(
-                    vec![tensor],
-                    Some(Transform {
-                        scale_x: t.scale_x,
-                        scale_y: t.scale_y,
-                        offset_x: t.offset_x,
-                        offset_y: t.offset_y,
-                    }),
-                ))
+        match self.tensor {
+            None => Ok(KernelOutput::HostImage(kernels::resize_image(
+                frame,
+                self.width,
+                self.height,
+            )?)),
+            Some(normalization) => {
+                let (tensor, transform) =
+                    kernels::resize_tensor(frame, self.width, self.height, normalization)?;
+                Ok(KernelOutput::host_tensors(vec![tensor], Some(transform)))
             }
         }
     }
@@ -151,7 +139,7 @@ fn input_kind(input: &Input) -> &'static str {
     }
 }
 
-panoptes_operator_sdk::export_operator!(ResizeOperator, accepts: [Rgb8]);
+panoptes_operator_sdk::export_kernel_operator!(ResizeOperator, accepts: [Rgb8]);
 
 #[cfg(test)]
 mod tests {

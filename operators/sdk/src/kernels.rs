@@ -42,9 +42,22 @@ pub mod bindings {
 }
 
 pub use bindings::panoptes::operator0_3_0::kernels::{
-    ChannelOrder, HostImage, HostTensor, HostTensorOutput, JpegOptions, KernelOutput,
-    LetterboxParams, LetterboxShape, decode_jpeg, letterbox,
+    ChannelOrder, ColorMatrix, ColorRange, CropParams, HostImage, HostTensor, HostTensorOutput,
+    JpegOptions, KernelOutput, LetterboxParams, LetterboxShape, Normalization, convert_color, crop,
+    decode_jpeg, letterbox, normalize, resize_image, resize_tensor,
 };
+
+impl Normalization {
+    /// Per-channel (R, G, B) mean and standard deviation, as configurations give them.
+    pub fn new(mean: [f32; 3], std: [f32; 3]) -> Self {
+        let [m0, m1, m2] = mean;
+        let [s0, s1, s2] = std;
+        Self {
+            mean: (m0, m1, m2),
+            std: (s0, s1, s2),
+        }
+    }
+}
 
 /// An operator that calls the host's kernels: built once per instance from the stage's
 /// `config`, then called for every frame (as [`Operator`](crate::Operator), with

@@ -1,8 +1,8 @@
 //! Per-frame cost of each built-in operator through the Wasm host versus its native kernel.
 //!
-//! Wasm is timed through `OperatorInstance::process`, so copying the pixels into the guest and
-//! the outputs back out is included (`letterbox` and `jpeg` are kernel operators: their pixels
-//! and results stay on the host, so they copy nothing); native is the same `panoptes-op-preprocess` kernel called
+//! Wasm is timed through `OperatorInstance::process`, so whatever a call costs beyond the kernel
+//! is included (the built-in operators are kernel operators, world `kernel-operator@0.3.0`:
+//! the frame and the result stay on the host, so that is the call, not copies); native is the same `panoptes-op-preprocess` kernel called
 //! directly with reused state (what a native operator would do). Both run in this process,
 //! alternating run by run so that load from other processes hits both alike, and the table
 //! reports medians.
@@ -32,8 +32,6 @@ use panoptes_wasm::{Detection, EngineOptions, FrameResource, Input, OperatorEngi
 const W: u32 = 1280;
 const H: u32 = 720;
 const WARMUP: usize = 3;
-/// Bytes of one 1280x720 RGB8 frame.
-const RGB_BYTES: usize = (W * H * 3) as usize;
 
 /// Per-frame cost of each built-in operator through the Wasm host versus its native kernel.
 #[derive(clap::Parser)]
@@ -72,36 +70,20 @@ struct Row {
     name: &'static str,
     native: Duration,
     wasm: Duration,
-    /// The plain memory copies a call makes between host and guest, timed natively.
-    copies: Duration,
 }
 
-/// Times `native` and `wasm` alternately, `runs` times each after a warm-up, and with them the
-/// copies the host makes for a Wasm call that moves `bytes_in` into the guest and `bytes_out`
-/// back: the frame resource hands the guest a fresh copy of the pixels (copied into guest
-/// memory), and the output is lifted into a fresh host vector. That is the floor of the Wasm
-/// overhead whatever the guest does.
+/// Times `native` and `wasm` alternately, `runs` times each after a warm-up.
 fn compare(
     name: &'static str,
     runs: usize,
-    (bytes_in, bytes_out): (usize, usize),
     mut native: impl FnMut(),
     mut wasm: impl FnMut(),
 ) -> Row {
-    let frame = vec![1u8; bytes_in];
-    let mut guest = vec![0u8; bytes_in.max(bytes_out)];
-    let mut copies = || {
-        let host = frame.to_vec();
-        guest[..bytes_in].copy_from_slice(&host);
-        black_box(&mut guest);
-        black_box(guest[..bytes_out].to_vec());
-    };
     for _ in 0..WARMUP {
         native();
         wasm();
-        copies();
     }
-    let (mut n, mut w, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n, mut w) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let t = Instant::now();
         native();
@@ -109,21 +91,16 @@ fn compare(
         let t = Instant::now();
         wasm();
         w.push(t.elapsed());
-        let t = Instant::now();
-        copies();
-        c.push(t.elapsed());
     }
     let row = Row {
         name,
         native: median(n),
         wasm: median(w),
-        copies: median(c),
     };
     eprintln!(
-        "{name}: native {:.3} ms, wasm {:.3} ms, copies {:.3} ms",
+        "{name}: native {:.3} ms, wasm {:.3} ms",
         ms(row.native),
-        ms(row.wasm),
-        ms(row.copies)
+        ms(row.wasm)
     );
     row
 }
@@ -200,8 +177,7 @@ fn main() {
     let norm = Normalize::new([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).unwrap();
     let norm_json = r#""mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225]"#;
 
-    // letterbox 1280x720 -> [1, 3, 640, 640]: a kernel operator, whose frame and tensor stay
-    // on the host, so it makes no copies.
+    // letterbox 1280x720 -> [1, 3, 640, 640]
     if selected("letterbox") {
         let mut op = instance(
             "letterbox",
@@ -212,7 +188,6 @@ fn main() {
         rows.push(compare(
             "letterbox 1280x720 -> 640x640 tensor",
             runs,
-            (0, 0),
             || {
                 lb.run(black_box(&rgb), W, H, &mut out).unwrap();
             },
@@ -233,7 +208,6 @@ fn main() {
         rows.push(compare(
             "resize 1280x720 -> 640x640 image",
             runs,
-            (RGB_BYTES, 3 * 640 * 640),
             || {
                 r.run(black_box(&rgb), W, H, &mut out).unwrap();
             },
@@ -257,7 +231,6 @@ fn main() {
         rows.push(compare(
             "resize 1280x720 -> 640x640 tensor",
             runs,
-            (RGB_BYTES, 3 * 640 * 640 * 4),
             || {
                 r.run_tensor(black_box(&rgb), W, H, &norm, &mut out)
                     .unwrap();
@@ -278,7 +251,6 @@ fn main() {
         rows.push(compare(
             "normalize 1280x720 frame -> tensor",
             runs,
-            (RGB_BYTES, RGB_BYTES * 4),
             || {
                 normalize::rgb8_to_tensor(black_box(&rgb), W, H, &norm, &mut out).unwrap();
             },
@@ -301,7 +273,6 @@ fn main() {
         rows.push(compare(
             "colorconvert nv12 1280x720 -> rgb8",
             runs,
-            (yuv.len(), RGB_BYTES),
             || {
                 conv.convert(Layout::Nv12, black_box(&yuv), W, H, &mut out)
                     .unwrap();
@@ -324,21 +295,10 @@ fn main() {
             &format!(r#"{{"width":320,"height":48,"keep_aspect":true,{norm_json}}}"#),
         );
         let mut c = Crop::new(320, 48, true, norm).unwrap();
-        // The operator reads the whole rows each box touches.
-        let band_bytes: usize = crop::select(
-            dets.iter().map(|d| ([d.x1, d.y1, d.x2, d.y2], d.score)),
-            W,
-            H,
-            32,
-        )
-        .iter()
-        .map(|r| r.row_range(W).len())
-        .sum();
         let mut out = Vec::new();
         rows.push(compare(
             "crop 8 boxes of 1280x720 -> [8,3,48,320]",
             runs,
-            (band_bytes, 8 * 3 * 48 * 320 * 4),
             || {
                 let regions = crop::select(
                     dets.iter().map(|d| ([d.x1, d.y1, d.x2, d.y2], d.score)),
@@ -371,8 +331,6 @@ fn main() {
         rows.push(compare(
             "jpeg 1280x720 q85 4:2:0 -> rgb8",
             runs,
-            // A kernel operator: the file and the image stay on the host.
-            (0, 0),
             || {
                 jpeg::decode_rgb8(black_box(&file), &opts, &mut out).unwrap();
             },
@@ -390,30 +348,21 @@ fn main() {
 
     println!();
     println!(
-        "medians of {runs} runs each (native, Wasm and copies alternating), after {WARMUP} warm-up runs"
+        "medians of {runs} runs each (native and Wasm alternating), after {WARMUP} warm-up runs"
     );
     println!(
-        "| {:<40} | {:>8} | {:>8} | {:>11} | {:>11} | {:>18} |",
-        "operator", "native", "wasm", "wasm/native", "copies", "(wasm-copies)/nat."
+        "| {:<40} | {:>8} | {:>8} | {:>11} |",
+        "operator", "native", "wasm", "wasm/native"
     );
-    println!(
-        "|{:-<42}|{:->10}|{:->10}|{:->13}|{:->13}|{:->20}|",
-        "", ":", ":", ":", ":", ":"
-    );
+    println!("|{:-<42}|{:->10}|{:->10}|{:->13}|", "", ":", ":", ":");
     for r in &rows {
-        let (n, w, c) = (
-            r.native.as_secs_f64(),
-            r.wasm.as_secs_f64(),
-            r.copies.as_secs_f64(),
-        );
+        let (n, w) = (r.native.as_secs_f64(), r.wasm.as_secs_f64());
         println!(
-            "| {:<40} | {:>5.2} ms | {:>5.2} ms | {:>10.2}x | {:>8.2} ms | {:>17.2}x |",
+            "| {:<40} | {:>5.2} ms | {:>5.2} ms | {:>10.2}x |",
             r.name,
             n * 1e3,
             w * 1e3,
-            w / n,
-            c * 1e3,
-            (w - c) / n
+            w / n
         );
     }
 }
