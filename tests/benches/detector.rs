@@ -9,6 +9,7 @@
 //! cargo bench -p panoptes-tests --bench detector                         # full: ort and tract
 //! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- --backend ort
 //! cargo bench -p panoptes-tests --bench detector -- --backend ort --load 1,3,10  # × bare model
+//! cargo bench -p panoptes-tests --bench detector -- --backend ort --load 1,3,10 --wire jpeg
 //! PANOPTES_BENCH_QUICK=1 cargo bench -p panoptes-tests --bench detector -- \
 //!     --backend tract --cameras 4 --batching off,adaptive
 //! ```
@@ -21,18 +22,23 @@
 //!
 //! 1. **Floor**: `Graph::run_f32` on `[b, 3, 640, 640]` for b = 1, 4, 8, per backend (default
 //!    threads), median of the timed calls after one untimed call (tract plans the shape then).
-//!    Measured first, while nothing else of the benchmark runs.
-//! 2. **Pipeline**: a [`Worker`] built from a generated topology (letterbox Wasm operator →
-//!    `detect` model stage → `db` postprocess) on a real nats-server, fed by N synthetic cameras
-//!    that publish pre-encoded 640×480 RGB frames (rendered text plus noise) at a fixed rate
-//!    each. The rate is meant to be more than the worker can take: live delivery keeps the
-//!    newest frame per camera and counts the rest as dropped, so the worker always has work and
-//!    the throughput is its capacity. Per case: warm-up, then a measured window (at least 10
+//!    Measured first, while nothing else of the benchmark runs; batch 1 is measured again right
+//!    before and after each pipeline case (`bare/s`, the case's ÷b1), since a shared machine's
+//!    speed drifts over a run by more than the differences measured.
+//! 2. **Pipeline**: a [`Worker`] built from the detector fixture (letterbox Wasm operator →
+//!    `detect` model stage → `db` postprocess; with `--wire jpeg` the built-in `jpeg` operator
+//!    first) on a real nats-server, fed by N synthetic cameras that publish pre-encoded 640×480
+//!    frames (rendered text plus noise; raw RGB, or JPEG at quality 85) at a fixed rate each.
+//!    The rate is meant to be more than the worker can take: live delivery keeps the newest
+//!    frame per camera and counts the rest as dropped, so the worker always has work and the
+//!    throughput is its capacity. Per case: warm-up, then a measured window (at least 10
 //!    passes, quick: 4, of the case's largest batch at the bare model's speed, so that slow
 //!    batched cases are not judged on one or two bursts of results) in which detection
 //!    messages received per second give the throughput, receive time − the frame's
 //!    `capture_ts_ns` (the publish time) gives the latency, and the worker's counters give the
-//!    mean batch (frames processed ÷ passes) and drops.
+//!    mean batch (frames processed ÷ passes) and drops. The worker's own histograms
+//!    (`panoptes_stage_seconds`, `panoptes_model_inference_seconds`) give each stage's time per
+//!    frame and its share of the window: where the time goes.
 //!
 //! Every worker, publisher and subscriber shares the machine with nats-server: on a 2-core box
 //! the transport of the dropped frames costs CPU too (it is what a live deployment pays).
@@ -42,25 +48,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
-use bytes::{Bytes, BytesMut};
+use anyhow::Context as _;
 use futures::StreamExt as _;
-use panoptes_contracts::frame::PixelBuffer;
 use panoptes_contracts::time::now_ns;
-use panoptes_contracts::{CameraId, DetectionMessage, Frame, PixelFormat, Subjects, Tensor};
-use panoptes_ingest::TestPattern;
+use panoptes_contracts::{DetectionMessage, Subjects, Tensor};
 use panoptes_model::{Backend, Graph, GraphOptions, ModelManifest};
 use panoptes_pipeline::worker::{StatsSnapshot, Worker};
-use panoptes_topology::{Backend as TopologyBackend, BatchingConfig, StageConfig, TopologyFile};
+use panoptes_topology::{
+    Backend as TopologyBackend, BatchingConfig, Emits, StageConfig, TopologyFile,
+};
 use tokio_util::sync::CancellationToken;
+
+#[path = "detector/cameras.rs"]
+mod cameras;
+#[path = "detector/time_spent.rs"]
+mod time_spent;
+
+use cameras::{Template, Wire};
 
 /// The model's name in the detector fixture and its manifest (relative to the repository).
 const MODEL: &str = "det";
 const MANIFEST: &str = "models/ppocr-v4-det.yaml";
 /// The detector's input side after the letterbox.
 const SIDE: usize = 640;
-const FRAME_WIDTH: u32 = 640;
-const FRAME_HEIGHT: u32 = 480;
 const BARE_BATCHES: [usize; 3] = [1, 4, 8];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +127,10 @@ struct Args {
     /// default, one per core).
     #[arg(long, env = "PANOPTES_BENCH_THREADS", default_value_t = 0)]
     threads: usize,
+    /// How frames travel: `raw` RGB, or `jpeg` (decoded in the topology's first stage, the
+    /// built-in `jpeg` operator, as for `encoding: jpeg` cameras).
+    #[arg(long, env = "PANOPTES_BENCH_WIRE", default_value = "raw")]
+    wire: Wire,
     /// Warm-up seconds per case [default: see --quick].
     #[arg(long, env = "PANOPTES_BENCH_WARMUP_S", value_parser = panoptes_tests::positive)]
     warmup_s: Option<f64>,
@@ -153,6 +167,7 @@ struct Config {
     fps: f64,
     load: Vec<f64>,
     threads: usize,
+    wire: Wire,
     warmup: Duration,
     measure: Duration,
     /// A measured window lasts at least this many passes of the largest batch (at the bare
@@ -180,6 +195,7 @@ impl Config {
             fps: args.fps,
             load: args.load,
             threads: args.threads,
+            wire: args.wire,
             warmup: Duration::from_secs_f64(args.warmup_s.unwrap_or(warmup)),
             measure: Duration::from_secs_f64(args.measure_s.unwrap_or(measure)),
             min_passes,
@@ -208,10 +224,12 @@ fn input(batch: usize) -> Tensor {
     Tensor::new(shape, data).expect("the shape matches the data")
 }
 
-/// The bare model of one backend: median time per call for each batch size.
+/// The bare model of one backend: median time per call for each batch size, and the graph to
+/// measure batch 1 again around each case.
 struct Floor {
     backend: Backend,
     per_call: Vec<(usize, Duration)>,
+    graph: Graph,
 }
 
 impl Floor {
@@ -234,6 +252,30 @@ impl Floor {
     fn fps(&self, batch: usize) -> Option<f64> {
         self.call(batch).map(|d| batch as f64 / d.as_secs_f64())
     }
+
+    /// The median of `runs` batch-1 calls now (the machine's speed drifts over a run).
+    fn b1_now(&self, runs: usize) -> anyhow::Result<Duration> {
+        Ok(time_calls(&self.graph, 1, runs)?.1)
+    }
+}
+
+/// The first call's time, and the median of the `runs` timed calls after it.
+fn time_calls(graph: &Graph, batch: usize, runs: usize) -> anyhow::Result<(Duration, Duration)> {
+    let x = input(batch);
+    let started = Instant::now();
+    std::hint::black_box(graph.run_f32(&x)?);
+    let first = started.elapsed();
+    let times = (0..runs.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(graph.run_f32(&x)?);
+            Ok(started.elapsed().as_secs_f64())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((
+        first,
+        Duration::from_secs_f64(panoptes_tests::median_f64(times)),
+    ))
 }
 
 fn measure_floor(
@@ -249,20 +291,7 @@ fn measure_floor(
     })?;
     let mut per_call = Vec::new();
     for batch in BARE_BATCHES {
-        let x = input(batch);
-        let started = Instant::now();
-        std::hint::black_box(graph.run_f32(&x)?);
-        let first = started.elapsed();
-        let times = (0..runs.max(1))
-            .map(|_| {
-                let started = Instant::now();
-                std::hint::black_box(graph.run_f32(&x)?);
-                Ok(started.elapsed())
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let m = Duration::from_secs_f64(panoptes_tests::median_f64(
-            times.iter().map(Duration::as_secs_f64).collect(),
-        ));
+        let (first, m) = time_calls(&graph, batch, runs)?;
         println!(
             "{:<7} {:>5} {:>14.1} {:>12.1} {:>10.2}",
             backend.to_string(),
@@ -273,126 +302,37 @@ fn measure_floor(
         );
         per_call.push((batch, m));
     }
-    Ok(Floor { backend, per_call })
-}
-
-/// One camera's frame, encoded once; [`Template::stamp`] writes a sequence number and capture
-/// time into a copy (one memcpy of the payload, as a real publisher makes per frame).
-#[derive(Clone)]
-struct Template {
-    camera: CameraId,
-    bytes: Bytes,
-    seq_at: usize,
-    ts_at: usize,
-}
-
-const SEQ_MARK: u64 = 0x5e9_5e9_5e9_5e9_5e9;
-const TS_MARK: u64 = 0x7a3_7a3_7a3_7a3_7a3;
-
-fn find_once(haystack: &[u8], needle: &[u8]) -> anyhow::Result<usize> {
-    let mut hits = haystack
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i);
-    match (hits.next(), hits.next()) {
-        (Some(i), None) => Ok(i),
-        _ => bail!("the marker is not in the encoded frame exactly once"),
-    }
-}
-
-impl Template {
-    fn new(camera: CameraId, pixels: Vec<u8>) -> anyhow::Result<Self> {
-        let frame = Frame {
-            camera: camera.clone(),
-            seq: SEQ_MARK,
-            capture_ts_ns: TS_MARK,
-            width: FRAME_WIDTH,
-            height: FRAME_HEIGHT,
-            format: PixelFormat::Rgb8,
-            pixels: PixelBuffer::from(pixels),
-        };
-        let bytes = frame.encode()?;
-        let t = Self {
-            seq_at: find_once(&bytes, &SEQ_MARK.to_le_bytes())?,
-            ts_at: find_once(&bytes, &TS_MARK.to_le_bytes())?,
-            camera,
-            bytes,
-        };
-        // The patched copy must decode to what was written.
-        let check = Frame::decode(t.stamp(7, 42), Some(t.camera.as_str()))?;
-        anyhow::ensure!(
-            check.seq == 7 && check.capture_ts_ns == 42,
-            "patching the template failed"
-        );
-        Ok(t)
-    }
-
-    fn stamp(&self, seq: u64, capture_ts_ns: u64) -> Bytes {
-        let mut b = BytesMut::from(&self.bytes[..]);
-        b[self.seq_at..self.seq_at + 8].copy_from_slice(&seq.to_le_bytes());
-        b[self.ts_at..self.ts_at + 8].copy_from_slice(&capture_ts_ns.to_le_bytes());
-        b.freeze()
-    }
-}
-
-/// `n` cameras' frames: a line of text rendered by GStreamer (so the DB postprocessor finds
-/// boxes, as on a real feed) on a noisy background.
-fn templates(n: usize) -> anyhow::Result<Vec<Template>> {
-    panoptes_tests::gst();
-    let words = [
-        "TOTAL 42.00 EUR",
-        "Gate B12 Departures",
-        "PANOPTES ALPHA",
-        "CAMERA BRAVO 42",
-        "Platform 9 3/4",
-        "EXIT 17 NORTH",
-        "Parking Level -2",
-        "Dock 5 Loading",
-    ];
-    let mut state: u32 = 0x1234_5678;
-    (0..n)
-        .map(|i| {
-            let pattern = TestPattern {
-                text: format!("{} #{i}", words[i % words.len()]),
-                width: FRAME_WIDTH,
-                height: FRAME_HEIGHT,
-                font: "Sans Bold 28".into(),
-                xpos: 0.3 + 0.05 * (i % 8) as f64,
-                ypos: 0.2 + 0.08 * (i % 8) as f64,
-                background: 0xff20_3040 + ((i as u32 * 0x0010_0810) & 0x003f_3f3f),
-                live: false,
-                ..TestPattern::default()
-            };
-            let raw = panoptes_ingest::render_still(&pattern)
-                .map_err(|e| anyhow!("cannot render camera {i}'s frame: {e}"))?;
-            anyhow::ensure!(
-                raw.width == FRAME_WIDTH && raw.height == FRAME_HEIGHT,
-                "rendered {}x{}",
-                raw.width,
-                raw.height
-            );
-            let mut pixels = raw.data;
-            for p in &mut pixels {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let noise = ((state >> 24) % 25) as i16 - 12;
-                *p = (i16::from(*p) + noise).clamp(0, 255) as u8;
-            }
-            Template::new(CameraId::new(&format!("cam-{i}"))?, pixels)
-        })
-        .collect()
+    Ok(Floor {
+        backend,
+        per_call,
+        graph,
+    })
 }
 
 /// The detector fixture (`panoptes_tests::detector_topology`) at [`SIDE`], with this case's
-/// backend, threads (0: the backend's choice) and batching.
+/// backend, threads (0: the backend's choice) and batching; JPEG frames are decoded first by
+/// the built-in `jpeg` operator (next to the letterbox in `operators/dist`).
 fn topology(
     ns: &str,
     backend: Backend,
-    threads: usize,
+    (threads, wire): (usize, Wire),
     batching: Option<(usize, u64, bool)>,
 ) -> TopologyFile {
     let mut topology = panoptes_tests::detector_topology(SIDE as u32, threads.max(1));
     topology.config.namespace = ns.to_owned();
+    if let (Wire::Jpeg, Some(StageConfig::Operator(letterbox))) =
+        (wire, topology.config.stages.first())
+    {
+        let mut decode = letterbox.clone();
+        decode.id = "decode".into();
+        decode.wasm = decode.wasm.with_file_name("jpeg.wasm");
+        decode.config = serde_json::Value::Null;
+        decode.emits = Emits::Frames;
+        topology
+            .config
+            .stages
+            .insert(0, StageConfig::Operator(decode));
+    }
     for stage in &mut topology.config.stages {
         if let StageConfig::Model(m) = stage {
             m.threads = (threads > 0).then_some(threads);
@@ -437,6 +377,8 @@ struct Outcome {
     failed: u64,
     /// Frames the worker processed during the window (its own count).
     processed: u64,
+    /// The worker's stage and model time in the window.
+    spent: time_spent::Spent,
 }
 
 /// Runs one case. The worker runs in this process (not through `panoptes::runner`): the graph
@@ -450,12 +392,13 @@ async fn run_case(
     index: usize,
     url: &str,
     templates: &[Template],
+    meter: &time_spent::Meter,
 ) -> anyhow::Result<Outcome> {
     let ns = format!("bench{index}");
     let batching = case
         .latency_target_ms
         .map(|t| (cfg.max_batch, t, case.batching == Batching::Adaptive));
-    let topology = topology(&ns, case.backend, cfg.threads, batching);
+    let topology = topology(&ns, case.backend, (cfg.threads, cfg.wire), batching);
     let largest = match case.batching {
         Batching::Off => 1,
         Batching::Fixed | Batching::Adaptive => case.cameras.min(cfg.max_batch),
@@ -541,16 +484,18 @@ async fn run_case(
     }
 
     tokio::time::sleep(case.warmup).await;
-    let (t0, s0, p0) = (
+    let (t0, s0, p0, m0) = (
         now_ns(),
         stats.snapshot(),
         published.load(Ordering::Relaxed),
+        meter.read(),
     );
     tokio::time::sleep(case.window).await;
-    let (t1, s1, p1) = (
+    let (t1, s1, p1, m1) = (
         now_ns(),
         stats.snapshot(),
         published.load(Ordering::Relaxed),
+        meter.read(),
     );
 
     stop_cameras.cancel();
@@ -602,15 +547,19 @@ async fn run_case(
         dropped: (s1.dropped - s0.dropped) as f64 / secs,
         failed: s1.failed - s0.failed,
         processed: s1.processed - s0.processed,
+        spent: m1.since(&m0),
     })
 }
 
 fn main() -> anyhow::Result<()> {
     let cfg = Config::load();
+    let meter = time_spent::Meter::install()?;
     let root = panoptes_tests::require_setup();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "detector bench: PP-OCRv4 det, {cores} cores, load average {} at start",
+        "detector bench: PP-OCRv4 det, {cores} cores, {:?} frames on the wire, load average {} \
+         at start",
+        cfg.wire,
         panoptes_tests::loadavg()
     );
     println!(
@@ -643,7 +592,7 @@ fn main() -> anyhow::Result<()> {
 
     // 2. The pipeline.
     let most = cfg.cameras.iter().copied().max().unwrap_or(1);
-    let templates = templates(most)?;
+    let templates = cameras::templates(most, cfg.wire)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(1))
         .enable_all()
@@ -683,18 +632,24 @@ fn main() -> anyhow::Result<()> {
                         window: cfg.measure.max(pass * cfg.min_passes),
                     };
                     let started = Instant::now();
-                    let outcome = run_case(&cfg, &case, index, &url, &templates).await?;
+                    // The bare model right before and after the case, so that the ratio does not
+                    // follow the machine's drift over the run.
+                    let before = floor.b1_now(cfg.runs)?;
+                    let outcome = run_case(&cfg, &case, index, &url, &templates, &meter).await?;
+                    let bracket = 2.0 / (before + floor.b1_now(cfg.runs)?).as_secs_f64();
                     eprintln!(
-                        "  {} {cameras} cam{} {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)",
+                        "  {} {cameras} cam{} {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)\n    \
+                         per frame: {}",
                         floor.backend,
                         load.map_or_else(String::new, |l| format!(" load {l}×")),
                         batching.name(),
                         outcome.fps,
                         outcome.p50_ms,
                         outcome.mean_batch,
-                        started.elapsed().as_secs_f64()
+                        started.elapsed().as_secs_f64(),
+                        outcome.spent.describe(outcome.processed, case.window.as_secs_f64())
                     );
-                    rows.push((case, outcome));
+                    rows.push((case, outcome, bracket));
                     index += 1;
                 }
             }
@@ -705,12 +660,13 @@ fn main() -> anyhow::Result<()> {
 
     // 3. The table.
     println!(
-        "\n{:<7} {:>4} {:>5} {:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
+        "\n{:<7} {:>4} {:>5} {:<15} {:>7} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
         "backend",
         "cams",
         "load",
         "batching",
         "det/s",
+        "bare/s",
         "p50 ms",
         "p99 ms",
         "batch",
@@ -722,7 +678,7 @@ fn main() -> anyhow::Result<()> {
         "failed",
         "win s"
     );
-    for (case, o) in &rows {
+    for (case, o, bracket) in &rows {
         let floor = floors
             .iter()
             .find(|f| f.backend == case.backend)
@@ -737,17 +693,18 @@ fn main() -> anyhow::Result<()> {
             None => case.batching.name().to_owned(),
         };
         println!(
-            "{:<7} {:>4} {:>5} {:<15} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
+            "{:<7} {:>4} {:>5} {:<15} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7.2} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
             case.backend.to_string(),
             case.cameras,
             case.load
                 .map_or_else(|| "-".to_owned(), |l| format!("{l}×")),
             batching,
             o.fps,
+            bracket,
             o.p50_ms,
             o.p99_ms,
             o.mean_batch,
-            ratio(1),
+            o.fps / bracket,
             if case.batching != Batching::Off {
                 ratio(8)
             } else {
@@ -770,8 +727,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "\ndet/s: detection messages received per second; latency: receive − capture (= publish) \
-         time; batch: frames per pass (worker counters); ÷b1 / ÷b8: det/s over the bare model's \
-         frames/s at batch 1 / 8 (same backend, same run); offer/s: frames published; in/s: \
+         time; bare/s: the bare model's batch-1 frames/s, measured right before and after the \
+         case (mean of the two medians); batch: frames per pass (worker counters); ÷b1: det/s \
+         over bare/s; ÷b8: det/s over the bare model's batch-8 frames/s at the start; offer/s: frames published; in/s: \
          frames the worker received; drop/s: pending frames replaced by newer ones (live \
          delivery); win s: the measured window. Load average at end: {}",
         panoptes_tests::loadavg()
