@@ -315,7 +315,8 @@ fn measure_floor(
 fn topology(
     ns: &str,
     backend: Backend,
-    (threads, wire): (usize, Wire),
+    threads: usize,
+    wire: Wire,
     batching: Option<(usize, u64, bool)>,
 ) -> TopologyFile {
     let mut topology = panoptes_tests::detector_topology(SIDE as u32, threads.max(1));
@@ -398,7 +399,7 @@ async fn run_case(
     let batching = case
         .latency_target_ms
         .map(|t| (cfg.max_batch, t, case.batching == Batching::Adaptive));
-    let topology = topology(&ns, case.backend, (cfg.threads, cfg.wire), batching);
+    let topology = topology(&ns, case.backend, cfg.threads, cfg.wire, batching);
     let largest = match case.batching {
         Batching::Off => 1,
         Batching::Fixed | Batching::Adaptive => case.cameras.min(cfg.max_batch),
@@ -603,6 +604,8 @@ fn main() -> anyhow::Result<()> {
         let url = server.url().to_owned();
         let mut index = 0;
         for floor in &floors {
+            // The bare model measured after a case is the one before the next.
+            let mut before = floor.b1_now(cfg.runs)?;
             let b1 = floor.call(1).context("no batch-1 floor")?;
             let target = cfg
                 .latency_target_ms
@@ -634,9 +637,10 @@ fn main() -> anyhow::Result<()> {
                     let started = Instant::now();
                     // The bare model right before and after the case, so that the ratio does not
                     // follow the machine's drift over the run.
-                    let before = floor.b1_now(cfg.runs)?;
                     let outcome = run_case(&cfg, &case, index, &url, &templates, &meter).await?;
-                    let bracket = 2.0 / (before + floor.b1_now(cfg.runs)?).as_secs_f64();
+                    let after = floor.b1_now(cfg.runs)?;
+                    let bracket = 2.0 / (before + after).as_secs_f64();
+                    before = after;
                     eprintln!(
                         "  {} {cameras} cam{} {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)\n    \
                          per frame: {}",
