@@ -40,6 +40,13 @@
 //!    (`panoptes_stage_seconds`, `panoptes_model_inference_seconds`) give each stage's time per
 //!    frame and its share of the window: where the time goes.
 //!
+//! 3. **The bare model under the cameras' load**: batch 1 timed once more in each case after the
+//!    cameras started and before the worker did: with nobody subscribed (`+pub/s`: what the
+//!    cameras and nats-server take from the model's cores whatever reads the frames; on a
+//!    deployment the cameras run elsewhere), then with a plain subscriber that receives and
+//!    discards every frame (`+sub/s`: plus what delivering them costs any reader; the most a
+//!    demand-driven intake could win back). `÷pub` and `÷sub` put the pipeline against them.
+//!
 //! Every worker, publisher and subscriber shares the machine with nats-server: on a 2-core box
 //! the transport of the dropped frames costs CPU too (it is what a live deployment pays).
 //! Numbers are medians and ratios to the floor of the same run; nothing here asserts a speed.
@@ -51,8 +58,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use panoptes_contracts::time::now_ns;
-use panoptes_contracts::{DetectionMessage, Subjects, Tensor};
-use panoptes_model::{Backend, Graph, GraphOptions, ModelManifest};
+use panoptes_contracts::{DetectionMessage, Subjects};
+use panoptes_model::{Backend, ModelManifest};
 use panoptes_pipeline::worker::{StatsSnapshot, Worker};
 use panoptes_topology::{
     Backend as TopologyBackend, BatchingConfig, Emits, StageConfig, TopologyFile,
@@ -61,17 +68,24 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "detector/cameras.rs"]
 mod cameras;
+#[path = "detector/floor.rs"]
+mod floor;
 #[path = "detector/time_spent.rs"]
 mod time_spent;
 
 use cameras::{Template, Wire};
+use floor::Floor;
 
 /// The model's name in the detector fixture and its manifest (relative to the repository).
 const MODEL: &str = "det";
 const MANIFEST: &str = "models/ppocr-v4-det.yaml";
 /// The detector's input side after the letterbox.
 const SIDE: usize = 640;
-const BARE_BATCHES: [usize; 3] = [1, 4, 8];
+/// Timed calls of the bare model while the cameras publish (more than `--runs`: one reading
+/// per case, on a busier machine).
+const LOADED_RUNS: usize = 9;
+/// How long the cameras' traffic runs (or a reader reads it) before the bare model is timed.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Batching {
@@ -216,99 +230,6 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// A smooth deterministic pattern in [-1, 1] (values do not change the work a CNN does).
-fn input(batch: usize) -> Tensor {
-    let shape = vec![batch, 3, SIDE, SIDE];
-    let n: usize = shape.iter().product();
-    let data = (0..n).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
-    Tensor::new(shape, data).expect("the shape matches the data")
-}
-
-/// The bare model of one backend: median time per call for each batch size, and the graph to
-/// measure batch 1 again around each case.
-struct Floor {
-    backend: Backend,
-    per_call: Vec<(usize, Duration)>,
-    graph: Graph,
-}
-
-impl Floor {
-    fn call(&self, batch: usize) -> Option<Duration> {
-        self.per_call
-            .iter()
-            .find(|(b, _)| *b == batch)
-            .map(|(_, d)| *d)
-    }
-
-    /// The bare time of a call of `batch` frames: measured, else per frame from the nearest
-    /// measured size. Only sizes the measuring windows, never a result.
-    fn estimate(&self, batch: usize) -> Duration {
-        self.per_call
-            .iter()
-            .min_by_key(|(b, _)| b.abs_diff(batch))
-            .map_or(Duration::ZERO, |(b, d)| d.mul_f64(batch as f64 / *b as f64))
-    }
-
-    fn fps(&self, batch: usize) -> Option<f64> {
-        self.call(batch).map(|d| batch as f64 / d.as_secs_f64())
-    }
-
-    /// The median of `runs` batch-1 calls now (the machine's speed drifts over a run).
-    fn b1_now(&self, runs: usize) -> anyhow::Result<Duration> {
-        Ok(time_calls(&self.graph, 1, runs)?.1)
-    }
-}
-
-/// The first call's time, and the median of the `runs` timed calls after it.
-fn time_calls(graph: &Graph, batch: usize, runs: usize) -> anyhow::Result<(Duration, Duration)> {
-    let x = input(batch);
-    let started = Instant::now();
-    std::hint::black_box(graph.run_f32(&x)?);
-    let first = started.elapsed();
-    let times = (0..runs.max(1))
-        .map(|_| {
-            let started = Instant::now();
-            std::hint::black_box(graph.run_f32(&x)?);
-            Ok(started.elapsed().as_secs_f64())
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((
-        first,
-        Duration::from_secs_f64(panoptes_tests::median_f64(times)),
-    ))
-}
-
-fn measure_floor(
-    manifest: &ModelManifest,
-    backend: Backend,
-    runs: usize,
-    threads: usize,
-) -> anyhow::Result<Floor> {
-    let graph: Graph = manifest.load_model(&GraphOptions {
-        backend,
-        threads,
-        ..GraphOptions::default()
-    })?;
-    let mut per_call = Vec::new();
-    for batch in BARE_BATCHES {
-        let (first, m) = time_calls(&graph, batch, runs)?;
-        println!(
-            "{:<7} {:>5} {:>14.1} {:>12.1} {:>10.2}",
-            backend.to_string(),
-            batch,
-            ms(first),
-            ms(m),
-            batch as f64 / m.as_secs_f64()
-        );
-        per_call.push((batch, m));
-    }
-    Ok(Floor {
-        backend,
-        per_call,
-        graph,
-    })
-}
-
 /// The detector fixture (`panoptes_tests::detector_topology`) at [`SIDE`], with this case's
 /// backend, threads (0: the backend's choice) and batching; JPEG frames are decoded first by
 /// the built-in `jpeg` operator (next to the letterbox in `operators/dist`).
@@ -380,6 +301,10 @@ struct Outcome {
     processed: u64,
     /// The worker's stage and model time in the window.
     spent: time_spent::Spent,
+    /// The bare model's batch 1 while the cameras published before the worker started: with
+    /// nobody subscribed, and with a plain subscriber discarding every frame.
+    published_only: Duration,
+    delivered: Duration,
 }
 
 /// Runs one case. The worker runs in this process (not through `panoptes::runner`): the graph
@@ -393,6 +318,7 @@ async fn run_case(
     index: usize,
     url: &str,
     templates: &[Template],
+    floor: &Floor,
     meter: &time_spent::Meter,
 ) -> anyhow::Result<Outcome> {
     let ns = format!("bench{index}");
@@ -410,13 +336,66 @@ async fn run_case(
         // plans each input shape on first use, which would otherwise land in the warm-up.
         let graph = built.models.get(MODEL)?;
         for b in 1..=largest {
-            std::hint::black_box(graph.run_f32(&input(b))?);
+            std::hint::black_box(graph.run_f32(&floor::input(b))?);
         }
         Ok(built)
     })
     .await??;
 
     let subjects = Subjects::new(ns.clone());
+
+    // Cameras: each publishes at a fixed rate, phases spread over one period like independent
+    // cameras; a publisher that falls behind skips ticks instead of bursting.
+    let pub_client = panoptes::connect(url).await?;
+    let published = Arc::new(AtomicU64::new(0));
+    let stop_cameras = CancellationToken::new();
+    let period = Duration::from_secs_f64(1.0 / case.fps);
+    let mut cameras = Vec::new();
+    for (i, template) in templates.iter().take(case.cameras).enumerate() {
+        let template = template.clone();
+        let (client, published, stop) =
+            (pub_client.clone(), published.clone(), stop_cameras.clone());
+        let subject = subjects.frames(&template.camera);
+        let start = tokio::time::Instant::now() + period.mul_f64(i as f64 / case.cameras as f64);
+        cameras.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(start, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq = 0u64;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                seq += 1;
+                let payload = template.stamp(seq, now_ns());
+                if client.publish(subject.clone(), payload).await.is_ok() {
+                    published.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    // The bare model while the cameras publish, before any worker reads their frames: with
+    // nobody subscribed (what the cameras and nats-server cost the machine whatever reads the
+    // frames), then with a plain subscriber that receives every frame and discards it (plus
+    // what delivering them costs any reader).
+    tokio::time::sleep(SETTLE).await;
+    let published_only = floor::b1_during(&floor.graph, LOADED_RUNS).await?;
+    let delivered = {
+        let reader = async_nats::ConnectOptions::new()
+            .name("detector-bench-reader")
+            .subscription_capacity(64)
+            .connect(url)
+            .await?;
+        let mut frames = reader.subscribe(format!("{ns}.frames.>")).await?;
+        reader.flush().await?;
+        let read = tokio::spawn(async move { while frames.next().await.is_some() {} });
+        tokio::time::sleep(SETTLE).await;
+        let delivered = floor::b1_during(&floor.graph, LOADED_RUNS).await;
+        read.abort();
+        delivered?
+    };
+
     let worker = Worker::with_graph(panoptes::connect(url).await?, subjects.clone(), built.graph);
     let stats = worker.stats();
     let stop_worker = CancellationToken::new();
@@ -452,37 +431,6 @@ async fn run_case(
             (seen, unreadable)
         })
     };
-
-    // Cameras: each publishes at a fixed rate, phases spread over one period like independent
-    // cameras; a publisher that falls behind skips ticks instead of bursting.
-    let pub_client = panoptes::connect(url).await?;
-    let published = Arc::new(AtomicU64::new(0));
-    let stop_cameras = CancellationToken::new();
-    let period = Duration::from_secs_f64(1.0 / case.fps);
-    let mut cameras = Vec::new();
-    for (i, template) in templates.iter().take(case.cameras).enumerate() {
-        let template = template.clone();
-        let (client, published, stop) =
-            (pub_client.clone(), published.clone(), stop_cameras.clone());
-        let subject = subjects.frames(&template.camera);
-        let start = tokio::time::Instant::now() + period.mul_f64(i as f64 / case.cameras as f64);
-        cameras.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(start, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut seq = 0u64;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                seq += 1;
-                let payload = template.stamp(seq, now_ns());
-                if client.publish(subject.clone(), payload).await.is_ok() {
-                    published.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
 
     tokio::time::sleep(case.warmup).await;
     let (t0, s0, p0, m0) = (
@@ -549,6 +497,8 @@ async fn run_case(
         failed: s1.failed - s0.failed,
         processed: s1.processed - s0.processed,
         spent: m1.since(&m0),
+        published_only,
+        delivered,
     })
 }
 
@@ -588,7 +538,7 @@ fn main() -> anyhow::Result<()> {
     let floors = cfg
         .backends
         .iter()
-        .map(|b| measure_floor(&manifest, *b, cfg.runs, cfg.threads))
+        .map(|b| floor::measure_floor(&manifest, *b, cfg.runs, cfg.threads))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     // 2. The pipeline.
@@ -637,7 +587,7 @@ fn main() -> anyhow::Result<()> {
                     let started = Instant::now();
                     // The bare model right before and after the case, so that the ratio does not
                     // follow the machine's drift over the run.
-                    let outcome = run_case(&cfg, &case, index, &url, &templates, &meter).await?;
+                    let outcome = run_case(&cfg, &case, index, &url, &templates, floor, &meter).await?;
                     let after = floor.b1_now(cfg.runs)?;
                     let bracket = 2.0 / (before + after).as_secs_f64();
                     before = after;
@@ -664,17 +614,21 @@ fn main() -> anyhow::Result<()> {
 
     // 3. The table.
     println!(
-        "\n{:<7} {:>4} {:>5} {:<15} {:>7} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
+        "\n{:<7} {:>4} {:>5} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6} {:>6}",
         "backend",
         "cams",
         "load",
         "batching",
         "det/s",
         "bare/s",
+        "+pub/s",
+        "+sub/s",
         "p50 ms",
         "p99 ms",
         "batch",
         "÷b1",
+        "÷pub",
+        "÷sub",
         "÷b8",
         "offer/s",
         "in/s",
@@ -697,7 +651,7 @@ fn main() -> anyhow::Result<()> {
             None => case.batching.name().to_owned(),
         };
         println!(
-            "{:<7} {:>4} {:>5} {:<15} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7.2} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
+            "{:<7} {:>4} {:>5} {:<15} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>8.0} {:>6.2} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>8.1} {:>7.1} {:>8.1} {:>6} {:>6.0}",
             case.backend.to_string(),
             case.cameras,
             case.load
@@ -705,10 +659,14 @@ fn main() -> anyhow::Result<()> {
             batching,
             o.fps,
             bracket,
+            1.0 / o.published_only.as_secs_f64(),
+            1.0 / o.delivered.as_secs_f64(),
             o.p50_ms,
             o.p99_ms,
             o.mean_batch,
             o.fps / bracket,
+            o.fps * o.published_only.as_secs_f64(),
+            o.fps * o.delivered.as_secs_f64(),
             if case.batching != Batching::Off {
                 ratio(8)
             } else {
@@ -732,8 +690,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\ndet/s: detection messages received per second; latency: receive − capture (= publish) \
          time; bare/s: the bare model's batch-1 frames/s, measured right before and after the \
-         case (mean of the two medians); batch: frames per pass (worker counters); ÷b1: det/s \
-         over bare/s; ÷b8: det/s over the bare model's batch-8 frames/s at the start; offer/s: frames published; in/s: \
+         case (mean of the two medians); +pub/s: the same while the case's cameras published \
+         and nobody read their frames (before the worker started); +sub/s: the same with a \
+         plain subscriber receiving and discarding every frame; batch: frames per pass (worker \
+         counters); ÷b1, ÷pub, ÷sub: det/s over bare/s, +pub/s, +sub/s; ÷b8: det/s over the bare model's batch-8 frames/s at the start; offer/s: frames published; in/s: \
          frames the worker received; drop/s: pending frames replaced by newer ones (live \
          delivery); win s: the measured window. Load average at end: {}",
         panoptes_tests::loadavg()
