@@ -39,7 +39,6 @@
 //!    mean batch (frames processed ÷ passes) and drops. The worker's own histograms
 //!    (`panoptes_stage_seconds`, `panoptes_model_inference_seconds`) give each stage's time per
 //!    frame and its share of the window: where the time goes.
-//!
 //! 3. **The bare model under the cameras' load**: batch 1 timed once more in each case after the
 //!    cameras started and before the worker did: with nobody subscribed (`+pub/s`: what the
 //!    cameras and nats-server take from the model's cores whatever reads the frames; on a
@@ -301,10 +300,10 @@ struct Outcome {
     processed: u64,
     /// The worker's stage and model time in the window.
     spent: time_spent::Spent,
-    /// The bare model's batch 1 while the cameras published before the worker started: with
-    /// nobody subscribed, and with a plain subscriber discarding every frame.
-    published_only: Duration,
-    delivered: Duration,
+    /// The bare model's batch-1 frames/s while the cameras published before the worker started:
+    /// with nobody subscribed, and with a plain subscriber discarding every frame.
+    published_only: f64,
+    delivered: f64,
 }
 
 /// Runs one case. The worker runs in this process (not through `panoptes::runner`): the graph
@@ -380,7 +379,7 @@ async fn run_case(
     // frames), then with a plain subscriber that receives every frame and discards it (plus
     // what delivering them costs any reader).
     tokio::time::sleep(SETTLE).await;
-    let published_only = floor::b1_during(&floor.graph, LOADED_RUNS).await?;
+    let published_only = floor.b1_now(LOADED_RUNS).await?;
     let delivered = {
         let reader = async_nats::ConnectOptions::new()
             .name("detector-bench-reader")
@@ -391,7 +390,7 @@ async fn run_case(
         reader.flush().await?;
         let read = tokio::spawn(async move { while frames.next().await.is_some() {} });
         tokio::time::sleep(SETTLE).await;
-        let delivered = floor::b1_during(&floor.graph, LOADED_RUNS).await;
+        let delivered = floor.b1_now(LOADED_RUNS).await;
         read.abort();
         delivered?
     };
@@ -555,7 +554,7 @@ fn main() -> anyhow::Result<()> {
         let mut index = 0;
         for floor in &floors {
             // The bare model measured after a case is the one before the next.
-            let mut before = floor.b1_now(cfg.runs)?;
+            let mut before = floor.b1_now(cfg.runs).await?;
             let b1 = floor.call(1).context("no batch-1 floor")?;
             let target = cfg
                 .latency_target_ms
@@ -588,8 +587,9 @@ fn main() -> anyhow::Result<()> {
                     // The bare model right before and after the case, so that the ratio does not
                     // follow the machine's drift over the run.
                     let outcome = run_case(&cfg, &case, index, &url, &templates, floor, &meter).await?;
-                    let after = floor.b1_now(cfg.runs)?;
-                    let bracket = 2.0 / (before + after).as_secs_f64();
+                    let after = floor.b1_now(cfg.runs).await?;
+                    // frames/s at the mean of the two median call times.
+                    let bracket = 2.0 / (1.0 / before + 1.0 / after);
                     before = after;
                     eprintln!(
                         "  {} {cameras} cam{} {}: {:.2} det/s, p50 {:.0} ms, batch {:.2} ({:.0} s)\n    \
@@ -659,14 +659,14 @@ fn main() -> anyhow::Result<()> {
             batching,
             o.fps,
             bracket,
-            1.0 / o.published_only.as_secs_f64(),
-            1.0 / o.delivered.as_secs_f64(),
+            o.published_only,
+            o.delivered,
             o.p50_ms,
             o.p99_ms,
             o.mean_batch,
             o.fps / bracket,
-            o.fps * o.published_only.as_secs_f64(),
-            o.fps * o.delivered.as_secs_f64(),
+            o.fps / o.published_only,
+            o.fps / o.delivered,
             if case.batching != Batching::Off {
                 ratio(8)
             } else {
@@ -693,7 +693,8 @@ fn main() -> anyhow::Result<()> {
          case (mean of the two medians); +pub/s: the same while the case's cameras published \
          and nobody read their frames (before the worker started); +sub/s: the same with a \
          plain subscriber receiving and discarding every frame; batch: frames per pass (worker \
-         counters); ÷b1, ÷pub, ÷sub: det/s over bare/s, +pub/s, +sub/s; ÷b8: det/s over the bare model's batch-8 frames/s at the start; offer/s: frames published; in/s: \
+         counters); ÷b1, ÷pub, ÷sub: det/s over bare/s, +pub/s, +sub/s; ÷b8: det/s over the \
+         bare model's batch-8 frames/s at the start; offer/s: frames published; in/s: \
          frames the worker received; drop/s: pending frames replaced by newer ones (live \
          delivery); win s: the measured window. Load average at end: {}",
         panoptes_tests::loadavg()

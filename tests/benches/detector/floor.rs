@@ -24,7 +24,7 @@ pub fn input(batch: usize) -> Tensor {
 pub struct Floor {
     pub backend: Backend,
     per_call: Vec<(usize, Duration)>,
-    pub graph: Graph,
+    graph: Graph,
 }
 
 impl Floor {
@@ -48,18 +48,18 @@ impl Floor {
         self.call(batch).map(|d| batch as f64 / d.as_secs_f64())
     }
 
-    /// The median of `runs` batch-1 calls now (the machine's speed drifts over a run).
-    pub fn b1_now(&self, runs: usize) -> anyhow::Result<Duration> {
-        Ok(time_calls(&self.graph, 1, runs)?.1)
+    /// The bare model's batch-1 frames/s now: the median of `runs` calls, on a blocking thread
+    /// so that the runtime's tasks (cameras, a reader) keep running beside it.
+    pub async fn b1_now(&self, runs: usize) -> anyhow::Result<f64> {
+        let graph = self.graph.clone();
+        let (_, median) =
+            tokio::task::spawn_blocking(move || time_calls(&graph, 1, runs)).await??;
+        Ok(1.0 / median.as_secs_f64())
     }
 }
 
 /// The first call's time, and the median of the `runs` timed calls after it.
-pub fn time_calls(
-    graph: &Graph,
-    batch: usize,
-    runs: usize,
-) -> anyhow::Result<(Duration, Duration)> {
+fn time_calls(graph: &Graph, batch: usize, runs: usize) -> anyhow::Result<(Duration, Duration)> {
     let x = input(batch);
     let started = Instant::now();
     std::hint::black_box(graph.run_f32(&x)?);
@@ -106,15 +106,4 @@ pub fn measure_floor(
         per_call,
         graph,
     })
-}
-
-/// The median of `runs` batch-1 calls now, on a blocking thread so that the runtime's tasks
-/// (the cameras, a reader) keep running beside it.
-pub async fn b1_during(graph: &Graph, runs: usize) -> anyhow::Result<Duration> {
-    let graph = graph.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || time_calls(&graph, 1, runs))
-            .await??
-            .1,
-    )
 }
