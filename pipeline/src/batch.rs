@@ -5,14 +5,23 @@
 //! The worker gathers frames from several cameras into one pass through its stages, so a model
 //! stage sees them together and runs them as one inference call. Whether that pays depends on
 //! the device: on a GPU a batch of 8 costs little more than one frame; on a CPU each frame in a
-//! batch costs as much as alone or more (measured here: ONNX Runtime +20% per frame, tract
+//! batch costs as much as alone or more (measured here: ONNX Runtime +10–20% per frame, tract
 //! 4×). So the size is not fixed: the [`Batcher`] keeps the size whose per-frame cost is lowest
 //! by trying the next size up and down now and then (hill climbing on measured cost), never
-//! beyond what the latency target allows. A batch closes when it has that many frames, when no
-//! other camera is expected to deliver, or when waiting longer would make the oldest frame miss
-//! the latency target.
+//! beyond what the latency target allows.
+//!
+//! Each trial is weighed against the pass of the settled size just before it, not against a
+//! long-run average: on a shared machine whose speed drifts, a trial taken in a quiet moment
+//! would otherwise look cheaper than an average that includes the busy ones. The settled size
+//! moves only when its trials' mean clears the margin by more than their standard error. The
+//! first pass of each size counts for nothing: a runtime plans and allocates for a new input
+//! shape on its first call (ONNX Runtime here: +20–90 ms for a batch of 2, +300–450 ms for 3),
+//! which says nothing about what the size costs afterwards.
+//!
+//! A batch closes when it has that many frames, when no other camera is expected to deliver,
+//! or when waiting longer would make the oldest frame miss the latency target.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use panoptes_contracts::batching::BatchPolicy;
@@ -22,11 +31,46 @@ use panoptes_contracts::batching::BatchPolicy;
 #[derive(Debug)]
 pub struct Batcher {
     policy: BatchPolicy,
-    /// Smoothed processing time per batch size (index = size - 1).
+    /// Smoothed processing time per batch size (index = size - 1), from its second pass on.
     cost: Vec<Option<Duration>>,
+    /// Whether a size has had its first pass (index = size - 1).
+    warmed: Vec<bool>,
     /// The size the controller settled on (adaptive), or `max_batch`.
     target: usize,
     passes: u64,
+    /// The latest pass of the settled size: its pass number and how long it took.
+    last_settled: Option<(u64, Duration)>,
+    /// Trials of one size up and one size down, each against the settled size's pass before it.
+    up: Trials,
+    down: Trials,
+}
+
+/// The latest trials of one neighbouring size since the settled size last changed: each the
+/// trial's per-frame cost over that of the settled size's pass just before it.
+#[derive(Clone, Debug, Default)]
+struct Trials {
+    ratios: VecDeque<f64>,
+}
+
+impl Trials {
+    fn add(&mut self, ratio: f64) {
+        if self.ratios.len() == TRIAL_WINDOW {
+            self.ratios.pop_front();
+        }
+        self.ratios.push_back(ratio);
+    }
+
+    /// The upper end of the trials' ratio: their mean plus its standard error, from the second
+    /// trial on.
+    fn upper(&self) -> Option<f64> {
+        let n = self.ratios.len();
+        if n < 2 {
+            return None;
+        }
+        let mean = self.ratios.iter().sum::<f64>() / n as f64;
+        let var = self.ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        Some(mean + (var / n as f64).sqrt())
+    }
 }
 
 /// Weight of a new measurement in the running estimate: recent enough to follow load changes,
@@ -37,15 +81,22 @@ const EXPLORE_EVERY: u64 = 10;
 /// A larger batch must be this much cheaper per frame to be kept: on a tie, the smaller one
 /// wins, for its latency.
 const MIN_GAIN: f64 = 0.05;
+/// Trials of a size kept for the decision: one trial on a noisy machine can be 15% off either
+/// way, and older ones describe a machine that may have changed.
+const TRIAL_WINDOW: usize = 8;
 
 impl Batcher {
     pub fn new(policy: BatchPolicy) -> Self {
         let max = policy.max_batch.max(1);
         Self {
             cost: vec![None; max],
+            warmed: vec![false; max],
             // Adaptive starts unbatched: the right choice on CPUs, and on a GPU it climbs.
             target: if policy.adaptive { 1 } else { max },
             passes: 0,
+            last_settled: None,
+            up: Trials::default(),
+            down: Trials::default(),
             policy,
         }
     }
@@ -80,43 +131,62 @@ impl Batcher {
     /// Records that a pass of `size` frames took `took`, and moves the settled size towards
     /// the cheapest per frame.
     pub fn observe(&mut self, size: usize, took: Duration) {
-        let Some(slot) = size.checked_sub(1).and_then(|i| self.cost.get_mut(i)) else {
+        let Some(i) = size.checked_sub(1).filter(|i| *i < self.cost.len()) else {
             return;
         };
-        *slot = Some(match *slot {
+        self.passes += 1;
+        if !std::mem::replace(&mut self.warmed[i], true) {
+            return;
+        }
+        self.cost[i] = Some(match self.cost[i] {
             None => took,
             Some(prev) => prev.mul_f64(1.0 - EMA_WEIGHT) + took.mul_f64(EMA_WEIGHT),
         });
-        self.passes += 1;
         if !self.policy.adaptive {
             return;
         }
         let t = self.target;
-        // One up, kept if clearly cheaper per frame; one down, kept unless the current size is
-        // clearly cheaper (on a tie the smaller batch wins, for its latency).
-        let up = size == t + 1 && self.fits(size) && self.cheaper(size, t);
-        let down = size + 1 == t && !self.cheaper(t, size);
-        if up || down {
-            self.target = size;
+        if size == t {
+            self.last_settled = Some((self.passes, took));
+        } else if size == t + 1 || size + 1 == t {
+            // Only a settled pass close before the trial is a fair comparison: the machine's
+            // speed may have changed since an older one.
+            if let Some((at, settled)) = self.last_settled
+                && self.passes - at <= EXPLORE_EVERY
+                && !settled.is_zero()
+            {
+                let ratio = (took.as_secs_f64() / size as f64) / (settled.as_secs_f64() / t as f64);
+                if size > t {
+                    &mut self.up
+                } else {
+                    &mut self.down
+                }
+                .add(ratio);
+            }
         }
-        while self.target > 1 && !self.fits(self.target) {
-            self.target -= 1;
-        }
-    }
-
-    /// Whether a batch of `a` frames has been measured cheaper per frame than one of `b`, by at
-    /// least [`MIN_GAIN`].
-    fn cheaper(&self, a: usize, b: usize) -> bool {
-        let per_frame = |n: usize| {
-            self.cost
-                .get(n.wrapping_sub(1))
-                .copied()
-                .flatten()
-                .map(|c| c.as_secs_f64() / n as f64)
+        // One up when its trials show it clearly cheaper per frame; one down when its trials
+        // show it clearly within the margin of the settled size (on a tie the smaller batch
+        // wins, for its latency).
+        let up = self.up.upper().is_some_and(|r| r < 1.0 - MIN_GAIN) && self.fits(t + 1);
+        let down = self
+            .down
+            .upper()
+            .is_some_and(|r| r <= 1.0 / (1.0 - MIN_GAIN));
+        let mut next = if up {
+            t + 1
+        } else if down {
+            t - 1
+        } else {
+            t
         };
-        match (per_frame(a), per_frame(b)) {
-            (Some(a), Some(b)) => a < b * (1.0 - MIN_GAIN),
-            _ => false,
+        while next > 1 && !self.fits(next) {
+            next -= 1;
+        }
+        if next != t {
+            self.target = next;
+            self.up = Trials::default();
+            self.down = Trials::default();
+            self.last_settled = None;
         }
     }
 
@@ -224,11 +294,18 @@ mod tests {
     fn estimates_follow_measurements_and_extrapolate_per_frame() {
         let mut b = fixed(8, ms(50), Some(ms(100)));
         assert_eq!(b.estimate(3), Duration::ZERO, "nothing measured yet");
+        b.observe(2, ms(400));
+        assert_eq!(
+            b.estimate(2),
+            Duration::ZERO,
+            "a size's first pass is a warm-up"
+        );
         b.observe(2, ms(40));
         assert_eq!(b.estimate(2), ms(40));
         assert_eq!(b.estimate(4), ms(80), "20 ms per frame from the batch of 2");
         b.observe(2, ms(90));
         assert_eq!(b.estimate(2), ms(50), "0.8 * 40 + 0.2 * 90");
+        b.observe(4, ms(900));
         b.observe(4, ms(70));
         assert_eq!(b.estimate(3), ms(60), "between the batches of 2 and 4");
         assert_eq!(b.estimate(6), ms(90), "a fixed cost plus 10 ms per frame");
@@ -241,8 +318,15 @@ mod tests {
     fn the_wait_shrinks_as_the_next_batch_gets_costlier() {
         let mut b = fixed(4, ms(30), Some(ms(100)));
         assert_eq!(b.wait_budget(1), ms(30), "unknown cost: max_wait");
+        b.observe(2, ms(800));
+        assert_eq!(
+            b.wait_budget(1),
+            ms(30),
+            "still unknown after the warm-up pass"
+        );
         b.observe(2, ms(80));
         assert_eq!(b.wait_budget(1), ms(20), "100 - 80");
+        b.observe(3, ms(1200));
         b.observe(3, ms(120));
         assert_eq!(b.size_limit(), 2, "a batch of 3 misses the target");
         assert_eq!(b.wait_budget(2), Duration::ZERO);
@@ -253,7 +337,11 @@ mod tests {
 
     /// Passes at saturation (frames always waiting) with `cost(n)` per pass; returns the sizes
     /// the controller chose.
-    fn saturate(b: &mut Batcher, passes: usize, cost: impl Fn(usize) -> Duration) -> Vec<usize> {
+    fn saturate(
+        b: &mut Batcher,
+        passes: usize,
+        mut cost: impl FnMut(usize) -> Duration,
+    ) -> Vec<usize> {
         (0..passes)
             .map(|_| {
                 let n = b.size_limit();
@@ -268,7 +356,7 @@ mod tests {
         // GPU-like: a fixed launch cost, little per frame.
         let mut gpu = Batcher::new(BatchPolicy::new(8));
         assert_eq!(gpu.target(), 1, "starts unbatched");
-        saturate(&mut gpu, 200, |n| ms(20 + 2 * n as u64));
+        saturate(&mut gpu, 300, |n| ms(20 + 2 * n as u64));
         assert_eq!(gpu.target(), 8);
         // CPU-like (measured here with ONNX Runtime): each frame costs 20% more in a batch.
         let mut cpu = Batcher::new(BatchPolicy::new(8));
@@ -283,10 +371,52 @@ mod tests {
         );
     }
 
+    /// A noisy, drifting machine: a pass of `n` frames costs `work(n)` milliseconds, ±15% at
+    /// random, and the whole machine runs 1.6× slower for stretches (a busy neighbour), as on
+    /// a shared VM; the first pass of each size costs 300 ms more (a new input shape).
+    fn noisy(seed: u64, work: impl Fn(usize) -> f64) -> impl FnMut(usize) -> Duration {
+        let (mut state, mut pass) = (seed, 0u64);
+        let mut shapes = std::collections::HashSet::new();
+        move |n| {
+            let first = if shapes.insert(n) { 300.0 } else { 0.0 };
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let jitter = 0.85 + 0.3 * ((state >> 33) as f64 / (1u64 << 31) as f64);
+            let slow = if (pass / 13) % 3 == 0 { 1.6 } else { 1.0 };
+            pass += 1;
+            Duration::from_secs_f64((work(n) * jitter * slow + first) / 1e3)
+        }
+    }
+
+    #[test]
+    fn noise_and_drift_do_not_make_batches_that_cost_more_look_cheaper() {
+        for seed in 1..=20 {
+            // CPU-like: a frame in a batch costs 15% more than alone.
+            let mut cpu = Batcher::new(BatchPolicy::new(4));
+            let cost = noisy(seed, |n| if n == 1 { 70.0 } else { 80.5 * n as f64 });
+            let sizes = saturate(&mut cpu, 2000, cost);
+            let batched = sizes.iter().filter(|n| **n > 1).count();
+            assert!(
+                batched <= 220,
+                "seed {seed}: {batched} of 2000 passes batched (exploring alone: 200)"
+            );
+            // GPU-like: batches still grow through the same noise.
+            let mut gpu = Batcher::new(BatchPolicy::new(8));
+            let sizes = saturate(&mut gpu, 2000, noisy(seed, |n| 20.0 + 2.0 * n as f64));
+            let late = &sizes[1000..];
+            let mean = late.iter().sum::<usize>() as f64 / late.len() as f64;
+            assert!(
+                mean >= 6.5,
+                "seed {seed}: mean batch {mean:.2} once settled"
+            );
+        }
+    }
+
     #[test]
     fn adaptive_batches_shrink_when_larger_ones_stop_paying() {
         let mut b = Batcher::new(BatchPolicy::new(8));
-        saturate(&mut b, 200, |n| ms(20 + 2 * n as u64));
+        saturate(&mut b, 300, |n| ms(20 + 2 * n as u64));
         assert_eq!(b.target(), 8);
         // The device gets busy: now every frame costs the same alone or batched.
         saturate(&mut b, 400, |n| ms(30 * n as u64));
