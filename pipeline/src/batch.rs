@@ -13,7 +13,8 @@
 //! Each trial is weighed against the pass of the settled size just before it, not against a
 //! long-run average: on a shared machine whose speed drifts, a trial taken in a quiet moment
 //! would otherwise look cheaper than an average that includes the busy ones. The settled size
-//! moves only when its trials' mean clears the margin by more than their standard error. The
+//! moves only when its trials' mean clears the margin by more than their standard error; once
+//! eight trials agree that the size above is dearer, it is tried four times less often. The
 //! first pass of each size counts for nothing: a runtime plans and allocates for a new input
 //! shape on its first call (ONNX Runtime here: +20–90 ms for a batch of 2, +300–450 ms for 3),
 //! which says nothing about what the size costs afterwards.
@@ -60,16 +61,25 @@ impl Trials {
         self.ratios.push_back(ratio);
     }
 
-    /// The upper end of the trials' ratio: their mean plus its standard error, from the second
-    /// trial on.
-    fn upper(&self) -> Option<f64> {
+    /// The trials' mean ratio and its standard error, from the second trial on.
+    fn mean(&self) -> Option<(f64, f64)> {
         let n = self.ratios.len();
         if n < 2 {
             return None;
         }
         let mean = self.ratios.iter().sum::<f64>() / n as f64;
         let var = self.ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        Some(mean + (var / n as f64).sqrt())
+        Some((mean, (var / n as f64).sqrt()))
+    }
+
+    /// The upper end of the trials' ratio: their mean plus its standard error.
+    fn upper(&self) -> Option<f64> {
+        self.mean().map(|(mean, se)| mean + se)
+    }
+
+    /// Whether a full window of trials shows the size dearer per frame, beyond their noise.
+    fn clearly_dearer(&self) -> bool {
+        self.ratios.len() == TRIAL_WINDOW && self.mean().is_some_and(|(mean, se)| mean - se > 1.0)
     }
 }
 
@@ -78,6 +88,9 @@ impl Trials {
 const EMA_WEIGHT: f64 = 0.2;
 /// Every this many passes the controller tries one size up, and (half-way) one size down.
 const EXPLORE_EVERY: u64 = 10;
+/// Trials of the size above come this many times less often once a full window of them shows
+/// it dearer per frame (a CPU): each costs a little, and the answer is known.
+const SETTLED_BACKOFF: u64 = 4;
 /// A larger batch must be this much cheaper per frame to be kept: on a tie, the smaller one
 /// wins, for its latency.
 const MIN_GAIN: f64 = 0.05;
@@ -115,10 +128,14 @@ impl Batcher {
     pub fn size_limit(&self) -> usize {
         let mut n = self.target;
         if self.policy.adaptive {
-            let phase = self.passes % EXPLORE_EVERY;
-            if phase == EXPLORE_EVERY - 1 && n < self.policy.max_batch {
+            let up_every = if self.up.clearly_dearer() {
+                EXPLORE_EVERY * SETTLED_BACKOFF
+            } else {
+                EXPLORE_EVERY
+            };
+            if self.passes % up_every == up_every - 1 && n < self.policy.max_batch {
                 n += 1;
-            } else if phase == EXPLORE_EVERY / 2 - 1 && n > 1 {
+            } else if self.passes % EXPLORE_EVERY == EXPLORE_EVERY / 2 - 1 && n > 1 {
                 n -= 1;
             }
         }
@@ -397,9 +414,10 @@ mod tests {
             let cost = noisy(seed, |n| if n == 1 { 70.0 } else { 80.5 * n as f64 });
             let sizes = saturate(&mut cpu, 2000, cost);
             let batched = sizes.iter().filter(|n| **n > 1).count();
+            // Trials every 10 passes until eight of them agree, then every 40: about 57.
             assert!(
-                batched <= 220,
-                "seed {seed}: {batched} of 2000 passes batched (exploring alone: 200)"
+                batched <= 80,
+                "seed {seed}: {batched} of 2000 passes batched"
             );
             // GPU-like: batches still grow through the same noise.
             let mut gpu = Batcher::new(BatchPolicy::new(8));
@@ -411,6 +429,22 @@ mod tests {
                 "seed {seed}: mean batch {mean:.2} once settled"
             );
         }
+    }
+
+    #[test]
+    fn trials_come_less_often_once_they_agree_and_still_catch_a_change() {
+        let mut b = Batcher::new(BatchPolicy::new(8));
+        let cpu = |n: usize| ms(if n == 1 { 80 } else { 92 * n as u64 });
+        let sizes = saturate(&mut b, 400, cpu);
+        assert_eq!(b.target(), 1);
+        let late = sizes[200..].iter().filter(|n| **n > 1).count();
+        assert_eq!(
+            late, 5,
+            "one trial every 40 passes once eight of them agree"
+        );
+        // The device starts paying for batches (a GPU freed by another tenant).
+        saturate(&mut b, 600, |n| ms(20 + 2 * n as u64));
+        assert_eq!(b.target(), 8);
     }
 
     #[test]
